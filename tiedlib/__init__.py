@@ -1,0 +1,36 @@
+"""tiedlib: standard and tied crosscoders for diffing a chat model against its base model."""
+
+from tiedlib.batches import DataExhaustedError, InMemoryBatches
+from tiedlib.checkpoints import load_crosscoder
+from tiedlib.config import BASE, CHAT, GROUP_NAMES, CrosscoderConfig, RunConfig, TrainConfig
+from tiedlib.crosscoder import (
+    Crosscoder,
+    CrosscoderOutput,
+    LossOutput,
+    StandardCrosscoder,
+    TiedCrosscoder,
+    make_crosscoder,
+)
+from tiedlib.training import read_metrics, resume, train, train_step
+
+__all__ = [
+    "BASE",
+    "CHAT",
+    "GROUP_NAMES",
+    "Crosscoder",
+    "CrosscoderConfig",
+    "CrosscoderOutput",
+    "DataExhaustedError",
+    "InMemoryBatches",
+    "LossOutput",
+    "RunConfig",
+    "StandardCrosscoder",
+    "TiedCrosscoder",
+    "TrainConfig",
+    "load_crosscoder",
+    "make_crosscoder",
+    "read_metrics",
+    "resume",
+    "train",
+    "train_step",
+]

@@ -1,0 +1,79 @@
+"""Pure loss and metric functions shared by the standard and tied crosscoders.
+
+Shapes use one spelling everywhere: ``batch``, ``n_models`` (= 2, base then chat), ``d_model``, ``n_latents``,
+``n_groups`` (1 for standard, 3 for tied: shared, base, chat).
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+def squared_error_per_model(
+    x: Float[Tensor, "batch n_models d_model"], x_hat: Float[Tensor, "batch n_models d_model"]
+) -> Float[Tensor, " n_models"]:
+    """Sum over batch and d_model of the squared reconstruction error, per model.
+
+    The reconstruction loss is ``squared_error_per_model(...).sum() / batch``: the mean over the batch of
+    ``sum_{m,d} (x_hat - x)^2`` (REFERENCE.md, public crosscoder replication).
+    """
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x has shape {tuple(x.shape)} but x_hat has shape {tuple(x_hat.shape)}")
+    return (x_hat - x).pow(2).sum(dim=(0, 2))
+
+
+@torch.no_grad()
+def explained_variance_per_model(
+    x: Float[Tensor, "batch n_models d_model"], squared_error: Float[Tensor, " n_models"]
+) -> Float[Tensor, " n_models"]:
+    """``1 - sum(err^2) / sum((x - mean_batch(x))^2)`` per model (one minus the fraction of variance unexplained).
+
+    This is the ratio of sums over the batch. The public crosscoder code averaged per-token ratios instead, which
+    weighs low-variance tokens heavily; the two agree only roughly, so compare with published figures with care.
+    """
+    total_variance = (x - x.mean(dim=0, keepdim=True)).pow(2).sum(dim=(0, 2))
+    return 1 - squared_error / total_variance.clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def decoder_norms(W_dec: Float[Tensor, "n_latents n_models d_model"]) -> Float[Tensor, "n_latents n_models"]:
+    """L2 norm of each latent's decoder vector in each model."""
+    return W_dec.norm(dim=-1)
+
+
+def weighted_sparsity(
+    f: Float[Tensor, "batch n_groups n_latents"], weights: Float[Tensor, "n_groups n_latents"]
+) -> Float[Tensor, " n_groups"]:
+    """Mean over the batch of ``sum_i f[g, i] * weights[g, i]``, per group.
+
+    Reducing ``f`` over the batch first keeps this one pass over the latents with no ``batch x latents``
+    temporary; the gradient is the same as that of the elementwise form.
+    """
+    return (f.sum(dim=0) * weights).sum(dim=-1) / f.shape[0]
+
+
+def standard_penalty_weights(norms: Float[Tensor, "n_latents n_models"]) -> Float[Tensor, "1 n_latents"]:
+    """Per-latent weight of a standard crosscoder's L1 term: the *sum* of per-model decoder norms.
+
+    Anthropic's crosscoder note: summing the per-model norms (rather than taking the norm of the concatenation)
+    is what lets model-exclusive latents exist.
+    """
+    return norms.sum(dim=-1).unsqueeze(0)
+
+
+def tied_penalty_weights(norms: Float[Tensor, "n_latents n_models"], eta: float) -> Float[Tensor, "3 n_latents"]:
+    """Per-latent weights of the tied crosscoder's penalty, groups ordered shared, base, chat.
+
+    From the write-up (Experiment 1, "Setup"):
+    ``L_reg = E_x[ sum_i f_shared_i (||W_dec_base_i|| + ||W_dec_chat_i||)
+                       + eta (f_base_i ||W_dec_base_i|| + f_chat_i ||W_dec_chat_i||) ]``.
+    """
+    n_base, n_chat = norms[:, 0], norms[:, 1]
+    return torch.stack([n_base + n_chat, eta * n_base, eta * n_chat])
+
+
+@torch.no_grad()
+def l0_per_group(f: Float[Tensor, "batch n_groups n_latents"]) -> Float[Tensor, " n_groups"]:
+    """Mean number of firing (> 0) latents per token, per group."""
+    return (f > 0).sum(dim=(0, 2)).to(f.dtype) / f.shape[0]
