@@ -1,0 +1,97 @@
+"""Crosscoder training-step benchmarks, measured side by side (interleaved repeats, median).
+
+Prints one line per figure, ``name: value (target)``:
+- tied step time / standard step time at equal n (latents per group = standard latents): target <= 2.4;
+- step time (loss, backward, clip, Adam) / time of the same matrix products alone, per architecture: target <= 1.3.
+
+Run: ``.venv/bin/python benchmarks/bench_crosscoder.py [--d-model 256 --n-latents 4096 --batch 1024]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from tiedlib import CrosscoderConfig, make_crosscoder
+from tiedlib.training import TrainConfig, make_optimizer, train_step
+
+
+def matmuls_alone(x: torch.Tensor, n: int, groups: int) -> callable:
+    """The forward and backward matrix products of one step, on preallocated tensors, with nothing else.
+
+    Forward: encoder ``(b, 2d) @ (2d, G n)`` and decoder ``(b, n) @ (n, 2d)`` (tied: two ``(b, n) @ (n, d)``).
+    Backward: ``dW_enc = x^T dpre``, ``df = dx_hat W_dec^T``, ``dW_dec = coeff^T dx_hat``.
+    """
+    b, _, d = x.shape
+    xf = x.reshape(b, 2 * d)
+    W_enc = torch.randn(2 * d, groups * n) * 0.01
+    W_dec = torch.randn(n, 2, d) * 0.01
+    dpre = torch.randn(b, groups * n)
+    coeff = torch.randn(2, b, n) if groups == 3 else torch.randn(b, n)
+    dxh = torch.randn(b, 2, d)
+    Wt = W_dec.transpose(0, 1)  # (2, n, d) strided view, as in TiedCrosscoder.decode
+
+    def run() -> None:
+        xf @ W_enc
+        xf.t() @ dpre
+        if groups == 3:
+            torch.bmm(coeff, Wt)
+            torch.bmm(dxh.transpose(0, 1), Wt.transpose(1, 2))
+            torch.bmm(coeff.transpose(1, 2), dxh.transpose(0, 1))
+        else:
+            coeff @ W_dec.reshape(n, 2 * d)
+            dxh.reshape(b, 2 * d) @ W_dec.reshape(n, 2 * d).t()
+            coeff.t() @ dxh.reshape(b, 2 * d)
+
+    return run
+
+
+def step_fn(arch: str, x: torch.Tensor, n: int) -> callable:
+    model = make_crosscoder(CrosscoderConfig(d_model=x.shape[-1], n_latents=n, architecture=arch))
+    opt, _ = make_optimizer(model, TrainConfig(n_steps=10))
+    return lambda: train_step(model, opt, x, l1_coeff=2.0, grad_clip=1.0)
+
+
+def median_time(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--n-latents", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 2, args.d_model)
+    fns = {
+        "standard": step_fn("standard", x, args.n_latents),
+        "tied": step_fn("tied", x, args.n_latents),
+        "standard_mm": matmuls_alone(x, args.n_latents, 1),
+        "tied_mm": matmuls_alone(x, args.n_latents, 3),
+    }
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(args.repeats):  # interleaved, so background load hits every variant alike
+        for k, fn in fns.items():
+            times[k] += median_time(fn, 1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"# d_model={args.d_model} n_latents={args.n_latents} batch={args.batch} threads={torch.get_num_threads()}")
+    print(f"# median seconds: " + ", ".join(f"{k}={v:.4f}" for k, v in med.items()))
+    print(f"tied_step_over_standard_step: {med['tied'] / med['standard']:.2f} (target <= 2.4)")
+    print(f"standard_step_over_matmuls: {med['standard'] / med['standard_mm']:.2f} (target <= 1.3)")
+    print(f"tied_step_over_matmuls: {med['tied'] / med['tied_mm']:.2f} (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
