@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: test book bench lint lab clean-book help
+.PHONY: test book bench lint lab clean-book help vendor check-book
 help:
 	@echo "make book   build the Jupyter Book (_build/html), executing every notebook on the tiny lab pair"
 	@echo "make test   run the test suite (notebooks executed at smoke scale, smoke book build)"
@@ -35,12 +35,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -c "import torch, tiedlib; print('[setup] torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"; \
 	touch $@
 
-test: $(VENV)/.installed
+vendor:
+	./scripts/vendor_assets.sh
+
+test: $(VENV)/.installed vendor
 	$(PY) -m pytest -q
 
-book: $(VENV)/.installed
+book: $(VENV)/.installed vendor
 	$(PY) -m tiedlib.lab build --config tiny
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# Open every page of the built book in headless Chromium (needs Debian's chromium package).
+check-book:
+	$(PY) scripts/check_book.py _build/html
 
 bench: $(VENV)/.installed
 	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
