@@ -1,6 +1,8 @@
 """tiedlib: standard and tied crosscoders for diffing a chat model against its base model."""
 
+from tiedlib.activations import HarvestBatch, check_pair, estimate_norm_factors, harvest, harvest_all
 from tiedlib.batches import DataExhaustedError, InMemoryBatches
+from tiedlib.buffer import ActivationBuffer
 from tiedlib.checkpoints import load_crosscoder
 from tiedlib.config import BASE, CHAT, GROUP_NAMES, CrosscoderConfig, RunConfig, TrainConfig
 from tiedlib.crosscoder import (
@@ -14,6 +16,12 @@ from tiedlib.crosscoder import (
 from tiedlib.training import read_metrics, resume, train, train_step
 
 __all__ = [
+    "ActivationBuffer",
+    "HarvestBatch",
+    "check_pair",
+    "estimate_norm_factors",
+    "harvest",
+    "harvest_all",
     "BASE",
     "CHAT",
     "GROUP_NAMES",

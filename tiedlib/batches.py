@@ -15,7 +15,10 @@ from torch import Tensor
 
 
 class DataExhaustedError(RuntimeError):
-    """Raised when a data source has no more fresh rows and was configured not to start a new epoch."""
+    """Raised when a data source has no more fresh rows and was configured not to start a new epoch.
+
+    Deliberately not ``StopIteration``: a training loop must not mistake running out of data for a normal end.
+    """
 
 
 class InMemoryBatches:
