@@ -87,7 +87,7 @@ def main() -> None:
             times[k] += median_time(fn, 1)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"# d_model={args.d_model} n_latents={args.n_latents} batch={args.batch} threads={torch.get_num_threads()}")
-    print(f"# median seconds: " + ", ".join(f"{k}={v:.4f}" for k, v in med.items()))
+    print("# median seconds: " + ", ".join(f"{k}={v:.4f}" for k, v in med.items()))
     print(f"tied_step_over_standard_step: {med['tied'] / med['standard']:.2f} (target <= 2.4)")
     print(f"standard_step_over_matmuls: {med['standard'] / med['standard_mm']:.2f} (target <= 1.3)")
     print(f"tied_step_over_matmuls: {med['tied'] / med['tied_mm']:.2f} (target <= 1.3)")

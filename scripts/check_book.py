@@ -126,7 +126,8 @@ def check(html_dir: Path, shots: Path, toc: Path) -> list[str]:
                 dom = run_chromium(["--virtual-time-budget=8000", "--dump-dom", url], profile)
             with tempfile.TemporaryDirectory() as profile:
                 png = shots / (page.replace("/", "__") + ".png")
-                run_chromium(["--virtual-time-budget=8000", "--window-size=1280,1800", f"--screenshot={png}", url], profile)
+                shot = ["--virtual-time-budget=8000", "--window-size=1280,1800", f"--screenshot={png}", url]
+                run_chromium(shot, profile)
             verdict = re.search(r"BOOKCHECK (\{.*?\})</pre>", dom)
             if verdict is None:
                 problems.append(f"{page}: the page did not finish loading in Chromium")

@@ -32,7 +32,7 @@ def test_grad_clip_bounds_the_update():
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     before = [p.detach().clone() for p in model.parameters()]
     train_step(model, opt, 100 * random_rows(64), l1_coeff=1.0, grad_clip=0.5)
-    step = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    step = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before, strict=True)))
     assert step.item() == pytest.approx(0.5, rel=1e-4)
 
 
@@ -69,7 +69,8 @@ def test_resume_from_any_checkpoint_is_bitwise_identical(tmp_path, arch):
     cfg = make_train_cfg(n_steps=24, checkpoint_every=6, lr=3e-3)
     rows = random_rows(640)
     torch.manual_seed(0)
-    full = train(cfg, make_model(architecture=arch), InMemoryBatches(rows, 32, seed=3, epochs=None), out_dir=tmp_path / "a")
+    data = InMemoryBatches(rows, 32, seed=3, epochs=None)
+    full = train(cfg, make_model(architecture=arch), data, out_dir=tmp_path / "a")
     ckpts = list_checkpoints(tmp_path / "a")
     assert [p.name for p in ckpts] == ["step_0000006", "step_0000012", "step_0000018", "step_0000024"]
     for ckpt in ckpts[:3]:
