@@ -21,6 +21,9 @@ SHARED, BASE_ONLY, CHAT_ONLY = 0, 1, 2
 GROUP_NAMES = ("shared", "base", "chat")
 
 Architecture = Literal["standard", "tied"]
+DecoderNorm = Literal["free", "equal", "unit"]
+Activation = Literal["relu", "batchtopk"]
+SharedPenalty = Literal["sum", "max"]
 
 
 class _JsonConfig:
@@ -62,6 +65,30 @@ class CrosscoderConfig(_JsonConfig):
     norm_factors: list[float] | None = None
     """Per-model scalars (base, chat) that the *inputs* were multiplied by during training, or None when the
     crosscoder reads raw activations. Stored so a checkpoint says what it expects."""
+    decoder_norm: DecoderNorm = "free"
+    """Tied only: constraint on the two decoder halves of each index, re-imposed after every optimizer step by
+    :meth:`Crosscoder.apply_constraints_`. ``"free"`` (the write-up): no constraint. ``"equal"``: both halves are
+    rescaled to the mean of their two norms (the sum of norms, hence the shared penalty, is kept). ``"unit"``: both
+    halves have norm 1, so a shared firing costs exactly 2 and an exclusive one eta (issue 8: with free norms a triple
+    can shrink one half and use its *shared* group as an exclusive latent)."""
+    shared_penalty: SharedPenalty = "sum"
+    """Tied only: weight of a shared firing. ``"sum"`` (the write-up): ``||d_base|| + ||d_chat||``. ``"max"``:
+    ``2 max(||d_base||, ||d_chat||)``, so shrinking one half no longer makes the shared group a cheap exclusive."""
+    activation: Activation = "relu"
+    """``"relu"``: every latent is ``ReLU(pre-activation)`` with an L1 penalty. ``"batchtopk"``: BatchTopK (Bussmann
+    et al. 2024; used for crosscoders by Minder et al. 2025): in training keep the ``k * batch`` largest scores
+    ``ReLU(pre) * decoder weight`` over the whole batch and all groups; in eval mode keep the scores above a threshold
+    estimated during training (see :func:`tiedlib.variants.batch_topk`). Set ``TrainConfig.l1_coeff = 0`` for pure
+    BatchTopK."""
+    k: float | None = None
+    """BatchTopK only: average number of active latents per token (all groups together)."""
+    n_designated_shared: int = 0
+    """Standard only: the first ``n_designated_shared`` latents are designated shared (Anthropic, Feb 2025): one
+    decoder vector used by both models (the two halves are kept equal) and a sparsity weight multiplied by
+    ``designated_shared_penalty``."""
+    designated_shared_penalty: float = 0.15
+    """Multiplier of the designated shared latents' sparsity weight (Anthropic: lambda_shared / lambda_excl about
+    0.1-0.2)."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ("standard", "tied"):
@@ -76,6 +103,32 @@ class CrosscoderConfig(_JsonConfig):
             self.norm_factors = [float(v) for v in self.norm_factors]
             if len(self.norm_factors) != 2 or not all(v > 0 for v in self.norm_factors):
                 raise ValueError(f"norm_factors must be two positive numbers (base, chat), got {self.norm_factors}")
+        if self.decoder_norm not in ("free", "equal", "unit"):
+            raise ValueError(f"decoder_norm must be 'free', 'equal' or 'unit', got {self.decoder_norm!r}")
+        if self.shared_penalty not in ("sum", "max"):
+            raise ValueError(f"shared_penalty must be 'sum' or 'max', got {self.shared_penalty!r}")
+        if self.architecture != "tied" and (self.decoder_norm != "free" or self.shared_penalty != "sum"):
+            raise ValueError(
+                "decoder_norm and shared_penalty variants need architecture='tied' (in a standard "
+                "crosscoder equal decoder halves would forbid model-exclusive latents)"
+            )
+        if self.activation not in ("relu", "batchtopk"):
+            raise ValueError(f"activation must be 'relu' or 'batchtopk', got {self.activation!r}")
+        if self.activation == "batchtopk":
+            if self.k is None or not self.k > 0:
+                raise ValueError(f"activation='batchtopk' needs k > 0 (active latents per token), got {self.k}")
+            if self.k > self.n_groups * self.n_latents:
+                raise ValueError(f"k={self.k} exceeds the number of latents {self.n_groups * self.n_latents}")
+        elif self.k is not None:
+            raise ValueError("k is only used with activation='batchtopk'")
+        if self.n_designated_shared < 0 or self.n_designated_shared >= self.n_latents:
+            raise ValueError(f"n_designated_shared must be in [0, n_latents), got {self.n_designated_shared}")
+        if self.n_designated_shared and self.architecture != "standard":
+            raise ValueError(
+                "n_designated_shared needs architecture='standard' (in a tied one the shared group does that)"
+            )
+        if not self.designated_shared_penalty > 0:
+            raise ValueError(f"designated_shared_penalty must be > 0, got {self.designated_shared_penalty}")
 
     @property
     def n_groups(self) -> int:
@@ -144,8 +197,23 @@ class RunConfig(_JsonConfig):
     model_batch_size: int = 8
     seq_len: int = 1024
     dataset: str = "lab"
-    """``"lab"`` (the lab pair's web/chat mix) or a Hugging Face dataset spec understood by tiedlib.data."""
+    """``"lab"`` (the lab pair's web/chat mix), ``"pretokenized"`` (the public runs' pre-tokenised Pile/LMSys mix)
+    or ``"mix"`` (Pile and LMSys-Chat streamed and tokenised here, chat samples through the chat template)."""
+    n_sequences: int = 0
+    """Sequences to draw from the dataset; 0: enough for ``n_steps * batch_size`` tokens."""
+    chat_fraction: float = 0.5
+    """Share of chat samples in the ``"mix"`` dataset."""
+    on_exhausted: str = "stop"
+    """When the sequences run out: ``"stop"`` with a clear error, or ``"new_epoch"`` (reuse them, with a warning)."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.on_exhausted not in ("stop", "new_epoch"):
+            raise ValueError(f"on_exhausted must be 'stop' or 'new_epoch', got {self.on_exhausted!r}")
+        if not 0 <= self.chat_fraction <= 1:
+            raise ValueError(f"chat_fraction must be in [0, 1], got {self.chat_fraction}")
+        if min(self.batch_size, self.buffer_tokens, self.model_batch_size, self.seq_len) <= 0:
+            raise ValueError("batch_size, buffer_tokens, model_batch_size and seq_len must be positive")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":

@@ -22,7 +22,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tiedlib import losses
+from tiedlib import losses, variants
 from tiedlib.config import BASE, CHAT, CrosscoderConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -77,6 +77,7 @@ class _Crosscoder(nn.Module):
         # encoder set to the decoder's transpose (the tied encoder: the same transpose for each of its 3 groups).
         W_dec = torch.randn(n, 2, d)
         W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True) * cfg.dec_init_norm
+        variants.tie_designated_(W_dec, cfg.n_designated_shared)  # designated shared latents start with one vector
         self.W_dec = nn.Parameter(W_dec)
         self.b_dec = nn.Parameter(torch.zeros(2, d))
         W_enc = W_dec.permute(1, 2, 0).contiguous()  # (2, d, n)
@@ -86,6 +87,40 @@ class _Crosscoder(nn.Module):
         else:
             self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_enc = nn.Parameter(W_enc)
+        if cfg.activation == "batchtopk":
+            # Running inference threshold of BatchTopK (-1: not estimated yet). Saved with the weights.
+            self.register_buffer("threshold", torch.tensor(-1.0))
+        self.apply_constraints_()  # unit-norm decoders start at norm 1 (the encoder keeps the dec_init_norm scale)
+
+    # ---- variants (issue 8) -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def apply_constraints_(self) -> None:
+        """Re-impose the config's decoder constraints in place; :func:`tiedlib.training.train_step` calls this after
+        every optimizer step. A no-op for the write-up's configuration (free norms, no designated latents)."""
+        variants.project_decoder_(self.W_dec, self.cfg.decoder_norm)
+        variants.tie_designated_(self.W_dec, self.cfg.n_designated_shared)
+
+    def _sparsify(self, f: Float[Tensor, "batch n"]) -> Float[Tensor, "batch n"]:
+        """BatchTopK over the flattened latents (identity for ReLU crosscoders).
+
+        Training mode (``model.train()``, the default): keep the ``k * batch`` largest scores of the batch and, when
+        gradients are on, update the running threshold. Eval mode: keep the scores above that threshold, or use the
+        batch rule while no threshold has been estimated yet.
+        """
+        if self.cfg.activation != "batchtopk":
+            return f
+        # Score = activation x decoder weight (shared: ||d_base|| + ||d_chat||; base, chat: that model's norm).
+        norms = self.decoder_norms()
+        if self.cfg.n_groups == 3:
+            weights = losses.tied_penalty_weights(norms, 1.0)
+        else:
+            weights = losses.standard_penalty_weights(norms)
+        thr = float(self.threshold)
+        use_threshold = not self.training and thr >= 0
+        kept, batch_min = variants.batch_topk(f, weights.reshape(-1), self.cfg.k, thr if use_threshold else None)
+        if self.training and torch.is_grad_enabled():
+            self.threshold.fill_(variants.update_threshold(thr, batch_min))
+        return kept
 
     # ---- shapes -------------------------------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
@@ -232,12 +267,14 @@ class _Crosscoder(nn.Module):
 
     @torch.no_grad()
     def load_weights_(self, state: dict[str, Tensor], *, source: str = "state dict") -> None:
-        """Copy ``W_enc, b_enc, W_dec, b_dec`` in, checking names and shapes with errors that say what differs."""
-        missing = [k for k in PARAM_NAMES if k not in state]
-        unexpected = sorted(set(state) - set(PARAM_NAMES))
+        """Copy ``W_enc, b_enc, W_dec, b_dec`` in (and the BatchTopK ``threshold`` buffer of such a crosscoder),
+        checking names and shapes with errors that say what differs."""
+        names = list(self.state_dict())
+        missing = [k for k in names if k not in state]
+        unexpected = sorted(set(state) - set(names))
         if missing or unexpected:
             raise ValueError(f"{source}: missing parameters {missing}, unexpected {unexpected}")
-        for name in PARAM_NAMES:
+        for name in names:
             param = getattr(self, name)
             if tuple(state[name].shape) != tuple(param.shape):
                 raise ValueError(
@@ -266,7 +303,7 @@ class StandardCrosscoder(_Crosscoder):
     architecture = "standard"
 
     def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch n_latents"]:
-        return torch.relu(self._pre_activations(x))
+        return self._sparsify(torch.relu(self._pre_activations(x)))
 
     def decode(self, f: Float[Tensor, "batch n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
         if f.ndim != 2 or f.shape[1] != self.cfg.n_latents:
@@ -276,7 +313,7 @@ class StandardCrosscoder(_Crosscoder):
         return out.reshape(f.shape[0], 2, d)
 
     def _penalty_weights(self, norms: Tensor) -> Tensor:
-        return losses.standard_penalty_weights(norms)
+        return losses.standard_penalty_weights(norms, self.cfg.n_designated_shared, self.cfg.designated_shared_penalty)
 
 
 class TiedCrosscoder(_Crosscoder):
@@ -285,7 +322,7 @@ class TiedCrosscoder(_Crosscoder):
     architecture = "tied"
 
     def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch 3 n_latents"]:
-        return torch.relu(self._pre_activations(x)).reshape(x.shape[0], 3, self.cfg.n_latents)
+        return self._sparsify(torch.relu(self._pre_activations(x))).reshape(x.shape[0], 3, self.cfg.n_latents)
 
     def decode(self, f: Float[Tensor, "batch 3 n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
         if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
@@ -297,7 +334,7 @@ class TiedCrosscoder(_Crosscoder):
         return out.transpose(0, 1)
 
     def _penalty_weights(self, norms: Tensor) -> Tensor:
-        return losses.tied_penalty_weights(norms, self.cfg.eta)
+        return losses.tied_penalty_weights(norms, self.cfg.eta, self.cfg.shared_penalty)
 
 
 Crosscoder = _Crosscoder

@@ -53,24 +53,43 @@ def weighted_sparsity(
     return (f.sum(dim=0) * weights).sum(dim=-1) / f.shape[0]
 
 
-def standard_penalty_weights(norms: Float[Tensor, "n_latents n_models"]) -> Float[Tensor, "1 n_latents"]:
+def standard_penalty_weights(
+    norms: Float[Tensor, "n_latents n_models"], n_designated: int = 0, designated_scale: float = 1.0
+) -> Float[Tensor, "1 n_latents"]:
     """Per-latent weight of a standard crosscoder's L1 term: the *sum* of per-model decoder norms.
 
     Anthropic's crosscoder note: summing the per-model norms (rather than taking the norm of the concatenation)
-    is what lets model-exclusive latents exist.
+    is what lets model-exclusive latents exist. The first ``n_designated`` latents (designated shared latents,
+    Anthropic's February 2025 update) have their weight multiplied by ``designated_scale``.
     """
-    return norms.sum(dim=-1).unsqueeze(0)
+    weights = norms.sum(dim=-1)
+    if n_designated:
+        scale = torch.ones_like(weights)
+        scale[:n_designated] = designated_scale
+        weights = weights * scale
+    return weights.unsqueeze(0)
 
 
-def tied_penalty_weights(norms: Float[Tensor, "n_latents n_models"], eta: float) -> Float[Tensor, "3 n_latents"]:
+def tied_penalty_weights(
+    norms: Float[Tensor, "n_latents n_models"], eta: float, shared: str = "sum"
+) -> Float[Tensor, "3 n_latents"]:
     """Per-latent weights of the tied crosscoder's penalty, groups ordered shared, base, chat.
 
     From the write-up (Experiment 1, "Setup"):
     ``L_reg = E_x[ sum_i f_shared_i (||W_dec_base_i|| + ||W_dec_chat_i||)
                        + eta (f_base_i ||W_dec_base_i|| + f_chat_i ||W_dec_chat_i||) ]``.
+    With ``shared="max"`` the shared weight is ``2 max(||W_dec_base_i||, ||W_dec_chat_i||)`` instead (issue 8): a
+    triple that shrinks one half then pays for the shared group as if both halves were full, so the shared group
+    stops being a cheaper base-only (or chat-only) latent than the exclusive group once eta < 2.
     """
     n_base, n_chat = norms[:, 0], norms[:, 1]
-    return torch.stack([n_base + n_chat, eta * n_base, eta * n_chat])
+    if shared == "sum":
+        w_shared = n_base + n_chat
+    elif shared == "max":
+        w_shared = 2 * torch.maximum(n_base, n_chat)
+    else:
+        raise ValueError(f"shared must be 'sum' or 'max', got {shared!r}")
+    return torch.stack([w_shared, eta * n_base, eta * n_chat])
 
 
 @torch.no_grad()

@@ -76,6 +76,7 @@ def train_step(
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
+    model.apply_constraints_()  # variants' decoder constraints (unit/equal norms, designated shared); no-op by default
     return out
 
 
