@@ -4,25 +4,21 @@ import pytest
 import torch
 
 from tests.helpers import make_model
+from tiedlib.plotting.tying import plot_tying_benchmark
 from tiedlib.synthetic import (
-    VARIANTS,
-    BenchmarkSize,
     SyntheticConfig,
-    aggregate_rows,
     coverage,
     decoder_cosines,
     evaluate_crosscoder,
     feature_match,
-    format_table,
     group_usage,
     index_consistency,
     make_synthetic,
     model_coefficients,
-    plot_tying_benchmark,
     recovery,
     row_kind_masks,
-    run_tying_benchmark,
 )
+from tiedlib.tying import VARIANTS, BenchmarkSize, aggregate_rows, format_table, run_tying_benchmark
 
 TINY = SyntheticConfig(d_model=16, n_shared=6, n_timing=4, n_direction=3, n_base_only=3, n_chat_only=3, n_rows=4000,
                        fire_prob_min=0.05, fire_prob_max=0.1, noise_std=0.0)  # fmt: skip
