@@ -9,7 +9,8 @@ read by its own encoder from both models, and one decoder pair per index:
 ``x_hat_chat = (f_shared + f_chat) W_dec[:, chat] + b_dec[chat]``.
 
 Parameter names and shapes match the released checkpoints (REFERENCE.md): standard ``W_enc (2, d_model, n)``,
-``b_enc (n)``; tied ``W_enc (2, d_model, 3, n)``, ``b_enc (3, n)``; both ``W_dec (n, 2, d_model)``, ``b_dec (2, d_model)``.
+``b_enc (n)``; tied ``W_enc (2, d_model, 3, n)``, ``b_enc (3, n)``; both ``W_dec (n, 2, d_model)`` and
+``b_dec (2, d_model)``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class _Crosscoder(nn.Module):
     def __init__(self, cfg: CrosscoderConfig) -> None:
         super().__init__()
         if cfg.architecture != self.architecture:
-            raise ValueError(f"{type(self).__name__} needs architecture={self.architecture!r}, got {cfg.architecture!r}")
+            name = type(self).__name__
+            raise ValueError(f"{name} needs architecture={self.architecture!r}, got {cfg.architecture!r}")
         self.cfg = cfg
         n, d = cfg.n_latents, cfg.d_model
         # Public replication's init: W_dec ~ N(0, 1) with every per-model row rescaled to dec_init_norm, and the
@@ -279,7 +281,8 @@ class _Crosscoder(nn.Module):
             if tuple(state[name].shape) != tuple(param.shape):
                 raise ValueError(
                     f"{source}: {name} has shape {tuple(state[name].shape)}, expected {tuple(param.shape)} "
-                    f"for a {self.architecture} crosscoder with d_model={self.cfg.d_model}, n_latents={self.cfg.n_latents}"
+                    f"for a {self.architecture} crosscoder with d_model={self.cfg.d_model}, "
+                    f"n_latents={self.cfg.n_latents}"
                 )
             param.copy_(state[name])
 
@@ -327,14 +330,37 @@ class TiedCrosscoder(_Crosscoder):
     def decode(self, f: Float[Tensor, "batch 3 n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
         if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
             raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
-        shared = f[:, 0]
-        # Coefficients of each model's decoder: (f_shared + f_base) for base, (f_shared + f_chat) for chat.
-        coeffs = torch.stack([shared + f[:, 1], shared + f[:, 2]])  # (2, batch, n)
-        out = torch.baddbmm(self.b_dec.unsqueeze(1), coeffs, self.W_dec.transpose(0, 1))  # (2, batch, d)
-        return out.transpose(0, 1)
+        return _TiedDecode.apply(f, self.W_dec, self.b_dec)
 
     def _penalty_weights(self, norms: Tensor) -> Tensor:
         return losses.tied_penalty_weights(norms, self.cfg.eta, self.cfg.shared_penalty)
+
+
+class _TiedDecode(torch.autograd.Function):
+    """``x_hat[:, m] = (f_shared + f_m) @ W_dec[:, m] + b_dec[m]`` with a hand-written backward.
+
+    Autograd's version (stack the two coefficient matrices, batched matmul, unbind) spent about a third of the
+    decoder's time on copies; here the coefficients are one broadcast add and the backward writes the latent
+    gradient in place (benchmarks/bench_crosscoder.py measures the step).
+    """
+
+    @staticmethod
+    def forward(ctx, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
+        coeffs = f[:, 1:] + f[:, :1]  # (batch, 2, n): shared + base, shared + chat
+        out = torch.baddbmm(b_dec.unsqueeze(1), coeffs.transpose(0, 1), W_dec.transpose(0, 1))  # (2, batch, d)
+        ctx.save_for_backward(coeffs, W_dec)
+        return out.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        coeffs, W_dec = ctx.saved_tensors
+        g = grad_out.transpose(0, 1)  # (2, batch, d)
+        d_coeffs = torch.bmm(g, W_dec.permute(1, 2, 0))  # (2, batch, n)
+        d_f = torch.empty(coeffs.shape[0], 3, coeffs.shape[2], dtype=coeffs.dtype, device=coeffs.device)
+        d_f[:, 1:] = d_coeffs.transpose(0, 1)
+        torch.add(d_coeffs[0], d_coeffs[1], out=d_f[:, 0])  # the shared latent feeds both models
+        d_W = torch.bmm(coeffs.permute(1, 2, 0), g).transpose(0, 1)  # (n, 2, d)
+        return d_f, d_W, grad_out.sum(dim=0)
 
 
 Crosscoder = _Crosscoder

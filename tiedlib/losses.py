@@ -95,4 +95,5 @@ def tied_penalty_weights(
 @torch.no_grad()
 def l0_per_group(f: Float[Tensor, "batch n_groups n_latents"]) -> Float[Tensor, " n_groups"]:
     """Mean number of firing (> 0) latents per token, per group."""
-    return (f > 0).sum(dim=(0, 2)).to(f.dtype) / f.shape[0]
+    # count_nonzero avoids materialising a (batch, groups, latents) boolean mask; f >= 0 after the ReLU.
+    return torch.count_nonzero(f, dim=(0, 2)).to(f.dtype) / f.shape[0]
