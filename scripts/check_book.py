@@ -45,7 +45,7 @@ window.addEventListener('load', function () { setTimeout(function () {
   var bad = [];
   document.querySelectorAll('img').forEach(function (im) {
     if (!(im.complete && im.naturalWidth > 0)) { bad.push(im.getAttribute('src')); } });
-  var p = document.createElement('pre'); p.id = 'book-check';
+  var p = document.createElement('pre'); p.id = 'book-check'; p.style.display = 'none';
   p.textContent = 'BOOKCHECK ' + JSON.stringify({broken_images: bad,
      mathjax: !!(window.MathJax && window.MathJax.startup && window.MathJax.startup.document)});
   document.body.appendChild(p); }, 1500); });

@@ -19,5 +19,11 @@ cp "$work/node_modules/requirejs/require.js" "$dest.tmp/require.js"
 find "$work/node_modules/@jupyter-widgets/html-manager/dist" -maxdepth 1 -type f ! -name '*.map' \
   -exec cp {} "$dest.tmp/html-manager/" \;
 echo "$versions" > "$dest.tmp/.versions"
+# The widget manager loads its icon fonts relative to the page (notebooks/@jupyter-widgets/html-manager/dist/...):
+# html_extra_path copies book/extra/ to the root of the built site, so the fonts are found there.
+fonts=book/extra/notebooks/@jupyter-widgets/html-manager/dist
+rm -rf book/extra && mkdir -p "$fonts"
+find "$dest.tmp/html-manager" -maxdepth 1 -type f \( -name '*.woff*' -o -name '*.ttf' -o -name '*.eot' -o -name '*.svg' \) \
+  -exec cp {} "$fonts/" \;
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
 echo "vendor_assets: installed $versions into $dest"
