@@ -88,6 +88,9 @@ def train_or_load(
     if list_checkpoints(run_dir):
         model = resume(run_dir, make_data(), log=log)
         return model, read_metrics(run_dir)
+    # Seed the initialisation too (train() seeds only the optimisation), so a run folder is reproducible
+    # whatever the caller did with the global RNG before.
+    torch.manual_seed(train_cfg.seed)
     model = make_crosscoder(crosscoder_cfg)
     model = train(train_cfg, model, make_data(), out_dir=run_dir, log=log)
     return model, read_metrics(run_dir)
