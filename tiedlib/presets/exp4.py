@@ -1,0 +1,47 @@
+"""Experiment 4 (exclusive latents are less exclusive than shared ones): settings per scale.
+
+At paper scale the standard crosscoder is the public replication's released checkpoint
+(``ckkissane/crosscoder-gemma-2-2b-model-diff``, 16,384 latents, Gemma-2-2b vs -it, layer 14); at the tiny and smoke
+scales the notebook trains one on the lab pair, harvested on :func:`tiedlib.lab.crosscoder_mix`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Exp4Settings:
+    pair: str
+    """``"smoke"``, ``"tiny"`` (lab pairs) or ``"gemma-2-2b"``."""
+    checkpoint: str | None
+    """A crosscoder to load instead of training one: a tiedlib folder or a released ``.pt`` file (None: train)."""
+    n_docs: int
+    """Documents of the lab crosscoder mix harvested for training."""
+    web_fraction: float
+    n_latents: int
+    n_steps: int
+    batch_size: int
+    lr: float
+    l1_coeff: float
+    low: float = 0.3
+    """Base-exclusive: relative decoder norm below this (the write-up's threshold)."""
+    high: float = 0.7
+    """Chat-exclusive: relative decoder norm above this."""
+    chunk_size: int = 1024
+    """Side of the largest cosine block held in memory."""
+    layer: int | None = None
+    bins: int = 40
+    device: str = "cpu"
+    seed: int = 0
+
+
+TABLE = {
+    "smoke": Exp4Settings(pair="smoke", checkpoint=None, n_docs=200, web_fraction=0.5, n_latents=256, n_steps=300,
+                          batch_size=256, lr=1e-3, l1_coeff=2.0, chunk_size=64),
+    "tiny": Exp4Settings(pair="tiny", checkpoint=None, n_docs=3000, web_fraction=0.5, n_latents=1024, n_steps=1500,
+                         batch_size=512, lr=5e-4, l1_coeff=2.0, chunk_size=256),
+    "paper": Exp4Settings(pair="gemma-2-2b", checkpoint="crosscoder-gemma-2-2b-model-diff/cc_weights.pt", n_docs=0,
+                          web_fraction=0.5, n_latents=16_384, n_steps=0, batch_size=4096, lr=5e-5, l1_coeff=2.0,
+                          chunk_size=2048, device="cuda"),
+}
