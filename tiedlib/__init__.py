@@ -1,5 +1,6 @@
 """tiedlib: standard and tied crosscoders for diffing a chat model against its base model."""
 
+from tiedlib import lab  # noqa: E402  (subpackage, after the names it uses)
 from tiedlib.activations import HarvestBatch, check_pair, estimate_norm_factors, harvest, harvest_all
 from tiedlib.batches import DataExhaustedError, InMemoryBatches
 from tiedlib.buffer import ActivationBuffer
@@ -13,6 +14,7 @@ from tiedlib.crosscoder import (
     TiedCrosscoder,
     make_crosscoder,
 )
+from tiedlib.pairs import ModelPair, load_pair
 from tiedlib.training import read_metrics, resume, train, train_step
 
 __all__ = [
@@ -31,11 +33,14 @@ __all__ = [
     "DataExhaustedError",
     "InMemoryBatches",
     "LossOutput",
+    "ModelPair",
     "RunConfig",
     "StandardCrosscoder",
     "TiedCrosscoder",
     "TrainConfig",
+    "lab",
     "load_crosscoder",
+    "load_pair",
     "make_crosscoder",
     "read_metrics",
     "resume",

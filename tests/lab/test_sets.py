@@ -1,0 +1,44 @@
+"""Ready-made experiment sets."""
+
+from __future__ import annotations
+
+from tiedlib.lab.config import LabConfig
+from tiedlib.lab.docs import _tokenizer
+from tiedlib.lab.sets import cannot_can_prompts, colour_prefix_sets, crosscoder_mix, harmful_harmless_prompts
+
+
+def test_colour_prefix_sets_stop_before_the_colour():
+    tok = _tokenizer()
+    sets = colour_prefix_sets(LabConfig.smoke(), 30)
+    assert set(sets) == {"blue", "green"}
+    for colour, docs in sets.items():
+        assert len(docs) == 30 and len({d.text for d in docs}) == 30
+        for d in docs:
+            assert d.meta["target"] == f" {colour}"
+            assert d.meta["target_id"] == tok.convert_tokens_to_ids(f" {colour}")
+            assert d.input_ids[0] == tok.bos_token_id and d.meta["target_id"] not in d.input_ids
+            assert all(len(v) == len(d) for v in d.labels.values())
+
+
+def test_cannot_can_and_harmful_harmless():
+    cfg = LabConfig.smoke()
+    cc = cannot_can_prompts(cfg, 40)
+    assert all(d.text.endswith("\nAnswer:") for v in cc.values() for d in v)
+    assert all("Can you" in d.text for d in cc["cannot"]) and all("Can I" in d.text for d in cc["can"])
+    hh = harmful_harmless_prompts(cfg, 40)
+    for kind, docs in hh.items():
+        assert len(docs) == 40
+        for d in docs:
+            assert d.text.endswith("<end_of_turn>\n<start_of_turn>model\n")
+            assert any(d.labels["harmful_request"]) == (kind == "harmful")
+            assert d.labels["end_of_prompt"][-1]
+    tok = _tokenizer()
+    d = hh["harmful"][0]
+    assert tok.apply_chat_template(d.meta["messages"], tokenize=False, add_generation_prompt=True) == d.text
+
+
+def test_crosscoder_mix():
+    mix = crosscoder_mix(LabConfig.smoke(), 100, web_fraction=0.3)
+    assert len(mix) == 100 and sum(d.source == "web" for d in mix) == 30
+    assert [d.input_ids for d in mix] == [d.input_ids for d in crosscoder_mix(LabConfig.smoke(), 100, 0.3)]
+    assert {d.source for d in mix[:20]} == {"web", "chat"}

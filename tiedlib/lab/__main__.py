@@ -1,0 +1,54 @@
+"""Command line of the lab pair.
+
+    python -m tiedlib.lab build    [--config tiny|smoke] [--device cpu] [--force]
+    python -m tiedlib.lab evaluate [--config tiny|smoke] [--device cpu] [--json] [--n-docs N] [--n-prompts N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from tiedlib.lab import build, evaluate
+from tiedlib.lab.config import LabConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tiedlib.lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("build", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("--config", default="tiny", choices=["tiny", "smoke"], help="lab preset (default: tiny)")
+        p.add_argument("--device", default="cpu")
+        if name == "build":
+            p.add_argument("--force", action="store_true", help="rebuild even if a valid cache exists")
+        else:
+            p.add_argument("--json", action="store_true", help="print only the JSON result")
+            p.add_argument("--n-docs", type=int, default=200, help="held-out documents per source for the losses")
+            p.add_argument("--n-prompts", type=int, default=100, help="held-out harmful and harmless requests each")
+    args = parser.parse_args(argv)
+    cfg = LabConfig.from_name(args.config)
+    t0 = time.perf_counter()
+    if args.command == "build":
+        path = build(cfg, device=args.device, force=args.force, progress=True)
+        print(f"lab pair {cfg.name} ({cfg.hash()}) ready in {time.perf_counter() - t0:.1f} s: {path}")
+        return 0
+    # Build progress goes to stderr (tqdm), so stdout stays pure JSON with --json.
+    result = evaluate(cfg, n_docs=args.n_docs, n_prompts=args.n_prompts, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            if key != "examples":
+                print(f"{key}: {value}")
+        for key, pairs in result["examples"].items():
+            for prompt, reply in pairs:
+                print(f"[{key}] {prompt!r} -> {reply!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Build-on-first-use cache of lab pairs.
+
+Layout of ``<root>/lab/<config-hash>/`` (``root`` is ``$TIEDLIB_CACHE`` or ``~/.cache/tiedlib``)::
+
+    config.json      the LabConfig
+    tokenizer/       PreTrainedTokenizerFast.save_pretrained
+    base/ chat/      Gemma2ForCausalLM.save_pretrained
+    train_log.json   per-step losses and timings
+    manifest.json    sha256 of every other file - written last, so its presence marks a complete build
+
+A build happens in a temporary sibling folder and is renamed into place, under a file lock, so a crash never leaves a
+half-written folder under the final name and two processes never build the same pair at once. A folder whose manifest
+is missing or whose files do not match it is treated as corrupt and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from tiedlib.lab.config import LabConfig
+
+MANIFEST = "manifest.json"
+_verified: dict[str, float] = {}  # folder -> manifest mtime already checked in this process
+
+
+def cache_root() -> Path:
+    """``$TIEDLIB_CACHE`` if set, else ``~/.cache/tiedlib``."""
+    env = os.environ.get("TIEDLIB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tiedlib"
+
+
+def cache_dir(cfg: LabConfig) -> Path:
+    """The folder a lab pair with this config is (or will be) built in."""
+    return cache_root() / "lab" / cfg.hash()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {"files": {str(p.relative_to(folder)): _sha256(p) for p in files}, "created": time.time()}
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def is_valid(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete build: a manifest whose checksums match every listed file."""
+    manifest = folder / MANIFEST
+    try:
+        mtime = manifest.stat().st_mtime
+        if _verified.get(str(folder)) == mtime:
+            return True
+        files = json.loads(manifest.read_text())["files"]
+        ok = bool(files) and all(_sha256(folder / rel) == digest for rel, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if ok:
+        _verified[str(folder)] = mtime
+    return ok
+
+
+def _build_into(cfg: LabConfig, folder: Path, *, device: str, progress: bool) -> None:
+    from tiedlib.lab.docs import chat_conversations, web_documents
+    from tiedlib.lab.tokenizer import build_tokenizer
+    from tiedlib.lab.train import train_pair
+
+    t0 = time.perf_counter()
+    tok = build_tokenizer()
+    web = web_documents(cfg, "train")
+    chat = chat_conversations(cfg, "train")
+    t_corpus = time.perf_counter() - t0
+    base, chat_model, losses = train_pair(cfg, tok, web, chat, device=device, progress=progress)
+    tok.save_pretrained(folder / "tokenizer")
+    base.save_pretrained(folder / "base")
+    chat_model.save_pretrained(folder / "chat")
+    (folder / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True))
+    log = {"corpus_seconds": round(t_corpus, 2), "total_seconds": round(time.perf_counter() - t0, 2),
+           "n_web_tokens": sum(map(len, web)), "n_chat_tokens": sum(map(len, chat)), "losses": losses}
+    (folder / "train_log.json").write_text(json.dumps(log))
+
+
+def build(cfg: LabConfig | None = None, *, device: str = "cpu", progress: bool = True, force: bool = False) -> Path:
+    """Build the lab pair for ``cfg`` (default: tiny) unless a valid build is cached; return its folder.
+
+    Args:
+        cfg: the lab configuration.
+        device: where to train ("cpu" by default; the weights are saved the same way on any device).
+        progress: show tqdm progress bars.
+        force: rebuild even if a valid build exists.
+    """
+    cfg = cfg or LabConfig.tiny()
+    final = cache_dir(cfg)
+    if not force and is_valid(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if not force and is_valid(final):  # another process finished it while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        try:
+            _build_into(cfg, tmp, device=device, progress=progress)
+            _write_manifest(tmp)
+            if final.exists():  # corrupt or forced: move aside first so the rename below is atomic
+                trash = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
+                os.replace(final, trash / "old")
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    _verified.pop(str(final), None)
+    return final
+
+
+def load_tokenizer(cfg: LabConfig | None = None):
+    """The lab tokenizer saved with the pair (building the pair first if needed)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(build(cfg) / "tokenizer")
+
+
+def load_models(cfg: LabConfig | None = None, *, device: str = "cpu"):
+    """``(base_hf, chat_hf)``: the two `Gemma2ForCausalLM` of the pair, in eval mode on ``device``."""
+    from transformers import Gemma2ForCausalLM
+
+    folder = build(cfg)
+    return tuple(Gemma2ForCausalLM.from_pretrained(folder / name).to(device).eval() for name in ("base", "chat"))
+
+
+def train_log(cfg: LabConfig | None = None) -> dict:
+    """The training log of a built pair (losses per step, timings)."""
+    return json.loads((build(cfg) / "train_log.json").read_text())

@@ -1,0 +1,163 @@
+"""Configuration of the lab pair: corpus, model and training, as JSON-serialisable dataclasses.
+
+The cache folder of a built pair is keyed by :meth:`LabConfig.hash`, so every field that changes the corpus, the
+tokenizer or the weights lives here, and nothing else (device, progress bars) does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LAB_VERSION = 1
+"""Bumped whenever the generator or the training code changes what a config builds (invalidates caches)."""
+
+
+@dataclass
+class CorpusConfig:
+    """How many documents of each source the generator writes, and how web data correlates harm and refusal."""
+
+    seed: int = 0
+    """Seed of the corpus generator; the same seed gives the same documents and token ids."""
+    n_web_train: int = 6000
+    """Web documents the base model is trained on."""
+    n_chat_train: int = 3000
+    """Chat conversations the chat model is fine-tuned on."""
+    max_tokens: int = 128
+    """Longest document in tokens (BOS and EOS included); longer draws are rejected. Must fit the model context."""
+    p_web_refuse_harmful: float = 0.45
+    """Probability that a web forum/transcript answer to a harmful question is a refusal (the chat model: always)."""
+    p_web_decline_harmless: float = 0.2
+    """Probability that a web answer to a harmless how-to question declines (the chat model: never)."""
+
+    def __post_init__(self) -> None:
+        if self.n_web_train < 10 or self.n_chat_train < 10:
+            raise ValueError(f"need at least 10 web and chat documents, got {self.n_web_train}, {self.n_chat_train}")
+        if not 32 <= self.max_tokens <= 4096:
+            raise ValueError(f"max_tokens must be in [32, 4096], got {self.max_tokens}")
+        for name in ("p_web_refuse_harmful", "p_web_decline_harmless"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {p}")
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the lab `Gemma2ForCausalLM` (both models share it)."""
+
+    hidden_size: int = 128
+    """Residual stream width (d_model)."""
+    num_layers: int = 4
+    """Decoder layers; the pair's default harvesting layer is ``num_layers // 2``."""
+    num_heads: int = 4
+    """Attention heads (key/value heads: the same number)."""
+    intermediate_size: int = 512
+    """MLP width."""
+    context: int = 128
+    """Maximum sequence length (position embeddings are rotary; this caps the sliding window and the corpus)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_layers < 1 or self.num_heads < 1 or self.intermediate_size < 1:
+            raise ValueError("num_layers, num_heads and intermediate_size must be positive")
+        if self.context < 32:
+            raise ValueError(f"context must be >= 32, got {self.context}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the base (web) pretraining and the chat fine-tune."""
+
+    seed: int = 0
+    """Seed of weight init and batch order."""
+    batch_size: int = 32
+    """Documents per step (padded to the longest in the batch)."""
+    base_steps: int = 900
+    """Pretraining steps of the base model on web documents."""
+    base_lr: float = 3e-3
+    """Peak learning rate of pretraining (AdamW, linear warm-up then cosine decay)."""
+    chat_steps: int = 350
+    """Fine-tuning steps of the chat model, starting from the base weights."""
+    chat_lr: float = 1e-3
+    """Peak learning rate of the chat fine-tune."""
+    chat_web_fraction: float = 0.2
+    """Fraction of each fine-tuning batch drawn from web documents (keeps the chat model a language model)."""
+    warmup_steps: int = 30
+    """Linear warm-up steps of each phase."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.base_steps < 1 or self.chat_steps < 1:
+            raise ValueError("batch_size, base_steps and chat_steps must be positive")
+        if not 0.0 <= self.chat_web_fraction < 1.0:
+            raise ValueError(f"chat_web_fraction must be in [0, 1), got {self.chat_web_fraction}")
+        if self.base_lr <= 0 or self.chat_lr <= 0:
+            raise ValueError("learning rates must be positive")
+
+
+@dataclass
+class LabConfig:
+    """Everything that determines a lab pair. Use :meth:`tiny` (notebook default) or :meth:`smoke` (tests)."""
+
+    name: str = "tiny"
+    """Human-readable preset name (part of the hash, so presets never share a cache folder)."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    """Corpus generator settings."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model shape."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training settings."""
+
+    def __post_init__(self) -> None:
+        # Accept plain dicts so that ``LabConfig(**json.load(f))`` round-trips.
+        if isinstance(self.corpus, dict):
+            self.corpus = CorpusConfig(**self.corpus)
+        if isinstance(self.model, dict):
+            self.model = ModelConfig(**self.model)
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        if self.corpus.max_tokens > self.model.context:
+            raise ValueError(
+                f"corpus.max_tokens ({self.corpus.max_tokens}) exceeds model.context ({self.model.context})"
+            )
+
+    @classmethod
+    def tiny(cls) -> "LabConfig":
+        """The notebooks' default pair: hidden 128, 4 layers, about 6 minutes to build on 2 CPU cores."""
+        return cls(name="tiny")
+
+    @classmethod
+    def smoke(cls) -> "LabConfig":
+        """A much smaller pair for the test suite (builds in well under a minute)."""
+        return cls(
+            name="smoke",
+            corpus=CorpusConfig(n_web_train=1200, n_chat_train=800),
+            model=ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128),
+            train=TrainConfig(batch_size=24, base_steps=400, base_lr=5e-3, chat_steps=300, chat_lr=3e-3,
+                              warmup_steps=20),
+        )
+
+    @classmethod
+    def from_name(cls, name: str) -> "LabConfig":
+        """``"tiny"`` or ``"smoke"``."""
+        presets = {"tiny": cls.tiny, "smoke": cls.smoke}
+        if name not in presets:
+            raise ValueError(f"unknown lab config {name!r}; choose one of {sorted(presets)}")
+        return presets[name]()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LabConfig":
+        return cls(**d)
+
+    def hash(self) -> str:
+        """16 hex digits of sha256 over the config JSON and :data:`LAB_VERSION` (names the cache folder)."""
+        payload = json.dumps({"version": LAB_VERSION, "config": self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
