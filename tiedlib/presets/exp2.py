@@ -56,7 +56,7 @@ TABLE = {
                           n_latents=128, train_tokens=20_000, batch_size=256, lr=1e-3, l1_coeff=2.0),
     "tiny": Exp2Settings(pair="tiny", colour_source="lab", n_finetune_per_colour=300, n_crosscoder_per_colour=800,
                          max_prefix_tokens=128, finetune_lr=3e-4, finetune_epochs=3, finetune_batch_size=16,
-                         n_latents=512, train_tokens=400_000, batch_size=512, lr=5e-4, l1_coeff=2.0),
+                         n_latents=512, train_tokens=250_000, batch_size=512, lr=5e-4, l1_coeff=2.0),
     "paper": Exp2Settings(pair="gemma-2-2b", colour_source="pile", n_finetune_per_colour=1000,
                           n_crosscoder_per_colour=40_000, max_prefix_tokens=1024, finetune_lr=1e-5, finetune_epochs=1,
                           finetune_batch_size=8, n_latents=16_384, train_tokens=60_000_000, batch_size=4096, lr=5e-5,
