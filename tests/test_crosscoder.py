@@ -194,3 +194,14 @@ def test_save_load_round_trip_and_no_silent_overwrite(tmp_path, arch):
 def test_make_crosscoder_dispatches():
     assert isinstance(make_crosscoder(make_cfg(architecture="tied")), TiedCrosscoder)
     assert isinstance(make_crosscoder(make_cfg()), StandardCrosscoder)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_loss_without_metrics_has_the_same_loss_and_nan_metrics(arch):
+    model = make_model(architecture=arch)
+    x = random_rows(64)
+    full, fast = model.loss(x, l1_coeff=0.5), model.loss(x, l1_coeff=0.5, metrics=False)
+    torch.testing.assert_close(fast.total, full.total)
+    torch.testing.assert_close(fast.sparsity, full.sparsity)
+    assert torch.isnan(fast.l0) and torch.isnan(fast.explained_variance_chat)
+    assert not torch.isnan(full.l0)

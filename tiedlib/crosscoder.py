@@ -177,8 +177,12 @@ class _Crosscoder(nn.Module):
         """Latents as ``(batch, n_groups, n_latents)``."""
         return f.reshape(f.shape[0], self.cfg.n_groups, self.cfg.n_latents)
 
-    def loss(self, x: Float[Tensor, "batch n_models d_model"], l1_coeff: float) -> LossOutput:
-        """Reconstruction + ``l1_coeff`` x decoder-norm-weighted L1, with the metrics the trainer logs."""
+    def loss(self, x: Float[Tensor, "batch n_models d_model"], l1_coeff: float, *, metrics: bool = True) -> LossOutput:
+        """Reconstruction + ``l1_coeff`` x decoder-norm-weighted L1, with the metrics the trainer logs.
+
+        ``metrics=False`` skips the L0 and explained-variance passes over the batch (the trainer's non-logging
+        steps); those fields are then NaN. The loss terms are computed either way.
+        """
         f = self.encode(x)
         x_hat = self.decode(f)
         batch = x.shape[0]
@@ -188,11 +192,15 @@ class _Crosscoder(nn.Module):
         per_group = losses.weighted_sparsity(fg, self._penalty_weights(self.decoder_norms()))
         sparsity = per_group.sum()
         total = reconstruction + l1_coeff * sparsity
-        ev = losses.explained_variance_per_model(x, se.detach())
-        with torch.no_grad():
-            total_var = (x - x.mean(dim=0, keepdim=True)).pow(2).sum()
-            ev_all = 1 - se.sum() / total_var.clamp_min(torch.finfo(x.dtype).tiny)
-            l0 = losses.l0_per_group(fg)
+        if metrics:
+            ev = losses.explained_variance_per_model(x, se.detach())
+            with torch.no_grad():
+                total_var = (x - x.mean(dim=0, keepdim=True)).pow(2).sum()
+                ev_all = 1 - se.sum() / total_var.clamp_min(torch.finfo(x.dtype).tiny)
+                l0 = losses.l0_per_group(fg)
+        else:
+            nan = torch.tensor(float("nan"), device=x.device)
+            ev, ev_all, l0 = nan.expand(2), nan, nan.expand(self.cfg.n_groups)
         extra = {}
         if self.cfg.n_groups == 3:
             extra = dict(
@@ -306,7 +314,7 @@ class StandardCrosscoder(_Crosscoder):
     architecture = "standard"
 
     def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch n_latents"]:
-        return self._sparsify(torch.relu(self._pre_activations(x)))
+        return self._sparsify(torch.relu_(self._pre_activations(x)))
 
     def decode(self, f: Float[Tensor, "batch n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
         if f.ndim != 2 or f.shape[1] != self.cfg.n_latents:
@@ -325,7 +333,7 @@ class TiedCrosscoder(_Crosscoder):
     architecture = "tied"
 
     def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch 3 n_latents"]:
-        return self._sparsify(torch.relu(self._pre_activations(x))).reshape(x.shape[0], 3, self.cfg.n_latents)
+        return self._sparsify(torch.relu_(self._pre_activations(x))).reshape(x.shape[0], 3, self.cfg.n_latents)
 
     def decode(self, f: Float[Tensor, "batch 3 n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
         if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tiedlib.crosscoder import CONFIG_NAME, WEIGHTS_NAME, Crosscoder, LossOutput
 from tiedlib.config import TrainConfig
+from tiedlib.crosscoder import CONFIG_NAME, WEIGHTS_NAME, Crosscoder, LossOutput
 
 TRAIN_CONFIG_NAME = "train_config.json"
 STATE_NAME = "trainer_state.pt"
@@ -68,9 +68,14 @@ def train_step(
     *,
     l1_coeff: float,
     grad_clip: float = 1.0,
+    metrics: bool = True,
 ) -> LossOutput:
-    """One optimiser step on ``batch`` ``(batch, 2, d_model)``: loss, backward, clip, step. Returns the loss terms."""
-    out = model.loss(batch, l1_coeff=l1_coeff)
+    """One optimiser step on ``batch`` ``(batch, 2, d_model)``: loss, backward, clip, step. Returns the loss terms.
+
+    ``metrics=False`` skips the L0/explained-variance bookkeeping (NaN in the output); the trainer computes them
+    only on the steps it logs.
+    """
+    out = model.loss(batch, l1_coeff=l1_coeff, metrics=metrics)
     optimizer.zero_grad(set_to_none=True)
     out.total.backward()
     if grad_clip > 0:
@@ -138,7 +143,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = [p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp") and (p / STATE_NAME).exists()]
+    found = [
+        p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp") and (p / STATE_NAME).exists()
+    ]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
@@ -170,7 +177,8 @@ def train(
         if run_dir.exists() and any(run_dir.iterdir()):
             if not overwrite:
                 raise FileExistsError(
-                    f"run directory {run_dir} is not empty; call tiedlib.resume({str(run_dir)!r}, data) to continue it, "
+                    f"run directory {run_dir} is not empty; call tiedlib.resume({str(run_dir)!r}, data) to continue "
+                    "it, "
                     "choose another out_dir, or pass overwrite=True to replace it"
                 )
             shutil.rmtree(run_dir)
@@ -211,7 +219,8 @@ def resume(
         if not found:
             raise FileNotFoundError(f"{path} holds no resumable checkpoint ({STATE_NAME} + {WEIGHTS_NAME})")
         ckpt = found[-1]
-    run_dir = Path(out_dir) if out_dir is not None else (ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt)
+    in_run = ckpt.parent.name == CHECKPOINTS
+    run_dir = Path(out_dir) if out_dir is not None else (ckpt.parent.parent if in_run else ckpt)
     cfg = TrainConfig.load_json(ckpt / TRAIN_CONFIG_NAME)
     if device is not None:
         cfg.device = device
@@ -264,7 +273,8 @@ def _loop(
                 ) from None
             batch = batch.to(cfg.device, non_blocking=True)
             l1 = l1_coeff_at(step, cfg)
-            out = train_step(model, opt, batch, l1_coeff=l1, grad_clip=cfg.grad_clip)
+            logging = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.n_steps
+            out = train_step(model, opt, batch, l1_coeff=l1, grad_clip=cfg.grad_clip, metrics=logging)
             if not torch.isfinite(out.total):
                 raise FloatingPointError(
                     f"non-finite loss at step {step} (reconstruction={float(out.reconstruction)}, "
@@ -273,7 +283,7 @@ def _loop(
             sched.step()
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.n_steps:
+            if logging:
                 metrics = {"step": step, "lr": sched.get_last_lr()[0], "l1_coeff": l1, **out.scalars()}
                 bar.set_postfix(ev=f"{metrics['explained_variance']:.3f}", l0=f"{metrics['l0']:.1f}")
                 if log is not None:
