@@ -205,3 +205,29 @@ def test_loss_without_metrics_has_the_same_loss_and_nan_metrics(arch):
     torch.testing.assert_close(fast.sparsity, full.sparsity)
     assert torch.isnan(fast.l0) and torch.isnan(fast.explained_variance_chat)
     assert not torch.isnan(full.l0)
+
+
+@pytest.mark.parametrize("shared_penalty", ["sum", "max"])
+def test_tied_hand_written_backward_matches_plain_autograd(shared_penalty):
+    """The fused decode + penalty backward gives the gradients of the loss written with plain torch ops."""
+    model = make_model(architecture="tied", eta=1.7, shared_penalty=shared_penalty)
+    with torch.no_grad():
+        model.b_enc.normal_(std=0.05)
+        model.b_dec.normal_()
+        model.W_dec.mul_(torch.rand(64, 2, 1) + 0.5)  # unequal halves: no ties where max() has no gradient
+    x = random_rows(96)
+    model.loss(x, l1_coeff=0.3).total.backward()
+    fused = {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+    f = torch.relu(torch.einsum("bmd,mdgn->bgn", x, params["W_enc"]) + params["b_enc"])
+    x_hat = torch.stack(
+        [(f[:, 0] + f[:, 1]) @ params["W_dec"][:, 0], (f[:, 0] + f[:, 2]) @ params["W_dec"][:, 1]], dim=1
+    ) + params["b_dec"]
+    norms = params["W_dec"].norm(dim=-1)
+    shared_w = norms.sum(-1) if shared_penalty == "sum" else 2 * norms.max(-1).values
+    penalty = f[:, 0] @ shared_w + 1.7 * (f[:, 1] @ norms[:, 0] + f[:, 2] @ norms[:, 1])
+    loss = (x_hat - x).pow(2).sum(dim=(1, 2)).mean() + 0.3 * penalty.mean()
+    loss.backward()
+    for k, p in params.items():
+        torch.testing.assert_close(fused[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)

@@ -173,6 +173,10 @@ class _Crosscoder(nn.Module):
     def _penalty_weights(self, norms: Tensor) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _decode_and_sparsity(self, f: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """``decode(f)`` and the per-group weighted L1 (:func:`losses.weighted_sparsity`) of the same latents."""
+        return self.decode(f), losses.weighted_sparsity(self._grouped(f), weights)
+
     def _grouped(self, f: Tensor) -> Tensor:
         """Latents as ``(batch, n_groups, n_latents)``."""
         return f.reshape(f.shape[0], self.cfg.n_groups, self.cfg.n_latents)
@@ -184,12 +188,12 @@ class _Crosscoder(nn.Module):
         steps); those fields are then NaN. The loss terms are computed either way.
         """
         f = self.encode(x)
-        x_hat = self.decode(f)
+        weights = self._penalty_weights(self.decoder_norms())
+        x_hat, per_group = self._decode_and_sparsity(f, weights)
         batch = x.shape[0]
         se = losses.squared_error_per_model(x, x_hat)
         reconstruction = se.sum() / batch
         fg = self._grouped(f)
-        per_group = losses.weighted_sparsity(fg, self._penalty_weights(self.decoder_norms()))
         sparsity = per_group.sum()
         total = reconstruction + l1_coeff * sparsity
         if metrics:
@@ -340,6 +344,13 @@ class TiedCrosscoder(_Crosscoder):
             raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
         return _TiedDecode.apply(f, self.W_dec, self.b_dec)
 
+    def _decode_and_sparsity(self, f: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        # One autograd node for both uses of f: the penalty's gradient is added into the decoder's latent gradient
+        # in place, instead of autograd summing two (batch, 3, n) gradients into a third.
+        if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
+            raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
+        return _TiedDecode.apply(f, self.W_dec, self.b_dec, weights)
+
     def _penalty_weights(self, norms: Tensor) -> Tensor:
         return losses.tied_penalty_weights(norms, self.cfg.eta, self.cfg.shared_penalty)
 
@@ -349,26 +360,40 @@ class _TiedDecode(torch.autograd.Function):
 
     Autograd's version (stack the two coefficient matrices, batched matmul, unbind) spent about a third of the
     decoder's time on copies; here the coefficients are one broadcast add and the backward writes the latent
-    gradient in place (benchmarks/bench_crosscoder.py measures the step).
+    gradient in place (benchmarks/bench_crosscoder.py measures the step). Given penalty ``weights`` (3, n), it also
+    returns the per-group weighted L1 ``(f.sum(0) * weights).sum(-1) / batch`` and adds its gradient into the same
+    latent-gradient buffer.
     """
 
     @staticmethod
-    def forward(ctx, f: Tensor, W_dec: Tensor, b_dec: Tensor) -> Tensor:
+    def forward(ctx, f: Tensor, W_dec: Tensor, b_dec: Tensor, weights: Tensor | None = None):
         coeffs = f[:, 1:] + f[:, :1]  # (batch, 2, n): shared + base, shared + chat
         out = torch.baddbmm(b_dec.unsqueeze(1), coeffs.transpose(0, 1), W_dec.transpose(0, 1))  # (2, batch, d)
-        ctx.save_for_backward(coeffs, W_dec)
-        return out.transpose(0, 1)
+        if weights is None:
+            ctx.save_for_backward(coeffs, W_dec)
+            return out.transpose(0, 1)
+        f_sum = f.sum(dim=0)  # (3, n)
+        ctx.save_for_backward(coeffs, W_dec, f_sum, weights)
+        return out.transpose(0, 1), (f_sum * weights).sum(dim=-1) / f.shape[0]
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        coeffs, W_dec = ctx.saved_tensors
+    def backward(ctx, grad_out: Tensor, grad_sparsity: Tensor | None = None):
+        coeffs, W_dec, *penalty = ctx.saved_tensors
         g = grad_out.transpose(0, 1)  # (2, batch, d)
         d_coeffs = torch.bmm(g, W_dec.permute(1, 2, 0))  # (2, batch, n)
-        d_f = torch.empty(coeffs.shape[0], 3, coeffs.shape[2], dtype=coeffs.dtype, device=coeffs.device)
+        batch = coeffs.shape[0]
+        d_f = torch.empty(batch, 3, coeffs.shape[2], dtype=coeffs.dtype, device=coeffs.device)
         d_f[:, 1:] = d_coeffs.transpose(0, 1)
         torch.add(d_coeffs[0], d_coeffs[1], out=d_f[:, 0])  # the shared latent feeds both models
         d_W = torch.bmm(coeffs.permute(1, 2, 0), g).transpose(0, 1)  # (n, 2, d)
-        return d_f, d_W, grad_out.sum(dim=0)
+        if not penalty:
+            return d_f, d_W, grad_out.sum(dim=0)
+        f_sum, weights = penalty
+        if grad_sparsity is None:
+            return d_f, d_W, grad_out.sum(dim=0), None
+        scale = grad_sparsity / batch  # (3,)
+        d_f += (weights * scale[:, None]).unsqueeze(0)  # broadcast over the batch, in place
+        return d_f, d_W, grad_out.sum(dim=0), f_sum * scale[:, None]
 
 
 Crosscoder = _Crosscoder
