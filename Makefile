@@ -44,6 +44,8 @@ test: $(VENV)/.installed vendor
 book: $(VENV)/.installed vendor
 	$(PY) -m tiedlib.lab build --config tiny
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@if command -v chromium >/dev/null 2>&1; then $(PY) scripts/check_book.py _build/html; \
+	else echo "chromium not installed: skipping the browser check (apt-get install chromium; make check-book)"; fi
 
 # Open every page of the built book in headless Chromium (needs Debian's chromium package).
 check-book:

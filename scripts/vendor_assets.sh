@@ -21,9 +21,12 @@ find "$work/node_modules/@jupyter-widgets/html-manager/dist" -maxdepth 1 -type f
 echo "$versions" > "$dest.tmp/.versions"
 # The widget manager loads its icon fonts relative to the page (notebooks/@jupyter-widgets/html-manager/dist/...):
 # html_extra_path copies book/extra/ to the root of the built site, so the fonts are found there.
-fonts=book/extra/notebooks/@jupyter-widgets/html-manager/dist
-rm -rf book/extra && mkdir -p "$fonts"
-find "$dest.tmp/html-manager" -maxdepth 1 -type f \( -name '*.woff*' -o -name '*.ttf' -o -name '*.eot' -o -name '*.svg' \) \
-  -exec cp {} "$fonts/" \;
+# Two bundled modules resolve them from two folders (the manager's dist/ and the @jupyter-widgets/ scope), so both.
+rm -rf book/extra
+for fonts in book/extra/notebooks/@jupyter-widgets/html-manager/dist book/extra/notebooks/@jupyter-widgets; do
+  mkdir -p "$fonts"
+  find "$dest.tmp/html-manager" -maxdepth 1 -type f \( -name '*.woff*' -o -name '*.ttf' -o -name '*.eot' -o -name '*.svg' \) \
+    -exec cp {} "$fonts/" \;
+done
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
 echo "vendor_assets: installed $versions into $dest"
