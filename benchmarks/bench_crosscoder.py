@@ -1,6 +1,6 @@
 """Crosscoder training-step benchmarks, measured side by side (interleaved repeats, median).
 
-Prints one line per figure, ``name: value (target)``:
+Prints one line per figure, ``name: value (target)``, from medians over rounds of back-to-back calls:
 - tied step time / standard step time at equal n (latents per group = standard latents): target <= 2.4;
 - step time (loss, backward, clip, Adam) / time of the same matrix products alone, per architecture: target <= 1.3.
 
@@ -70,7 +70,8 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--n-latents", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=4096, help="tokens per step (paper: 4096)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds")
+    parser.add_argument("--block", type=int, default=3, help="timed calls per workload and round")
     args = parser.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.batch, 2, args.d_model)
@@ -80,12 +81,14 @@ def main() -> None:
         "standard_mm": matmuls_alone(x, args.n_latents, 1),
         "tied_mm": matmuls_alone(x, args.n_latents, 3),
     }
+    # Rounds of blocks: in each round every workload runs a warm-up call and then `block` timed calls back to back
+    # (steady state, as in training); rounds alternate the workloads, so slow phases of the machine hit all alike.
+    # Interleaving single calls instead made each big-allocation workload pay for the previous one's memory.
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-    for _ in range(args.repeats):  # interleaved, so background load hits every variant alike
+    for _ in range(args.repeats):
         for k, fn in fns.items():
-            times[k] += median_time(fn, 1)
+            fn()
+            times[k].append(statistics.median(median_time(fn, args.block)))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"# d_model={args.d_model} n_latents={args.n_latents} batch={args.batch} threads={torch.get_num_threads()}")
     print("# median seconds: " + ", ".join(f"{k}={v:.4f}" for k, v in med.items()))
