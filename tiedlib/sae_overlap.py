@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from tiedlib.activations import _device, _get_path, layer_path
+from tiedlib.activations import _device, _get_path, _pad_left, layer_path
 
 SET_PAIRS: dict[str, tuple[str, str]] = {"refusal": ("cannot", "can"), "harmful": ("harmful", "harmless")}
 """The two contrasts: name -> (set whose larger sums select a latent, the set it is compared with)."""
@@ -33,16 +33,6 @@ MODELS = ("base", "chat")
 
 
 # ------------------------------------------------------------------------------------------------- harvesting
-def _pad_left(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 def harvest_outputs(
     model: Any, sequences: Sequence[Sequence[int]], layer: int, *, batch_size: int = 8, drop_bos: bool = True,
 ) -> Iterator[tuple[Float[Tensor, "batch seq d_model"], Bool[Tensor, "batch seq"]]]:
