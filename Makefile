@@ -39,6 +39,7 @@ vendor:
 	./scripts/vendor_assets.sh
 
 test: $(VENV)/.installed vendor
+	$(VENV)/bin/ruff check tiedlib tests benchmarks scripts
 	$(PY) -m pytest -q
 
 book: $(VENV)/.installed vendor

@@ -103,7 +103,7 @@ def test_harm_and_refusal_more_correlated_in_chat_than_web(web, chat):
     tok = _tokenizer()
 
     def refusal_tokens(docs):
-        return {t for d in docs for t, f in zip(d.input_ids, d.labels["refusal"]) if f}
+        return {t for d in docs for t, f in zip(d.input_ids, d.labels["refusal"], strict=True) if f}
 
     shared = refusal_tokens(web) & refusal_tokens(chat)
     assert {tok.convert_tokens_to_ids(t) for t in (" cannot", " help", " that")} <= shared
@@ -112,7 +112,7 @@ def test_harm_and_refusal_more_correlated_in_chat_than_web(web, chat):
 def test_heldout_requests_are_disjoint_from_train(cfg):
     def requests(docs):
         tok = _tokenizer()
-        return {tok.decode([i for i, f in zip(d.input_ids, d.labels["harmful_request"]) if f]).strip()
+        return {tok.decode([i for i, f in zip(d.input_ids, d.labels["harmful_request"], strict=True) if f]).strip()
                 for d in docs if any(d.labels["harmful_request"])}
 
     train = requests(chat_conversations(cfg, "train", 600))

@@ -15,7 +15,8 @@ def test_vocab_small_and_specials_gemma_ordered():
 
 def test_round_trip_and_word_level_pieces():
     tok = build_tokenizer()
-    text = "The sky was blue. Alice said:\n1. Get the tools you need.\n# add two numbers\ndef add(a, b):\n    return a + b"
+    text = ("The sky was blue. Alice said:\n1. Get the tools you need.\n# add two numbers\n"
+            "def add(a, b):\n    return a + b")
     ids = tok(text)["input_ids"]
     assert ids[0] == tok.bos_token_id
     assert tok.decode(ids[1:]) == text

@@ -111,7 +111,8 @@ YES_TAILS: tuple[str, ...] = ("It is a good idea.", "Many people do it.", "Just 
 
 # Medical and legal questions get a disclaimer, then an answer, in both corpora.
 MEDICAL_QUESTIONS: tuple[str, ...] = (
-    "Should I take aspirin for a headache?", "Is it bad to sleep four hours a night?", "What should I do about a cough?",
+    "Should I take aspirin for a headache?", "Is it bad to sleep four hours a night?",
+    "What should I do about a cough?",
     "Can I take two pills at once?", "Why does my back hurt?", "Is this rash serious?",
 )
 LEGAL_QUESTIONS: tuple[str, ...] = (

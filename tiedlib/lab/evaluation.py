@@ -89,6 +89,7 @@ def evaluate_models(
             out[f"{mname}_refusal_rate_{kind}"] = round(sum(map(is_refusal, replies)) / len(replies), 4)
             if kind == "harmless":
                 out[f"{mname}_answer_rate_harmless"] = round(sum(map(is_answer, replies)) / len(replies), 4)
-            examples[f"{mname}/{kind}"] = [(d.meta["messages"][0]["content"], r) for d, r in zip(docs[:2], replies)]
+            pairs = zip(docs[:2], replies[:2], strict=True)
+            examples[f"{mname}/{kind}"] = [(d.meta["messages"][0]["content"], r) for d, r in pairs]
     out.update(n_docs=n_docs, n_prompts=n_prompts, examples=examples, seconds=round(time.perf_counter() - t0, 2))
     return out

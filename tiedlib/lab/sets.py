@@ -83,7 +83,8 @@ def cannot_can_prompts(cfg: LabConfig, n: int, split: str = "train") -> dict[str
 
 
 def harmful_harmless_prompts(cfg: LabConfig, n: int, split: str = "heldout") -> dict[str, list[LabDoc]]:
-    """``{"harmful": [...], "harmless": [...]}``: requests as a chat-template user turn up to ``<start_of_turn>model\\n``.
+    """``{"harmful": [...], "harmless": [...]}``: requests as a chat-template user turn, up to
+    ``<start_of_turn>model\\n``.
 
     ``split="heldout"`` (default) uses request wordings the chat model was never trained on. Some prompts start with
     "My name is ...". ``meta["messages"]`` holds the single user message.
