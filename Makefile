@@ -59,7 +59,7 @@ lab: $(VENV)/.installed
 	$(PY) -m tiedlib.lab build --config tiny
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check tiedlib tests benchmarks
+	$(VENV)/bin/ruff check tiedlib tests benchmarks scripts
 
 clean-book:
 	rm -rf _build
