@@ -265,10 +265,12 @@ def select_corners(ratios: FiringRatios, k: int = 10) -> Corners:
 # ---- decoder geometry (the write-up's standard-crosscoder baseline) -------------------------------------------------
 def exclusive_latents(model: Crosscoder, side: str = "chat", threshold: float = 0.7) -> Int[Tensor, " k"]:
     """Indices with relative decoder norm ``> threshold`` (``side="chat"``) or ``< 1 - threshold`` (``"base"``)."""
-    r = model.relative_decoder_norm()
+    from tiedlib.cosines import exclusivity_categories
+
     if side not in ("chat", "base"):
         raise ValueError(f"side must be 'chat' or 'base', got {side!r}")
-    return ((r > threshold) if side == "chat" else (r < 1 - threshold)).nonzero().squeeze(1).cpu()
+    cats = exclusivity_categories(model.relative_decoder_norm().cpu(), low=1 - threshold, high=threshold)
+    return cats.chat_exclusive if side == "chat" else cats.base_exclusive
 
 
 @torch.no_grad()

@@ -289,13 +289,12 @@ def colour_choice_summary(probs: dict[str, Tensor]) -> dict[str, float]:
 def firing_fractions(crosscoder: Any, acts: Float[Tensor, "n 2 d_model"], *, batch_size: int = 4096) -> Tensor:
     """Fraction of rows on which each latent fires: ``(n_latents,)`` for a standard crosscoder, ``(3, n_latents)``
     (shared, base, chat) for a tied one. ``acts`` must be in the crosscoder's (normalised) units."""
-    total = None
-    for s in range(0, acts.shape[0], batch_size):
-        f = (crosscoder.encode(acts[s : s + batch_size]) > 0).float().sum(0)
-        total = f if total is None else total + f
-    if total is None:
+    from tiedlib.analysis import firing_counts
+
+    if acts.shape[0] == 0:
         raise ValueError("no activations given")
-    return total / acts.shape[0]
+    frequency = firing_counts(crosscoder, [acts], normalized=True, chunk_size=batch_size).frequency.float()
+    return frequency[0] if crosscoder.cfg.n_groups == 1 else frequency
 
 
 def train_crosscoder(
@@ -309,7 +308,6 @@ def train_crosscoder(
     """
     import warnings
 
-    from tiedlib.batches import InMemoryBatches
     from tiedlib.config import CrosscoderConfig, TrainConfig
     from tiedlib.runs import train_or_load
 
@@ -317,12 +315,6 @@ def train_crosscoder(
                               eta=eta)
     train_cfg = TrainConfig(n_steps=n_steps, lr=lr, l1_coeff=l1_coeff, seed=seed, device=device, progress=False,
                             log_every=max(1, n_steps // 20))
-    rows = acts.normalized
-    batch_size = min(batch_size, rows.shape[0])
-
-    def make_data():
-        return InMemoryBatches(rows, batch_size, seed=seed, epochs=None, norm_factors=acts.norm_factors)
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
-        return train_or_load(run_dir, cc_cfg, train_cfg, make_data)
+        return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(batch_size, seed=seed))

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from tiedlib.activations import HarvestBatch, estimate_norm_factors, harvest_all
+from tiedlib.batches import InMemoryBatches
 from tiedlib.checkpoints import load_crosscoder
 from tiedlib.config import CrosscoderConfig, TrainConfig
 from tiedlib.crosscoder import CONFIG_NAME, WEIGHTS_NAME, Crosscoder, make_crosscoder
@@ -32,6 +33,14 @@ class PairActivations(NamedTuple):
     @property
     def normalized(self) -> torch.Tensor:
         return self.harvest.acts * self.norm_factors[None, :, None]
+
+    def batches(self, batch_size: int, *, seed: int = 0) -> InMemoryBatches:
+        """Shuffled normalised rows, repeated for as many epochs as training asks (``batch_size`` is capped at the
+        number of rows); the factors travel with them into the crosscoder config."""
+        rows = self.normalized
+        return InMemoryBatches(
+            rows, min(batch_size, rows.shape[0]), seed=seed, epochs=None, norm_factors=self.norm_factors
+        )
 
 
 def collect_activations(

@@ -130,12 +130,14 @@ def lab_ground_truth(docs: list[Any]) -> dict[str, dict[str, float]]:
         ``{source: {...}}`` with ``n_docs``, ``p_refused_if_harmful``, ``p_refused_if_not_harmful`` and ``phi`` (the
         correlation of the binary document flags ``meta["harmful"]`` and ``meta["refused"]``; NaN if one is constant).
     """
+    from tiedlib.lab.stats import flag_correlation
+
+    phi = flag_correlation(docs, "harmful", "refused")
     out = {}
     for source in sorted({d.source for d in docs}):
         group = [d for d in docs if d.source == source]
         h = torch.tensor([bool(d.meta.get("harmful")) for d in group], dtype=torch.float64)
         r = torch.tensor([bool(d.meta.get("refused")) for d in group], dtype=torch.float64)
-        phi = torch.corrcoef(torch.stack([h, r]))[0, 1].item() if h.std() > 0 and r.std() > 0 else float("nan")
         out[source] = {"n_docs": len(group), "p_refused_if_harmful": r[h == 1].mean().item(),
-                       "p_refused_if_not_harmful": r[h == 0].mean().item(), "phi": phi}
+                       "p_refused_if_not_harmful": r[h == 0].mean().item(), "phi": phi[source]}
     return out

@@ -15,7 +15,6 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tiedlib.analysis import auroc
-from tiedlib.batches import InMemoryBatches
 from tiedlib.contexts import TokenSample, latent_activations, token_labels
 from tiedlib.crosscoder import Crosscoder
 from tiedlib.pairs import LAB_PAIRS, ModelPair
@@ -73,8 +72,7 @@ def training_data(
         if "acts" not in cache:
             cache["acts"] = collect_activations(pair, sequences, exclude_token_ids=exclude_token_ids,
                                                 batch_size=model_batch_size, progress=progress)  # fmt: skip
-        acts = cache["acts"]
-        return InMemoryBatches(acts.normalized, batch_size, seed=seed, epochs=None, norm_factors=acts.norm_factors)
+        return cache["acts"].batches(batch_size, seed=seed)
 
     def make_buffer() -> Iterator[Tensor]:
         from tiedlib.buffer import ActivationBuffer

@@ -98,14 +98,10 @@ def half_balance(model: Any, shared_counts: Tensor | None = None, *, below: floa
 def activation_data(acts: Any, batch_size: int, *, seed: int = 0) -> Callable[[], Iterator[Tensor]]:
     """A ``make_data()`` for :func:`tiedlib.runs.train_or_load` serving the normalised rows of a
     :class:`tiedlib.runs.PairActivations` in shuffled batches, repeated for as many epochs as training needs."""
-    from tiedlib.batches import InMemoryBatches
-
-    rows = acts.normalized
-    batch_size = min(batch_size, rows.shape[0])
 
     def make_data() -> Iterator[Tensor]:
         warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
-        return InMemoryBatches(rows, batch_size, seed=seed, epochs=None, norm_factors=acts.norm_factors)
+        return acts.batches(batch_size, seed=seed)
 
     return make_data
 
