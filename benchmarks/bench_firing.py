@@ -23,8 +23,8 @@ import time
 import torch
 
 from tiedlib import CrosscoderConfig, make_crosscoder
-from tiedlib.activations import HarvestBatch
-from tiedlib.analysis import firing_counts, iter_normalized
+from tiedlib.activations.harvest import HarvestBatch
+from tiedlib.analysis.firing import firing_counts, iter_normalized
 
 
 def _sync(device: torch.device) -> None:

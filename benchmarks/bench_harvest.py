@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap  # noqa: E402
-from tiedlib.activations import _pad_left, decoder_layers, harvest_all  # noqa: E402
+from tiedlib.activations.harvest import _pad_left, decoder_layers, harvest_all  # noqa: E402
 
 
 class _Stop(Exception):

@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-from tiedlib.tying import format_table, run_tying_benchmark
+from tiedlib.experiments.exp5.tying import format_table, run_tying_benchmark
 
 TARGET_SECONDS = 120
 

@@ -1,12 +1,12 @@
 """tiedlib: standard and tied crosscoders for diffing a chat model against its base model."""
 
 from tiedlib import lab  # noqa: E402  (subpackage, after the names it uses)
-from tiedlib.activations import HarvestBatch, check_pair, estimate_norm_factors, harvest, harvest_all
-from tiedlib.batches import DataExhaustedError, InMemoryBatches
-from tiedlib.buffer import ActivationBuffer
-from tiedlib.checkpoints import load_crosscoder
+from tiedlib.activations.batches import DataExhaustedError, InMemoryBatches
+from tiedlib.activations.buffer import ActivationBuffer
+from tiedlib.activations.harvest import HarvestBatch, check_pair, estimate_norm_factors, harvest, harvest_all
 from tiedlib.config import BASE, CHAT, GROUP_NAMES, CrosscoderConfig, RunConfig, TrainConfig
-from tiedlib.crosscoder import (
+from tiedlib.crosscoders.checkpoints import load_crosscoder
+from tiedlib.crosscoders.crosscoder import (
     Crosscoder,
     CrosscoderOutput,
     LossOutput,

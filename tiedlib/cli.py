@@ -86,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def token_sequences(cfg: RunConfig, tokenizer: Any):
     """The token sequences a run trains on: the lab mix, the public pre-tokenised mix, or a Pile/LMSys stream."""
-    from tiedlib import data
+    from tiedlib.pairs import corpora as data
 
     n_tokens = cfg.train.n_steps * cfg.batch_size
     n_seq = cfg.n_sequences or max(1, -(-n_tokens // max(cfg.seq_len - 1, 1)))
@@ -115,7 +115,7 @@ def token_sequences(cfg: RunConfig, tokenizer: Any):
 
 
 def make_buffer(cfg: RunConfig, pair: Any):
-    from tiedlib.buffer import ActivationBuffer
+    from tiedlib.activations.buffer import ActivationBuffer
 
     sequences = token_sequences(cfg, pair.tokenizer)
     return ActivationBuffer(
@@ -138,7 +138,7 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tiedlib.crosscoder import make_crosscoder
+    from tiedlib.crosscoders.crosscoder import make_crosscoder
     from tiedlib.pairs import load_pair
     from tiedlib.training import train
 

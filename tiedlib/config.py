@@ -12,7 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 BASE, CHAT = 0, 1
 """Index of each model along the ``n_models`` axis of activations and decoders."""
@@ -78,8 +78,8 @@ class CrosscoderConfig(_JsonConfig):
     """``"relu"``: every latent is ``ReLU(pre-activation)`` with an L1 penalty. ``"batchtopk"``: BatchTopK (Bussmann
     et al. 2024; used for crosscoders by Minder et al. 2025): in training keep the ``k * batch`` largest scores
     ``ReLU(pre) * decoder weight`` over the whole batch and all groups; in eval mode keep the scores above a threshold
-    estimated during training (see :func:`tiedlib.variants.batch_topk`). Set ``TrainConfig.l1_coeff = 0`` for pure
-    BatchTopK."""
+    estimated during training (:func:`~tiedlib.crosscoders.variants.batch_topk`). Set ``TrainConfig.l1_coeff = 0``
+    for pure BatchTopK."""
     k: float | None = None
     """BatchTopK only: average number of active latents per token (all groups together)."""
     n_designated_shared: int = 0
@@ -221,3 +221,26 @@ class RunConfig(_JsonConfig):
         data["crosscoder"] = CrosscoderConfig.from_dict(data["crosscoder"])
         data["train"] = TrainConfig.from_dict(data["train"])
         return super().from_dict(data)
+
+
+# Scales: every experiment defines a settings dataclass and a table {scale: settings}; notebooks call
+# pick(TABLE, SCALE, **overrides), and nothing else in tiedlib branches on the scale.
+Scale = Literal["smoke", "tiny", "paper"]
+SCALES: tuple[str, ...] = ("smoke", "tiny", "paper")
+_T = TypeVar("_T")
+
+
+
+def pick(table: dict[str, _T], scale: str, **overrides) -> _T:
+    """The settings of ``scale`` from ``table``, with single fields replaced by ``overrides``.
+
+    Raises a ValueError naming the valid scales, or the valid fields when an override is unknown.
+    """
+    if scale not in table:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(table)}")
+    settings = table[scale]
+    fields = {f.name for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; valid settings are {sorted(fields)}")
+    return dataclasses.replace(settings, **overrides)  # type: ignore[type-var]

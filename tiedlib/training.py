@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tiedlib.config import TrainConfig
-from tiedlib.crosscoder import CONFIG_NAME, WEIGHTS_NAME, Crosscoder, LossOutput
+from tiedlib.config import CrosscoderConfig, TrainConfig
+from tiedlib.crosscoders.checkpoints import load_crosscoder
+from tiedlib.crosscoders.crosscoder import CONFIG_NAME, WEIGHTS_NAME, Crosscoder, LossOutput, make_crosscoder
 
 TRAIN_CONFIG_NAME = "train_config.json"
 STATE_NAME = "trainer_state.pt"
@@ -207,7 +209,6 @@ def resume(
     checkpoints are written to ``out_dir`` (default: the run directory the checkpoint belongs to); checkpoints
     that already exist there after the resumed step are never replaced unless ``overwrite=True``.
     """
-    from tiedlib.checkpoints import load_crosscoder
 
     path = Path(path)
     if not path.exists():
@@ -337,3 +338,65 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     if not path.exists():
         raise FileNotFoundError(f"no {METRICS_NAME} in {run_dir}")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a completed run (final weights at its top level)."""
+    run_dir = Path(run_dir)
+    return (run_dir / WEIGHTS_NAME).exists() and (run_dir / CONFIG_NAME).exists()
+
+
+def train_or_load(
+    run_dir: str | Path,
+    crosscoder_cfg: CrosscoderConfig,
+    train_cfg: TrainConfig,
+    make_data: Callable[[], Iterator[torch.Tensor]],
+    *,
+    log: Callable[[dict], object] | None = None,
+) -> tuple[Crosscoder, list[dict]]:
+    """Load the finished run in ``run_dir`` if its config matches, resume it if it was interrupted, else train it.
+
+    Returns the crosscoder and its logged metrics. A finished run whose crosscoder config differs from
+    ``crosscoder_cfg`` is never replaced: the error says which fields differ, so the caller picks another folder.
+    """
+    run_dir = Path(run_dir)
+    if is_finished(run_dir):
+        model = load_crosscoder(run_dir)
+        _check_same(model.cfg, crosscoder_cfg, run_dir)
+        return model, read_metrics(run_dir)
+    if list_checkpoints(run_dir):
+        model = resume(run_dir, make_data(), log=log)
+        return model, read_metrics(run_dir)
+    # Seed the initialisation too (train() seeds only the optimisation), so a run folder is reproducible
+    # whatever the caller did with the global RNG before.
+    torch.manual_seed(train_cfg.seed)
+    model = make_crosscoder(crosscoder_cfg)
+    model = train(train_cfg, model, make_data(), out_dir=run_dir, log=log)
+    return model, read_metrics(run_dir)
+
+
+def _check_same(found: CrosscoderConfig, wanted: CrosscoderConfig, run_dir: Path) -> None:
+    a, b = found.to_dict(), wanted.to_dict()
+    diff = sorted(k for k in b if k != "norm_factors" and a.get(k) != b[k])
+    if diff:
+        details = ", ".join(f"{k}: saved {a.get(k)!r} vs requested {b[k]!r}" for k in diff)
+        raise ValueError(f"{run_dir} holds a finished run with a different config ({details}); use another run_dir")
+
+
+def train_crosscoder(
+    run_dir: str | Path, acts: Any, *, architecture: str, n_latents: int, n_steps: int, batch_size: int, lr: float,
+    l1_coeff: float, eta: float = 2.0, seed: int = 0, device: str = "cpu",
+) -> tuple[Any, list[dict]]:
+    """Train (or load, if ``run_dir`` holds the finished run) a crosscoder on harvested activations.
+
+    ``acts`` is a :class:`~tiedlib.activations.PairActivations`; rows are reused in new epochs as often as
+    ``n_steps`` needs (the write-up repeats its 80k prefixes up to 60M tokens). Returns the crosscoder and its logged
+    metrics.
+    """
+    cc_cfg = CrosscoderConfig(d_model=acts.harvest.acts.shape[-1], n_latents=n_latents, architecture=architecture,
+                              eta=eta)
+    train_cfg = TrainConfig(n_steps=n_steps, lr=lr, l1_coeff=l1_coeff, seed=seed, device=device, progress=False,
+                            log_every=max(1, n_steps // 20))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+        return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(batch_size, seed=seed))

@@ -1,0 +1,165 @@
+"""Crosscoder variants of issue 8: decoder-norm constraints, BatchTopK, designated shared latents, max shared weight."""
+
+import math
+
+import pytest
+import torch
+
+from tests.helpers import make_cfg, make_model, make_train_cfg, random_rows
+from tiedlib import CrosscoderConfig, InMemoryBatches, TiedCrosscoder, load_crosscoder, train, train_step
+from tiedlib.crosscoders.losses import standard_penalty_weights, tied_penalty_weights
+from tiedlib.crosscoders.variants import batch_topk, project_decoder_, tie_designated_, update_threshold
+from tiedlib.training import make_optimizer
+
+
+def _steps(model, n=3, lr=1e-2, l1_coeff=0.1):
+    opt, _ = make_optimizer(model, make_train_cfg(lr=lr))
+    for _ in range(n):
+        train_step(model, opt, random_rows(128), l1_coeff=l1_coeff)
+    return model
+
+
+# ---- config ---------------------------------------------------------------------------------------------------------
+def test_defaults_keep_the_write_up_configuration_and_old_configs_load():
+    cfg = make_cfg(architecture="tied")
+    assert (cfg.decoder_norm, cfg.shared_penalty, cfg.activation, cfg.k, cfg.n_designated_shared) == (
+        "free", "sum", "relu", None, 0
+    )  # fmt: skip
+    old = {"d_model": 4, "n_latents": 8, "architecture": "tied", "eta": 2.0, "dec_init_norm": 0.08,
+           "norm_factors": None}  # fmt: skip
+    assert CrosscoderConfig.from_dict(old).decoder_norm == "free"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (dict(architecture="tied", decoder_norm="sphere"), "decoder_norm"),
+        (dict(architecture="standard", decoder_norm="unit"), "need architecture='tied'"),
+        (dict(architecture="tied", shared_penalty="min"), "shared_penalty"),
+        (dict(architecture="tied", activation="batchtopk"), "needs k > 0"),
+        (dict(architecture="tied", k=4.0), "only used with activation='batchtopk'"),
+        (dict(architecture="standard", activation="batchtopk", k=65.0), "exceeds"),
+        (dict(architecture="tied", n_designated_shared=4), "needs architecture='standard'"),
+        (dict(architecture="standard", n_designated_shared=64), r"\[0, n_latents\)"),
+        (dict(architecture="standard", n_designated_shared=4, designated_shared_penalty=0.0), "> 0"),
+    ],
+)
+def test_variant_fields_are_validated(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_cfg(**overrides)
+
+
+def test_default_apply_constraints_is_a_no_op():
+    model = make_model(architecture="tied")
+    with torch.no_grad():
+        model.W_dec.mul_(torch.rand(64, 2, 1))
+    before = model.W_dec.detach().clone()
+    model.apply_constraints_()
+    assert torch.equal(model.W_dec, before)
+
+
+# ---- (a) decoder norms ----------------------------------------------------------------------------------------------
+def test_unit_decoder_norm_holds_at_init_and_after_every_step():
+    model = make_model(architecture="tied", decoder_norm="unit")
+    torch.testing.assert_close(model.decoder_norms(), torch.ones(64, 2))
+    _steps(model)
+    torch.testing.assert_close(model.decoder_norms(), torch.ones(64, 2))
+
+
+def test_equal_decoder_norm_after_steps_and_projection_keeps_the_sum():
+    W = torch.randn(10, 2, 5) * torch.rand(10, 2, 1)
+    total = W.norm(dim=-1).sum(-1)
+    project_decoder_(W, "equal")
+    norms = W.norm(dim=-1)
+    torch.testing.assert_close(norms[:, 0], norms[:, 1])
+    torch.testing.assert_close(norms.sum(-1), total)
+    model = _steps(make_model(architecture="tied", decoder_norm="equal"))
+    norms = model.decoder_norms()
+    torch.testing.assert_close(norms[:, 0], norms[:, 1])
+    assert not torch.allclose(norms[:, 0], torch.full((64,), 0.08))  # the norms themselves are still learned
+
+
+# ---- max shared penalty ---------------------------------------------------------------------------------------------
+def test_max_shared_penalty_by_hand():
+    norms = torch.tensor([[1.0, 0.1], [0.5, 2.0]])
+    exclusive = [[3.0, 1.5], [0.3, 6.0]]
+    torch.testing.assert_close(tied_penalty_weights(norms, 3.0, "max"), torch.tensor([[2.0, 4.0], *exclusive]))
+    torch.testing.assert_close(tied_penalty_weights(norms, 3.0), torch.tensor([[1.1, 2.5], *exclusive]))
+    model = TiedCrosscoder(CrosscoderConfig(d_model=2, n_latents=1, architecture="tied", shared_penalty="max"))
+    with torch.no_grad():
+        model.W_enc.zero_()
+        model.W_enc[0, 0, 0, 0] = 1  # only the shared group fires, reading base dim 0
+        model.W_dec.copy_(torch.tensor([[[3.0, 0.0], [0.0, 0.5]]]))
+    out = model.loss(torch.tensor([[[2.0, 0.0], [0.0, 0.0]]]), l1_coeff=1.0)
+    assert out.sparsity_shared.item() == pytest.approx(2 * 2 * 3.0)  # f * 2 * max(3, 0.5), not f * (3 + 0.5)
+
+
+# ---- (b) BatchTopK --------------------------------------------------------------------------------------------------
+def test_batch_topk_keeps_exactly_k_times_batch_ranked_by_weighted_score():
+    f = torch.tensor([[1.0, 0.0, 3.0], [2.0, 0.5, 0.1]])
+    kept, min_kept = batch_topk(f, torch.tensor([1.0, 10.0, 1.0]), k=1.5)  # keep 3: scores 3, 5, 2 win over 1, 0.1
+    torch.testing.assert_close(kept, torch.tensor([[0.0, 0.0, 3.0], [2.0, 0.5, 0.0]]))
+    assert min_kept == pytest.approx(2.0)
+    kept, _ = batch_topk(f, torch.ones(3), k=0.0, threshold=0.75)
+    torch.testing.assert_close(kept, torch.tensor([[1.0, 0.0, 3.0], [2.0, 0.0, 0.0]]))
+    assert update_threshold(-1.0, 2.0) == 2.0 and update_threshold(2.0, 0.0) == 2.0
+    assert update_threshold(2.0, 3.0) == pytest.approx(2.01)
+
+
+@pytest.mark.parametrize("arch", ["standard", "tied"])
+def test_batchtopk_fires_exactly_k_times_batch_latents_in_training(arch):
+    model = make_model(architecture=arch, activation="batchtopk", k=3.0)
+    with torch.no_grad():
+        model.b_enc.fill_(0.5)  # every latent positive: the count is set by the top-k rule alone
+    x = random_rows(40)
+    f = model.encode(x)
+    assert int((f > 0).sum()) == 120
+    assert float(model.threshold) > 0  # training forward estimated an inference threshold
+    out = model.loss(x, l1_coeff=0.0)
+    assert out.l0.item() == pytest.approx(3.0)
+    out.total.backward()
+    assert model.W_enc.grad.abs().sum() > 0
+
+
+def test_batchtopk_eval_uses_threshold_and_round_trips(tmp_path):
+    cfg = make_train_cfg(n_steps=20, lr=3e-3, l1_coeff=0.0)
+    model = make_model(architecture="tied", activation="batchtopk", k=4.0)
+    train(cfg, model, InMemoryBatches(random_rows(640), 32))
+    thr = float(model.threshold)
+    assert thr > 0
+    model.eval()
+    x = random_rows(64, seed=1)
+    f = model.encode(x)
+    w = tied_penalty_weights(model.decoder_norms(), 1.0).reshape(-1)
+    scores = f.reshape(64, -1) * w
+    assert torch.all((scores == 0) | (scores > thr))  # threshold rule, not a fixed count per batch
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_crosscoder(tmp_path / "m").eval()
+    assert float(loaded.threshold) == thr
+    torch.testing.assert_close(loaded.encode(x), f)
+
+
+# ---- (c) designated shared latents ----------------------------------------------------------------------------------
+def test_designated_shared_latents_keep_one_decoder_and_a_reduced_penalty():
+    model = make_model(n_designated_shared=8, designated_shared_penalty=0.15)
+    assert torch.equal(model.W_dec[:8, 0], model.W_dec[:8, 1])
+    _steps(model, n=5)
+    assert torch.equal(model.W_dec[:8, 0], model.W_dec[:8, 1])
+    assert not torch.allclose(model.W_dec[8:, 0], model.W_dec[8:, 1])
+    norms = model.decoder_norms()
+    weights = standard_penalty_weights(norms, 8, 0.15)[0]
+    torch.testing.assert_close(weights[:8], 0.15 * norms[:8].sum(-1))
+    torch.testing.assert_close(weights[8:], norms[8:].sum(-1))
+    x = random_rows(32)
+    f = model.encode(x)
+    expected = (f.sum(0) * weights).sum() / 32
+    torch.testing.assert_close(model.loss(x, l1_coeff=1.0).sparsity, expected)
+
+
+def test_tie_designated_averages_the_halves():
+    W = torch.randn(4, 2, 3)
+    mean = W[:2].mean(1)
+    tie_designated_(W, 2)
+    torch.testing.assert_close(W[:2, 0], mean)
+    torch.testing.assert_close(W[:2, 1], mean)
+    assert not math.isclose(float(W[2, 0, 0]), float(W[2, 1, 0]))

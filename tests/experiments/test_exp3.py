@@ -1,0 +1,204 @@
+"""Experiment 3 analysis: latent selection, Jaccard, bootstrap, sae_lens training, offline errors, harvesting."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from tiedlib.experiments.exp3.overlap import (
+    bootstrap_overlap,
+    chance_jaccard,
+    collect_tokens,
+    difference_correlation,
+    jaccard,
+    latent_sums,
+    load_sae,
+    overlap,
+    overlap_table,
+    sae_metrics,
+    save_sae,
+    select_latents,
+    train_sae,
+)
+from tiedlib.experiments.exp3.sources import (
+    SourceUnavailableError,
+    cannot_can_texts,
+    load_arditi_prompts,
+    load_pretrained_sae,
+)
+
+
+def _mask(d: int, idx: list[int]) -> torch.Tensor:
+    m = torch.zeros(d, dtype=torch.bool)
+    m[idx] = True
+    return m
+
+
+def test_jaccard_of_hand_made_sets():
+    a, b = _mask(10, [0, 1, 2, 3]), _mask(10, [2, 3, 4])
+    assert float(jaccard(a, b)) == pytest.approx(2 / 5)
+    assert float(jaccard(a, a)) == 1.0
+    assert float(jaccard(a, _mask(10, [7]))) == 0.0
+    assert math.isnan(float(jaccard(_mask(10, []), _mask(10, []))))
+    batched = jaccard(torch.stack([a, a]), torch.stack([b, a]))
+    assert batched.tolist() == pytest.approx([0.4, 1.0])
+
+
+def test_selection_rules_on_hand_made_sums():
+    sum_a = torch.tensor([5.0, 3.0, 1.0, 0.0, 2.0, 10.0])
+    sum_b = torch.tensor([1.0, 2.5, 1.0, 0.0, 3.0, 9.0])
+    # write-up rule: strictly larger sum; latents silent on both (index 3) and ties (index 2) are out
+    assert select_latents(sum_a, sum_b).tolist() == [True, True, False, False, False, True]
+    # relative margin 0.1: (a - b) / (a + b) is 0.667, 0.091, -, -, -, 0.053
+    assert select_latents(sum_a, sum_b, margin=0.1).tolist() == [True, False, False, False, False, False]
+    # top-2 by difference a - b: 4.0 (index 0), then 1.0 (index 5) beats 0.5 (index 1)
+    assert select_latents(sum_a, sum_b, top_k=2).tolist() == [True, False, False, False, False, True]
+    # top-k never adds latents the base rule rejects
+    assert select_latents(sum_a, sum_b, top_k=5).sum() == 3
+    with pytest.raises(ValueError):
+        select_latents(sum_a, sum_b, margin=1.0)
+
+
+def _sums(n: int, d: int = 40, shared: float = 0.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-prompt sums where latents 0-9 prefer cannot, 10-19 prefer harmful (and ``shared`` of them both)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(4, n, d, generator=g) * 2.0
+    cannot, can, harmful, harmless = base
+    cannot[:, :10] += 1.0
+    harmful[:, 10:20] += 1.0
+    k = int(shared * 10)
+    harmful[:, :k] += 1.0
+    return {"cannot": cannot, "can": can, "harmful": harmful, "harmless": harmless}
+
+
+def test_overlap_counts_planted_latents():
+    j, n_ref, n_harm = overlap(_sums(400, shared=0.0), margin=0.1)
+    assert (n_ref, n_harm) == (10, 10)
+    assert j == 0.0
+    j, _, n_harm = overlap(_sums(400, shared=0.5), margin=0.1)
+    assert n_harm == 15 and j == pytest.approx(5 / 20)
+
+
+def test_bootstrap_contains_point_and_narrows_with_more_prompts():
+    widths = []
+    for n in (20, 320):
+        sums = {"base": _sums(n, shared=0.2, seed=1), "chat": _sums(n, shared=0.6, seed=2)}
+        est = bootstrap_overlap(sums, n_boot=300, seed=0, margin=0.1)
+        for key in ("base", "chat", "chat_minus_base"):
+            assert est[key].low <= est[key].point <= est[key].high, (n, key, est[key][:3])
+        assert est["chat_minus_base"].point == pytest.approx(est["chat"].point - est["base"].point)
+        widths.append(est["chat"].high - est["chat"].low)
+    assert widths[1] < widths[0] / 2
+    # with many prompts the planted difference (0.6 vs 0.2 shared) is resolved
+    assert est["chat_minus_base"].low > 0
+
+
+def test_loose_rule_picks_unpreferring_latents_by_coin_flip():
+    # latents 20-39 prefer nothing: the write-up rule still selects about half of them for each contrast, so two
+    # unrelated contrasts overlap at about the chance level that chance_jaccard predicts
+    sums = _sums(50, d=2000, seed=5)
+    j, n_ref, n_harm = overlap(sums)
+    assert 800 < n_ref < 1200 and 800 < n_harm < 1200
+    assert j == pytest.approx(chance_jaccard(n_ref, n_harm, 2000), abs=0.05)
+    assert chance_jaccard(10, 10, 20) == pytest.approx(5 / 15)
+    assert chance_jaccard(0, 0, 20) == 0.0
+
+
+def test_bootstrap_is_reproducible_and_table_has_rows():
+    sums = {"base": _sums(30, seed=3), "chat": _sums(30, shared=0.5, seed=4)}
+    a = bootstrap_overlap(sums, n_boot=50, seed=7)
+    b = bootstrap_overlap(sums, n_boot=50, seed=7)
+    assert torch.equal(a["chat"].draws, b["chat"].draws)
+    rows = overlap_table(sums, {"loose": {}, "top": {"top_k": 5}}, n_boot=50)
+    assert [r["rule"] for r in rows] == ["loose", "top"]
+    assert rows[1]["base_n_cannot"] == 5 and 0.0 <= rows[0]["p_chat_le_base"] <= 1.0
+    assert -1.0 <= difference_correlation(sums["chat"]) <= 1.0
+
+
+def test_sae_lens_training_lowers_mse(tmp_path):
+    from sae_lens import SAE, StandardSAE, StandardSAEConfig
+
+    torch.manual_seed(0)
+    dirs = torch.randn(24, 16)
+    codes = torch.rand(3000, 24) * (torch.rand(3000, 24) < 0.15)
+    acts = codes @ dirs + 0.01 * torch.randn(3000, 16)
+    untrained = StandardSAE(StandardSAEConfig(d_in=16, d_sae=64))
+    before = sae_metrics(untrained, acts)["mse"]
+    sae = train_sae(acts, d_sae=64, l1_coefficient=0.5, total_samples=25_000, batch_size=256, lr=5e-3)
+    after = sae_metrics(sae, acts)
+    assert after["mse"] < 0.5 * before and after["fvu"] < 0.5
+    save_sae(sae, tmp_path / "sae")
+    loaded = load_sae(tmp_path / "sae")
+    assert isinstance(loaded, SAE)
+    assert torch.allclose(loaded.encode(acts[:50]), sae.encode(acts[:50]), atol=1e-5)
+
+
+def test_offline_pretrained_sae_error_is_fast_and_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hc
+    import sae_lens  # noqa: F401 - imported first so that only the failing call is timed
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    t0 = time.perf_counter()
+    with pytest.raises(SourceUnavailableError) as err:
+        load_pretrained_sae("gemma-scope-9b-pt-res-canonical", "layer_20/width_16k/canonical")
+    assert time.perf_counter() - t0 < 10  # about 1 s unloaded; online it would retry for ~25 s
+    msg = str(err.value)
+    assert "gemma-scope-9b-pt-res-canonical" in msg and "HF_HUB_OFFLINE" in msg and "tiny" in msg
+
+
+def test_offline_arditi_error_names_the_missing_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SourceUnavailableError, match="harmful_train.json"):
+        load_arditi_prompts("train", cache=tmp_path)
+
+
+def test_arditi_prompts_read_from_cache(tmp_path):
+    import json
+
+    for name in ("harmful", "harmless"):
+        rows = [{"instruction": f"{name} {i}", "category": None} for i in range(5)]
+        (tmp_path / f"{name}_train.json").write_text(json.dumps(rows))
+    out = load_arditi_prompts("train", 3, cache=tmp_path)
+    assert out == {"harmful": ["harmful 0", "harmful 1", "harmful 2"], "harmless": ["harmless 0", "harmless 1",
+                                                                                   "harmless 2"]}
+    with pytest.raises(SourceUnavailableError, match="fewer"):
+        load_arditi_prompts("train", 9, cache=tmp_path)
+
+
+def test_cannot_can_texts():
+    sets = cannot_can_texts()
+    assert len(sets["cannot"]) == len(sets["can"]) == 84
+    assert len(set(sets["cannot"])) == 84 and len(set(sets["can"])) == 84
+    assert all(t.endswith(("Answer:", "Reply:")) for t in sets["cannot"] + sets["can"])
+
+
+def test_harvest_reads_layer_output_and_sums_per_prompt():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from tiedlib.lab.tokenizer import build_tokenizer
+    from tiedlib.pairs import wrap
+
+    tok = build_tokenizer()
+    cfg = Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                       num_attention_heads=2, num_key_value_heads=2, head_dim=16, max_position_embeddings=64)
+    hf = Gemma2ForCausalLM(cfg).eval()
+    model = wrap(hf, tok)
+    seqs = [tok("<bos>Question: Can I freeze bread?", add_special_tokens=False)["input_ids"],
+            tok("<bos>Hello", add_special_tokens=False)["input_ids"]]
+    acts = collect_tokens(model, seqs, 1, batch_size=2)
+    assert acts.shape == (len(seqs[0]) + len(seqs[1]) - 2, 32)  # BOS dropped, padding dropped
+    with torch.no_grad():
+        ref = hf(torch.tensor([seqs[1]]), output_hidden_states=True).hidden_states[2][0, 1:]
+    assert torch.allclose(acts[-ref.shape[0]:], ref, atol=1e-4)
+
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    sae = StandardSAE(StandardSAEConfig(d_in=32, d_sae=48))
+    sums = latent_sums(model, sae, seqs, 1, batch_size=1)
+    with torch.no_grad():
+        expected = sae.encode(ref).sum(0)
+    assert sums.shape == (2, 48) and torch.allclose(sums[1], expected, atol=1e-4)

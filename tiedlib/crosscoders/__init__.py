@@ -1,0 +1,21 @@
+"""Stage 3: the crosscoders: standard and tied models, their pure losses, variants and checkpoint loading."""
+
+from tiedlib.crosscoders.checkpoints import load_crosscoder
+from tiedlib.crosscoders.crosscoder import (
+    Crosscoder,
+    CrosscoderOutput,
+    LossOutput,
+    StandardCrosscoder,
+    TiedCrosscoder,
+    make_crosscoder,
+)
+
+__all__ = [
+    "Crosscoder",
+    "CrosscoderOutput",
+    "LossOutput",
+    "StandardCrosscoder",
+    "TiedCrosscoder",
+    "load_crosscoder",
+    "make_crosscoder",
+]

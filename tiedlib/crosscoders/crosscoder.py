@@ -1,0 +1,412 @@
+"""The standard crosscoder and the tied crosscoder.
+
+Standard crosscoder (Anthropic's crosscoder; public replication on Gemma-2-2b vs -it), for ``x = [x_base, x_chat]``:
+``f = ReLU(sum_m x_m W_enc[m] + b_enc)`` and ``x_hat[m] = f W_dec[:, m] + b_dec[m]``.
+
+Tied crosscoder (the write-up, "Introduction"): latents come in triples (shared, base, chat) per index ``i``, each
+read by its own encoder from both models, and one decoder pair per index:
+``x_hat_base = (f_shared + f_base) W_dec[:, base] + b_dec[base]``,
+``x_hat_chat = (f_shared + f_chat) W_dec[:, chat] + b_dec[chat]``.
+
+Parameter names and shapes match the released checkpoints (REFERENCE.md): standard ``W_enc (2, d_model, n)``,
+``b_enc (n)``; tied ``W_enc (2, d_model, 3, n)``, ``b_enc (3, n)``; both ``W_dec (n, 2, d_model)`` and
+``b_dec (2, d_model)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from tiedlib.config import BASE, CHAT, CrosscoderConfig
+from tiedlib.crosscoders import losses, variants
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+
+
+class CrosscoderOutput(NamedTuple):
+    x_hat: Float[Tensor, "batch n_models d_model"]
+    latents: Tensor
+    """``(batch, n_latents)`` for the standard crosscoder, ``(batch, 3, n_latents)`` (shared, base, chat) for tied."""
+
+
+class LossOutput(NamedTuple):
+    """Loss terms and metrics of one batch. ``total`` carries the gradient; everything else is detached."""
+
+    total: Tensor
+    reconstruction: Tensor
+    """Mean over the batch of ``sum_{m,d} (x_hat - x)^2``."""
+    sparsity: Tensor
+    """The (eta-weighted, for tied) decoder-norm-weighted L1 term, before multiplying by ``l1_coeff``."""
+    l0: Tensor
+    """Mean number of firing latents per token, all groups together."""
+    explained_variance: Tensor
+    explained_variance_base: Tensor
+    explained_variance_chat: Tensor
+    sparsity_shared: Tensor | None = None
+    """Tied only: the shared group's term of ``sparsity``."""
+    sparsity_exclusive: Tensor | None = None
+    """Tied only: the base and chat groups' term of ``sparsity`` (eta included)."""
+    l0_shared: Tensor | None = None
+    l0_base: Tensor | None = None
+    l0_chat: Tensor | None = None
+
+    def scalars(self) -> dict[str, float]:
+        """The terms that are set, as plain floats (for logging)."""
+        return {k: float(v.detach()) for k, v in self._asdict().items() if v is not None}
+
+
+class _Crosscoder(nn.Module):
+    """What the two architectures share: decoding bias, decoder norms, loss bookkeeping and (de)serialisation."""
+
+    architecture: str
+
+    def __init__(self, cfg: CrosscoderConfig) -> None:
+        super().__init__()
+        if cfg.architecture != self.architecture:
+            name = type(self).__name__
+            raise ValueError(f"{name} needs architecture={self.architecture!r}, got {cfg.architecture!r}")
+        self.cfg = cfg
+        n, d = cfg.n_latents, cfg.d_model
+        # Public replication's init: W_dec ~ N(0, 1) with every per-model row rescaled to dec_init_norm, and the
+        # encoder set to the decoder's transpose (the tied encoder: the same transpose for each of its 3 groups).
+        W_dec = torch.randn(n, 2, d)
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True) * cfg.dec_init_norm
+        variants.tie_designated_(W_dec, cfg.n_designated_shared)  # designated shared latents start with one vector
+        self.W_dec = nn.Parameter(W_dec)
+        self.b_dec = nn.Parameter(torch.zeros(2, d))
+        W_enc = W_dec.permute(1, 2, 0).contiguous()  # (2, d, n)
+        if cfg.n_groups > 1:
+            W_enc = W_enc.unsqueeze(2).repeat(1, 1, cfg.n_groups, 1)  # (2, d, 3, n)
+            self.b_enc = nn.Parameter(torch.zeros(cfg.n_groups, n))
+        else:
+            self.b_enc = nn.Parameter(torch.zeros(n))
+        self.W_enc = nn.Parameter(W_enc)
+        if cfg.activation == "batchtopk":
+            # Running inference threshold of BatchTopK (-1: not estimated yet). Saved with the weights.
+            self.register_buffer("threshold", torch.tensor(-1.0))
+        self.apply_constraints_()  # unit-norm decoders start at norm 1 (the encoder keeps the dec_init_norm scale)
+
+    # ---- variants (issue 8) -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def apply_constraints_(self) -> None:
+        """Re-impose the config's decoder constraints in place; :func:`tiedlib.training.train_step` calls this after
+        every optimizer step. A no-op for the write-up's configuration (free norms, no designated latents)."""
+        variants.project_decoder_(self.W_dec, self.cfg.decoder_norm)
+        variants.tie_designated_(self.W_dec, self.cfg.n_designated_shared)
+
+    def _sparsify(self, f: Float[Tensor, "batch n"]) -> Float[Tensor, "batch n"]:
+        """BatchTopK over the flattened latents (identity for ReLU crosscoders).
+
+        Training mode (``model.train()``, the default): keep the ``k * batch`` largest scores of the batch and, when
+        gradients are on, update the running threshold. Eval mode: keep the scores above that threshold, or use the
+        batch rule while no threshold has been estimated yet.
+        """
+        if self.cfg.activation != "batchtopk":
+            return f
+        # Score = activation x decoder weight (shared: ||d_base|| + ||d_chat||; base, chat: that model's norm).
+        norms = self.decoder_norms()
+        if self.cfg.n_groups == 3:
+            weights = losses.tied_penalty_weights(norms, 1.0)
+        else:
+            weights = losses.standard_penalty_weights(norms)
+        thr = float(self.threshold)
+        use_threshold = not self.training and thr >= 0
+        kept, batch_min = variants.batch_topk(f, weights.reshape(-1), self.cfg.k, thr if use_threshold else None)
+        if self.training and torch.is_grad_enabled():
+            self.threshold.fill_(variants.update_threshold(thr, batch_min))
+        return kept
+
+    # ---- shapes -------------------------------------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
+        expected = (2, self.cfg.d_model)
+        if x.ndim != 3 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected activations of shape (batch, 2, {self.cfg.d_model}) = (batch, n_models, d_model), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _pre_activations(self, x: Float[Tensor, "batch n_models d_model"]) -> Tensor:
+        """``sum_m x_m W_enc[m] + b_enc`` as one matrix product over the flattened (n_models, d_model) axis."""
+        self._check_input(x)
+        batch = x.shape[0]
+        w = self.W_enc.reshape(2 * self.cfg.d_model, -1)
+        return torch.addmm(self.b_enc.reshape(-1), x.reshape(batch, -1).to(w.dtype), w)
+
+    # ---- API ----------------------------------------------------------------------------------------------------
+    def forward(self, x: Float[Tensor, "batch n_models d_model"]) -> CrosscoderOutput:
+        f = self.encode(x)
+        return CrosscoderOutput(self.decode(f), f)
+
+    def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def decode(self, f: Tensor) -> Float[Tensor, "batch n_models d_model"]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def decoder_norms(self) -> Float[Tensor, "n_latents n_models"]:
+        return losses.decoder_norms(self.W_dec)
+
+    @torch.no_grad()
+    def relative_decoder_norm(self) -> Float[Tensor, " n_latents"]:
+        """``r_i = ||W_dec[i, chat]|| / (||W_dec[i, base]|| + ||W_dec[i, chat]||)`` (REFERENCE.md).
+
+        Base-exclusive ``r < 0.3``, shared ``0.3 <= r <= 0.7``, chat-exclusive ``r > 0.7`` (the write-up's thresholds).
+        """
+        norms = self.decoder_norms()
+        return norms[:, CHAT] / norms.sum(dim=-1).clamp_min(torch.finfo(norms.dtype).tiny)
+
+    def normalize(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch n_models d_model"]:
+        """Scale raw activations by the stored per-model normalisation factors (identity when there are none)."""
+        if self.cfg.norm_factors is None:
+            return x
+        factors = torch.tensor(self.cfg.norm_factors, dtype=x.dtype, device=x.device)
+        return x * factors[None, :, None]
+
+    def _penalty_weights(self, norms: Tensor) -> Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _decode_and_sparsity(self, f: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """``decode(f)`` and the per-group weighted L1 (:func:`losses.weighted_sparsity`) of the same latents."""
+        return self.decode(f), losses.weighted_sparsity(self._grouped(f), weights)
+
+    def _grouped(self, f: Tensor) -> Tensor:
+        """Latents as ``(batch, n_groups, n_latents)``."""
+        return f.reshape(f.shape[0], self.cfg.n_groups, self.cfg.n_latents)
+
+    def loss(self, x: Float[Tensor, "batch n_models d_model"], l1_coeff: float, *, metrics: bool = True) -> LossOutput:
+        """Reconstruction + ``l1_coeff`` x decoder-norm-weighted L1, with the metrics the trainer logs.
+
+        ``metrics=False`` skips the L0 and explained-variance passes over the batch (the trainer's non-logging
+        steps); those fields are then NaN. The loss terms are computed either way.
+        """
+        f = self.encode(x)
+        weights = self._penalty_weights(self.decoder_norms())
+        x_hat, per_group = self._decode_and_sparsity(f, weights)
+        batch = x.shape[0]
+        se = losses.squared_error_per_model(x, x_hat)
+        reconstruction = se.sum() / batch
+        fg = self._grouped(f)
+        sparsity = per_group.sum()
+        total = reconstruction + l1_coeff * sparsity
+        if metrics:
+            ev = losses.explained_variance_per_model(x, se.detach())
+            with torch.no_grad():
+                total_var = (x - x.mean(dim=0, keepdim=True)).pow(2).sum()
+                ev_all = 1 - se.sum() / total_var.clamp_min(torch.finfo(x.dtype).tiny)
+                l0 = losses.l0_per_group(fg)
+        else:
+            nan = torch.tensor(float("nan"), device=x.device)
+            ev, ev_all, l0 = nan.expand(2), nan, nan.expand(self.cfg.n_groups)
+        extra = {}
+        if self.cfg.n_groups == 3:
+            extra = dict(
+                sparsity_shared=per_group[0].detach(),
+                sparsity_exclusive=per_group[1:].sum().detach(),
+                l0_shared=l0[0],
+                l0_base=l0[1],
+                l0_chat=l0[2],
+            )
+        return LossOutput(
+            total=total,
+            reconstruction=reconstruction.detach(),
+            sparsity=sparsity.detach(),
+            l0=l0.sum(),
+            explained_variance=ev_all,
+            explained_variance_base=ev[BASE],
+            explained_variance_chat=ev[CHAT],
+            **extra,
+        )
+
+    # ---- normalisation folding ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fold_normalization(self) -> "_Crosscoder":
+        """A copy that reads and reconstructs *raw* activations (REFERENCE.md "Normalisation").
+
+        With inputs scaled by ``s_m`` in training, ``W_enc[m] *= s_m``, ``W_dec[:, m] /= s_m`` and ``b_dec[m] /= s_m``
+        (the public code folded the factors into the encoder only, leaving reconstructions in normalised units).
+        The copy has ``norm_factors=None``. Its sparsity penalty is in raw units, so fold for analysis, not training.
+        """
+        if self.cfg.norm_factors is None:
+            raise ValueError("this crosscoder has no normalisation factors to fold (cfg.norm_factors is None)")
+        s = torch.tensor(self.cfg.norm_factors, dtype=self.W_dec.dtype, device=self.W_dec.device)
+        cfg = CrosscoderConfig.from_dict({**self.cfg.to_dict(), "norm_factors": None})
+        folded = type(self)(cfg).to(self.W_dec.device)
+        enc_shape = (2,) + (1,) * (self.W_enc.ndim - 1)
+        folded.W_enc.copy_(self.W_enc * s.reshape(enc_shape))
+        folded.b_enc.copy_(self.b_enc)
+        folded.W_dec.copy_(self.W_dec / s[None, :, None])
+        folded.b_dec.copy_(self.b_dec / s[:, None])
+        return folded
+
+    # ---- persistence --------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into the folder ``path``.
+
+        Refuses to replace an existing ``model.safetensors`` unless ``overwrite=True``.
+        """
+        path = Path(path)
+        weights = path / WEIGHTS_NAME
+        if weights.exists() and not overwrite:
+            raise FileExistsError(f"{weights} already exists; pass overwrite=True to replace it")
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = path / (WEIGHTS_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"architecture": self.architecture})
+        self.cfg.save_json(path / CONFIG_NAME)
+        tmp.replace(weights)  # config first, weights last and atomically: a complete weights file implies a config
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "_Crosscoder":
+        """Load a folder written by :meth:`save_pretrained` (config first, then weights)."""
+        path = Path(path)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"no {name} in {path}: not a tiedlib crosscoder folder")
+        cfg = CrosscoderConfig.load_json(path / CONFIG_NAME)
+        model_cls = crosscoder_class(cfg.architecture)
+        if cls is not _Crosscoder and model_cls is not cls:
+            raise ValueError(f"{path} holds a {cfg.architecture} crosscoder, not a {cls.architecture} one")
+        model = model_cls(cfg)
+        model.load_weights_(load_file(str(path / WEIGHTS_NAME)), source=str(path))
+        return model.to(device)
+
+    @torch.no_grad()
+    def load_weights_(self, state: dict[str, Tensor], *, source: str = "state dict") -> None:
+        """Copy ``W_enc, b_enc, W_dec, b_dec`` in (and the BatchTopK ``threshold`` buffer of such a crosscoder),
+        checking names and shapes with errors that say what differs."""
+        names = list(self.state_dict())
+        missing = [k for k in names if k not in state]
+        unexpected = sorted(set(state) - set(names))
+        if missing or unexpected:
+            raise ValueError(f"{source}: missing parameters {missing}, unexpected {unexpected}")
+        for name in names:
+            param = getattr(self, name)
+            if tuple(state[name].shape) != tuple(param.shape):
+                raise ValueError(
+                    f"{source}: {name} has shape {tuple(state[name].shape)}, expected {tuple(param.shape)} "
+                    f"for a {self.architecture} crosscoder with d_model={self.cfg.d_model}, "
+                    f"n_latents={self.cfg.n_latents}"
+                )
+            param.copy_(state[name])
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+        """Upload ``model.safetensors`` + ``config.json`` to a Hugging Face Hub model repo; returns its URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            api.upload_folder(repo_id=repo_id, folder_path=tmp)
+        return f"https://huggingface.co/{repo_id}"
+
+
+class StandardCrosscoder(_Crosscoder):
+    """One latent per index; ``encode`` returns ``(batch, n_latents)``."""
+
+    architecture = "standard"
+
+    def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch n_latents"]:
+        return self._sparsify(torch.relu_(self._pre_activations(x)))
+
+    def decode(self, f: Float[Tensor, "batch n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
+        if f.ndim != 2 or f.shape[1] != self.cfg.n_latents:
+            raise ValueError(f"expected latents of shape (batch, {self.cfg.n_latents}), got {tuple(f.shape)}")
+        n, d = self.cfg.n_latents, self.cfg.d_model
+        out = torch.addmm(self.b_dec.reshape(-1), f, self.W_dec.reshape(n, 2 * d))
+        return out.reshape(f.shape[0], 2, d)
+
+    def _penalty_weights(self, norms: Tensor) -> Tensor:
+        return losses.standard_penalty_weights(norms, self.cfg.n_designated_shared, self.cfg.designated_shared_penalty)
+
+
+class TiedCrosscoder(_Crosscoder):
+    """Latent triples (shared, base, chat) over one decoder pair; ``encode`` returns ``(batch, 3, n_latents)``."""
+
+    architecture = "tied"
+
+    def encode(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch 3 n_latents"]:
+        return self._sparsify(torch.relu_(self._pre_activations(x))).reshape(x.shape[0], 3, self.cfg.n_latents)
+
+    def decode(self, f: Float[Tensor, "batch 3 n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
+        if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
+            raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
+        return _TiedDecode.apply(f, self.W_dec, self.b_dec)
+
+    def _decode_and_sparsity(self, f: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        # One autograd node for both uses of f: the penalty's gradient is added into the decoder's latent gradient
+        # in place, instead of autograd summing two (batch, 3, n) gradients into a third.
+        if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
+            raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
+        return _TiedDecode.apply(f, self.W_dec, self.b_dec, weights)
+
+    def _penalty_weights(self, norms: Tensor) -> Tensor:
+        return losses.tied_penalty_weights(norms, self.cfg.eta, self.cfg.shared_penalty)
+
+
+class _TiedDecode(torch.autograd.Function):
+    """``x_hat[:, m] = (f_shared + f_m) @ W_dec[:, m] + b_dec[m]`` with a hand-written backward.
+
+    Autograd's version (stack the two coefficient matrices, batched matmul, unbind) spent about a third of the
+    decoder's time on copies; here the coefficients are one broadcast add and the backward writes the latent
+    gradient in place (benchmarks/bench_crosscoder.py measures the step). Given penalty ``weights`` (3, n), it also
+    returns the per-group weighted L1 ``(f.sum(0) * weights).sum(-1) / batch`` and adds its gradient into the same
+    latent-gradient buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, f: Tensor, W_dec: Tensor, b_dec: Tensor, weights: Tensor | None = None):
+        coeffs = f[:, 1:] + f[:, :1]  # (batch, 2, n): shared + base, shared + chat
+        out = torch.baddbmm(b_dec.unsqueeze(1), coeffs.transpose(0, 1), W_dec.transpose(0, 1))  # (2, batch, d)
+        if weights is None:
+            ctx.save_for_backward(coeffs, W_dec)
+            return out.transpose(0, 1)
+        f_sum = f.sum(dim=0)  # (3, n)
+        ctx.save_for_backward(coeffs, W_dec, f_sum, weights)
+        return out.transpose(0, 1), (f_sum * weights).sum(dim=-1) / f.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, grad_sparsity: Tensor | None = None):
+        coeffs, W_dec, *penalty = ctx.saved_tensors
+        g = grad_out.transpose(0, 1)  # (2, batch, d)
+        d_coeffs = torch.bmm(g, W_dec.permute(1, 2, 0))  # (2, batch, n)
+        batch = coeffs.shape[0]
+        d_f = torch.empty(batch, 3, coeffs.shape[2], dtype=coeffs.dtype, device=coeffs.device)
+        d_f[:, 1:] = d_coeffs.transpose(0, 1)
+        torch.add(d_coeffs[0], d_coeffs[1], out=d_f[:, 0])  # the shared latent feeds both models
+        d_W = torch.bmm(coeffs.permute(1, 2, 0), g).transpose(0, 1)  # (n, 2, d)
+        if not penalty:
+            return d_f, d_W, grad_out.sum(dim=0)
+        f_sum, weights = penalty
+        if grad_sparsity is None:
+            return d_f, d_W, grad_out.sum(dim=0), None
+        scale = grad_sparsity / batch  # (3,)
+        d_f += (weights * scale[:, None]).unsqueeze(0)  # broadcast over the batch, in place
+        return d_f, d_W, grad_out.sum(dim=0), f_sum * scale[:, None]
+
+
+Crosscoder = _Crosscoder
+"""Common base class of :class:`StandardCrosscoder` and :class:`TiedCrosscoder` (for type hints and loading)."""
+
+
+def crosscoder_class(architecture: str) -> type[_Crosscoder]:
+    classes = {"standard": StandardCrosscoder, "tied": TiedCrosscoder}
+    if architecture not in classes:
+        raise ValueError(f"unknown crosscoder architecture {architecture!r}; expected one of {sorted(classes)}")
+    return classes[architecture]
+
+
+def make_crosscoder(cfg: CrosscoderConfig) -> _Crosscoder:
+    """Build the crosscoder that ``cfg.architecture`` names."""
+    return crosscoder_class(cfg.architecture)(cfg)

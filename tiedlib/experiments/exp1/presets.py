@@ -1,0 +1,76 @@
+"""Experiment 1 (train the tied crosscoder; firing ratios; top activations; ground truth) at each scale.
+
+``paper`` is the write-up's run: Gemma-2-2b / -it, layer 14, 16,384 x 3 latents, eta = 2, 250M tokens of the
+Pile/LMSys mix at 4,096 tokens a step (61,035 steps), Adam lr 5e-5, l1 coefficient 2. ``tiny`` and ``smoke`` scale it
+down to the offline lab pair, with a larger learning rate so that a few thousand steps on a CPU converge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Exp1Settings:
+    pair: str
+    """Model pair for :func:`tiedlib.pairs.load_pair` (lab pairs have ground-truth concept labels)."""
+    n_latents: int
+    """Latent triples of the tied crosscoder (3 x n_latents latents)."""
+    train_docs: int
+    """Documents (lab) or sequences (paper) whose activations train the crosscoders."""
+    n_steps: int
+    batch_size: int
+    lr: float
+    l1_coeff: float
+    eval_docs: int
+    """Held-out documents per dataset (web and chat) for firing counts, contexts and ground truth."""
+    standard_n_latents: int
+    """Latents of the standard-crosscoder baseline (trained on the same data)."""
+    standard_n_steps: int
+    eta: float = 2.0
+    layer: int | None = None
+    """Harvested layer (None: the pair's default; 14 for Gemma-2-2b)."""
+    web_fraction: float = 0.5
+    """Share of web (Pile-like) documents in the training mix; the rest are chat (LMSys-like)."""
+    seq_len: int = 1024
+    """Paper pair only: tokens per sequence."""
+    model_batch_size: int = 32
+    """Sequences per forward pass while harvesting."""
+    exclude_template_tokens: bool = False
+    """Drop chat-template tokens from training and analysis (the write-up kept them)."""
+    min_frequency: float = 5e-4
+    """Firing-ratio filter: drop triples firing on under this fraction of tokens (write-up: 0.05%)."""
+    n_corner: int = 10
+    """Top-left / bottom-right latents selected from the ratio scatter."""
+    top_k: int = 10
+    """Contexts shown per latent part."""
+    n_neighbours: int = 5
+    """Baseline: base decoder vectors closest to a chat-exclusive latent's chat vector."""
+    auroc_threshold: float = 0.75
+    """Ground truth: a latent part "detects" a concept when its AUROC reaches this."""
+    focus_latent: int | None = None
+    """Triple whose contexts are shown when there is no ground truth to pick one (write-up: 10615, refusals)."""
+    checkpoint: str | None = None
+    """A released tied checkpoint (folder or .pt) to analyse instead of training (see ``tiedlib.load_crosscoder``)."""
+    standard_checkpoint: str | None = None
+    """A released standard checkpoint for the baseline instead of training one."""
+    device: str = "cpu"
+    log_every: int = 50
+
+
+TABLE: dict[str, Exp1Settings] = {
+    "smoke": Exp1Settings(
+        pair="smoke", n_latents=128, train_docs=300, n_steps=150, batch_size=256, lr=2e-3, l1_coeff=0.5,
+        eval_docs=60, standard_n_latents=128, standard_n_steps=100, top_k=5, n_corner=5, log_every=10,
+    ),
+    "tiny": Exp1Settings(
+        pair="tiny", n_latents=512, train_docs=3000, n_steps=2500, batch_size=512, lr=1e-3, l1_coeff=0.5,
+        eval_docs=400, standard_n_latents=512, standard_n_steps=1500,
+    ),
+    "paper": Exp1Settings(
+        pair="gemma-2-2b", layer=14, n_latents=16384, train_docs=250_000, n_steps=61_035, batch_size=4096, lr=5e-5,
+        l1_coeff=2.0, eval_docs=128, standard_n_latents=16384, standard_n_steps=61_035, model_batch_size=8,
+        device="cuda", log_every=500, top_k=10, focus_latent=10615,
+    ),
+}  # fmt: skip
+"""Settings per scale; use ``tiedlib.config.pick(TABLE, SCALE, **overrides)``."""

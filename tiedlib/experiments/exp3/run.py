@@ -1,0 +1,152 @@
+"""Experiment 3 end to end, for the notebook: per model, an SAE and its latent sums on the four prompt sets.
+
+* Lab pairs (``smoke``, ``tiny``): one sae_lens SAE per model, trained on that model's own activations of the lab
+  web/chat mix at the same layer (cached in ``out_dir``), and the lab's Cannot/Can and Harmful/Harmless sets.
+* Paper: Gemma-2-9b and Gemma-2-9b-it with Gemma Scope 16k SAEs at the output of layer 20, the Cannot/Can prompts
+  of :func:`tiedlib.sae_overlap_sources.cannot_can_texts` and Arditi et al.'s train prompts. Each model is loaded,
+  read and freed in turn (each SAE reads one model), so only one 9B model is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from tiedlib.experiments.exp3.overlap import (
+    MODELS,
+    SetSums,
+    collect_tokens,
+    latent_sums,
+    load_sae,
+    sae_metrics,
+    save_sae,
+    train_sae,
+)
+from tiedlib.experiments.exp3.presets import Exp3Settings
+from tiedlib.experiments.exp3.sources import (
+    PAPER_MODELS,
+    PAPER_SAES,
+    cannot_can_texts,
+    load_arditi_prompts,
+    load_hub_model,
+    load_pretrained_sae,
+    tokenize_prompts,
+)
+
+
+class Exp3Data(NamedTuple):
+    """Everything the analysis needs, plus provenance."""
+
+    sums: dict[str, SetSums]
+    """Model -> prompt set -> ``(n_prompts, d_sae)`` per-prompt latent sums."""
+    prompts: dict[str, list[str]]
+    """Prompt set -> prompt texts (for display)."""
+    sae_stats: dict[str, dict[str, float]]
+    """Model -> SAE metrics on its training activations (lab) or its config facts (paper)."""
+    layer: int
+    """Decoder layer whose output was read."""
+    description: str
+    """One line saying which models and SAEs produced the numbers."""
+    truth: dict[str, dict[str, float]] | None = None
+    """Lab pairs: :func:`lab_ground_truth` of the SAE training mix (how harm and refusal co-occur per source)."""
+
+
+def run(settings: Exp3Settings, out_dir: str | Path, *, progress: bool = False) -> Exp3Data:
+    """Run Experiment 3 at the scale of ``settings`` (see the module docstring); lab SAEs are cached in ``out_dir``."""
+    if settings.pair == "paper":
+        return run_paper(settings)
+    return run_lab(settings, out_dir, progress=progress)
+
+
+def run_lab(settings: Exp3Settings, out_dir: str | Path, *, progress: bool = False) -> Exp3Data:
+    """Lab pair: train (or reload) one SAE per model on its own activations and read the lab prompt sets."""
+    from tiedlib import lab
+    from tiedlib.pairs import wrap
+
+    cfg = lab.LabConfig.from_name(settings.pair)
+    lab.build(cfg, progress=progress)
+    tok = lab.load_tokenizer(cfg)
+    hf_models = dict(zip(MODELS, lab.load_models(cfg, device=settings.device), strict=True))
+    layer = settings.layer if settings.layer is not None else cfg.model.num_layers // 2 - 1
+    mix_docs = lab.crosscoder_mix(cfg, settings.n_mix_docs, settings.web_fraction)
+    mix = [d.input_ids for d in mix_docs]
+    sets = {**lab.cannot_can_prompts(cfg, settings.n_cannot), **lab.harmful_harmless_prompts(cfg, settings.n_harmful)}
+    out_dir = Path(out_dir)
+    sums, stats = {}, {}
+    for name, hf in hf_models.items():
+        model = wrap(hf, tok)
+        acts = collect_tokens(model, mix, layer, batch_size=settings.harvest_batch_size)
+        sae = _train_or_load(settings, acts, out_dir / f"sae_{name}", layer)
+        stats[name] = {**sae_metrics(sae, acts), "n_train_tokens": acts.shape[0], "d_sae": sae.cfg.d_sae}
+        sums[name] = {k: latent_sums(model, sae, [d.input_ids for d in v], layer,
+                                     batch_size=settings.harvest_batch_size) for k, v in sets.items()}
+    desc = (f"lab pair '{cfg.name}' (d_model {cfg.model.hidden_size}, {cfg.model.num_layers} layers), output of "
+            f"layer {layer}, sae_lens StandardSAE with {stats['base']['d_sae']} latents per model")
+    return Exp3Data(sums, {k: [d.text for d in v] for k, v in sets.items()}, stats, layer, desc,
+                    lab_ground_truth(mix_docs))
+
+
+def _train_or_load(settings: Exp3Settings, acts: torch.Tensor, folder: Path, layer: int) -> Any:
+    """Reload the SAE in ``folder`` if it was trained with the same settings, else train and save it."""
+    keys = ("pair", "n_mix_docs", "web_fraction", "d_sae_multiple", "l1_coefficient", "train_samples",
+            "sae_batch_size", "sae_lr", "seed")
+    wanted = {**{k: asdict(settings)[k] for k in keys}, "layer": layer}
+    marker = folder / "tiedlib_settings.json"
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return load_sae(folder, device=settings.device)
+    sae = train_sae(acts, d_sae=settings.d_sae_multiple * acts.shape[1], l1_coefficient=settings.l1_coefficient,
+                    total_samples=settings.train_samples, batch_size=settings.sae_batch_size, lr=settings.sae_lr,
+                    seed=settings.seed, device=settings.device)
+    save_sae(sae, folder)
+    marker.write_text(json.dumps(wanted))
+    return load_sae(folder, device=settings.device)
+
+
+def run_paper(settings: Exp3Settings) -> Exp3Data:
+    """Gemma-2-9b / -9b-it with Gemma Scope SAEs; raises SourceUnavailableError (fast) when an input is missing."""
+    layer = settings.layer if settings.layer is not None else 20
+    texts = {**cannot_can_texts(settings.n_cannot), **load_arditi_prompts("train", settings.n_harmful)}
+    saes = {m: load_pretrained_sae(*PAPER_SAES[m], device=settings.device) for m in MODELS}
+    sums, stats = {}, {}
+    for name in MODELS:
+        model = load_hub_model(PAPER_MODELS[name], device=settings.device, dtype=getattr(torch, settings.dtype))
+        seqs = {k: tokenize_prompts(model.tokenizer, v, chat_template=k in ("harmful", "harmless"))
+                for k, v in texts.items()}
+        sums[name] = {k: latent_sums(model, saes[name], v, layer, batch_size=settings.harvest_batch_size)
+                      for k, v in seqs.items()}
+        stats[name] = {"d_sae": saes[name].cfg.d_sae}
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    desc = (f"Gemma-2-9b / Gemma-2-9b-it, output of layer {layer}, Gemma Scope 16k SAEs "
+            f"({PAPER_SAES['base'][0]}, {PAPER_SAES['chat'][0]}: {PAPER_SAES['base'][1]})")
+    return Exp3Data(sums, texts, stats, layer, desc)
+
+
+def lab_ground_truth(docs: list[Any]) -> dict[str, dict[str, float]]:
+    """How strongly the lab corpus ties harmfulness to refusal in each source, at document level.
+
+    Args:
+        docs: :class:`tiedlib.lab.LabDoc` documents (e.g. the SAE training mix), grouped here by ``doc.source``.
+
+    Returns:
+        ``{source: {...}}`` with ``n_docs``, ``p_refused_if_harmful``, ``p_refused_if_not_harmful`` and ``phi`` (the
+        correlation of the binary document flags ``meta["harmful"]`` and ``meta["refused"]``; NaN if one is constant).
+    """
+    from tiedlib.lab.stats import flag_correlation
+
+    phi = flag_correlation(docs, "harmful", "refused")
+    out = {}
+    for source in sorted({d.source for d in docs}):
+        group = [d for d in docs if d.source == source]
+        h = torch.tensor([bool(d.meta.get("harmful")) for d in group], dtype=torch.float64)
+        r = torch.tensor([bool(d.meta.get("refused")) for d in group], dtype=torch.float64)
+        out[source] = {"n_docs": len(group), "p_refused_if_harmful": r[h == 1].mean().item(),
+                       "p_refused_if_not_harmful": r[h == 0].mean().item(), "phi": phi[source]}
+    return out

@@ -1,0 +1,34 @@
+"""Figures of Experiment 4 (exclusive latents are less exclusive than shared ones). Each function returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from tiedlib.analysis.cosines import ExclusiveVsShared
+
+
+def max_cosine_histograms(panels: Sequence[ExclusiveVsShared], *, bins: int = 40) -> Figure:
+    """The write-up's Figure 11: one panel per query model, max-cosine histograms of its exclusive latents (green)
+    and of the shared latents (gray), each normalised to a density so different counts compare."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False, sharey=False)
+    for ax, p in zip(axes[0], panels, strict=True):
+        other = "base" if p.query == "chat" else "chat"
+        ex = p.exclusive.values.cpu().numpy()
+        sh = p.shared.values.cpu().numpy()
+        ex, sh = ex[np.isfinite(ex)], sh[np.isfinite(sh)]
+        lo = min(0.0, ex.min(initial=0.0), sh.min(initial=0.0))  # cosines below 0 are rare; show them if any
+        e = np.linspace(lo, 1.0, bins + 1)
+        ax.hist(sh, bins=e, density=True, color="gray", alpha=0.6,
+                label=f"shared (n={len(sh)}): vs {other} dec. of all other latents")
+        ax.hist(ex, bins=e, density=True, color="tab:green", alpha=0.6,
+                label=f"{p.query}-exclusive (n={len(ex)}): vs {other} dec. of shared + {other}-excl.")
+        ax.set_xlabel(f"max cosine of {p.query} decoder vector with {other} decoder vectors")
+        ax.set_ylabel("density")
+        ax.set_title(f"{p.query}-exclusive vs shared latents")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,90 @@
+"""Issue 8, "does the tied crosscoder tie?": settings per scale for notebook 05.
+
+Three parts share one table row:
+
+* the synthetic tying benchmark (:func:`~.tying.run_tying_benchmark`): ``bench_size`` is a key of
+  :data:`~.tying.BENCHMARK_SIZES` or a :class:`~.tying.BenchmarkSize` (smoke: a toy size);
+* the lab pair (paper: Gemma-2-2b / -it layer 14): the write-up's tied crosscoder (eta 2) and ``variant`` trained on
+  the same activations, sized like Experiment 1 (:mod:`..exp1.presets`);
+* the colour toy of Experiment 2: ``colour`` is an Experiment 2 row (:mod:`..exp2.presets`), so the no-swap and
+  half-swap fine-tunes are the ones notebook 02 caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from tiedlib.experiments.exp2.presets import TABLE as EXP2_TABLE
+from tiedlib.experiments.exp2.presets import Exp2Settings
+from tiedlib.experiments.exp5.tying import BenchmarkSize
+from tiedlib.synthetic.benchmark import ETAS, SyntheticConfig
+
+ALL_VARIANTS = ("standard", "standard_designated", "tied", "tied_equal", "tied_max", "tied_unit", "tied_batchtopk")
+
+SMOKE_SIZE = BenchmarkSize(
+    SyntheticConfig(d_model=16, n_shared=6, n_timing=4, n_direction=3, n_base_only=3, n_chat_only=3, n_rows=4000,
+                    fire_prob_min=0.05, fire_prob_max=0.1, noise_std=0.0),
+    n_latents=24, n_steps=150, batch_size=256, n_eval=2048,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Exp5Settings:
+    # ---- synthetic benchmark
+    bench_size: str | BenchmarkSize
+    """Key of :data:`~.tying.BENCHMARK_SIZES` (``"small"``, ``"book"``) or a :class:`BenchmarkSize`."""
+    bench_seeds: tuple[int, ...]
+    bench_variants: tuple[str, ...] = ALL_VARIANTS
+    bench_etas: tuple[float, ...] = ETAS
+    ev_tolerance: float = 0.03
+    """A fix "keeps" explained variance when its mean EV is within this of the standard crosscoder's."""
+    # ---- lab pair (Experiment 1's data)
+    pair: str = "tiny"
+    layer: int | None = None
+    n_latents: int = 256
+    """Latent triples of both tied crosscoders."""
+    train_docs: int = 1000
+    n_steps: int = 800
+    batch_size: int = 512
+    lr: float = 1e-3
+    l1_coeff: float = 0.5
+    eval_docs: int = 150
+    eta: float = 2.0
+    """eta of both lab crosscoders (the write-up's value)."""
+    variant: str = "tied_equal"
+    """The fix trained next to the write-up's tied crosscoder (a key of :data:`~.tying.VARIANTS`)."""
+    web_fraction: float = 0.5
+    seq_len: int = 1024
+    model_batch_size: int = 32
+    min_frequency: float = 5e-4
+    auroc_threshold: float = 0.75
+    one_sided_below: float = 0.3
+    """A triple is one-sided when its smaller decoder half is under this fraction of its larger one."""
+    device: str = "cpu"
+    log_every: int = 100
+    # ---- colour toy (Experiment 2's fine-tunes)
+    colour: Exp2Settings = field(default_factory=lambda: EXP2_TABLE["tiny"])
+    """Fine-tuning and colour-set settings (keep them equal to an Experiment 2 row to reuse its cached fine-tunes)."""
+    colour_train_tokens: int = 100_000
+    """Tokens each colour crosscoder trains on (the colour data repeated); sizes otherwise from ``colour``."""
+    min_colour_rate: float = 0.05
+    """A colour-toy index counts only if one of its groups fires on at least this fraction of the colour tokens."""
+
+
+TABLE: dict[str, Exp5Settings] = {
+    "smoke": Exp5Settings(
+        bench_size=SMOKE_SIZE, bench_seeds=(0,), bench_variants=("standard", "tied", "tied_equal"),
+        bench_etas=(1.0, 2.0), pair="smoke", n_latents=64, train_docs=200, n_steps=120, batch_size=256, lr=2e-3,
+        eval_docs=40, log_every=20, colour=EXP2_TABLE["smoke"], colour_train_tokens=10_000,
+    ),
+    "tiny": Exp5Settings(
+        bench_size="small", bench_seeds=(0,), train_docs=1000, n_steps=800, eval_docs=150,
+        colour=replace(EXP2_TABLE["tiny"], n_latents=256),  # same fine-tunes as notebook 02, a smaller crosscoder
+    ),
+    "paper": Exp5Settings(
+        bench_size="book", bench_seeds=(0, 1, 2), pair="gemma-2-2b", layer=14, n_latents=16384, train_docs=250_000,
+        n_steps=61_035, batch_size=4096, lr=5e-5, l1_coeff=2.0, eval_docs=128, model_batch_size=8, device="cuda",
+        log_every=500, colour=EXP2_TABLE["paper"], colour_train_tokens=60_000_000,
+    ),
+}  # fmt: skip
+"""Settings per scale; use ``tiedlib.config.pick(TABLE, SCALE, **overrides)``."""

@@ -1,0 +1,154 @@
+"""One entry point for base/chat model pairs.
+
+A :class:`ModelPair` is what every notebook and harvesting function receives: two nnsight-wrapped causal
+language models that share one tokenizer, plus the index of the decoder layer whose *input* residual stream
+(``hidden_states[layer]`` in Hugging Face terms, TransformerLens ``blocks.{layer}.hook_resid_pre``) is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class ModelPair:
+    """A base model and its chat fine-tune, wrapped for nnsight, with their shared tokenizer."""
+
+    name: str
+    """Registry name, e.g. ``"tiny"`` or ``"gemma-2-2b"``."""
+    base: Any
+    """nnsight-wrapped base model."""
+    chat: Any
+    """nnsight-wrapped chat model."""
+    tokenizer: Any
+    """The tokenizer both models share (a transformers fast tokenizer with a ``chat_template``)."""
+    layer: int
+    """Decoder layer whose input residual stream is harvested."""
+    d_model: int
+    """Width of the residual stream."""
+    base_hf: Any = None
+    """The plain Hugging Face base model (``Gemma2ForCausalLM``), for generation or fine-tuning."""
+    chat_hf: Any = None
+    """The plain Hugging Face chat model."""
+    config: Any = None
+    """Where the pair came from: the :class:`tiedlib.lab.LabConfig` of a lab pair, or the Hub ids of a paper pair."""
+
+
+PAPER_PAIRS: dict[str, tuple[str, str, int]] = {
+    "gemma-2-2b": ("google/gemma-2-2b", "google/gemma-2-2b-it", 14),
+}
+"""Paper-scale pairs: name -> (base repo, chat repo, default layer). Layer 14 is the write-up's."""
+LAB_PAIRS = ("tiny", "smoke")
+"""Offline lab pairs (:mod:`tiedlib.lab` presets); their default layer is the middle one."""
+
+
+class PairUnavailableError(RuntimeError):
+    """A model pair cannot be loaded here (no Hub access, gated model without a token, missing files)."""
+
+
+def available_pairs() -> tuple[str, ...]:
+    """Names :func:`load_pair` accepts."""
+    return (*LAB_PAIRS, *PAPER_PAIRS)
+
+
+def wrap(hf_model: Any, tokenizer: Any) -> Any:
+    """Wrap a Hugging Face causal LM for nnsight.
+
+    ``TransformersModel`` is nnsight 0.8's non-deprecated wrapper (``LanguageModel`` warns); it traces the same and
+    switches the tokenizer to left padding.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    return TransformersModel(hf_model, tokenizer=tokenizer)
+
+
+def load_pair(name: str = "tiny", *, layer: int | None = None, device: str = "cpu", dtype: Any = None,
+              lab_config: Any = None) -> ModelPair:
+    """Load a base/chat pair by name, wrapped for nnsight.
+
+    Args:
+        name: ``"tiny"`` (the lab pair, built on first use), ``"smoke"`` (the test-suite lab pair) or
+            ``"gemma-2-2b"`` (google/gemma-2-2b + google/gemma-2-2b-it; needs Hub access and a token with the
+            Gemma licence accepted, or both models in the local Hugging Face cache).
+        layer: decoder layer whose input residual stream is harvested (default: the middle layer for lab pairs,
+            14 for Gemma-2-2b).
+        device: device both models are put on.
+        dtype: optional torch dtype for the paper pair (e.g. ``torch.bfloat16``); lab pairs stay float32.
+        lab_config: a :class:`tiedlib.lab.LabConfig` replacing the named lab preset (lab pairs only).
+
+    Raises:
+        ValueError: unknown name, layer out of range, or ``lab_config`` given for a paper pair.
+        PairUnavailableError: a paper pair whose weights cannot be reached (message names the repos and the fix).
+    """
+    if name in LAB_PAIRS:
+        from tiedlib import lab
+
+        cfg = lab_config if lab_config is not None else lab.LabConfig.from_name(name)
+        tok = lab.load_tokenizer(cfg)
+        base_hf, chat_hf = lab.load_models(cfg, device=device)
+        default_layer, source = cfg.model.num_layers // 2, cfg
+    elif name in PAPER_PAIRS:
+        if lab_config is not None:
+            raise ValueError("lab_config applies to lab pairs only")
+        base_id, chat_id, default_layer = PAPER_PAIRS[name]
+        tok, base_hf, chat_hf = _load_hub_pair(base_id, chat_id, device=device, dtype=dtype)
+        source = {"base": base_id, "chat": chat_id}
+    else:
+        raise ValueError(f"unknown model pair {name!r}; choose one of {available_pairs()}")
+    n_layers = base_hf.config.num_hidden_layers
+    layer = default_layer if layer is None else layer
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer must be in [0, {n_layers}), got {layer}")
+    return ModelPair(name=name, base=wrap(base_hf, tok), chat=wrap(chat_hf, tok), tokenizer=tok, layer=layer,
+                     d_model=base_hf.config.hidden_size, base_hf=base_hf, chat_hf=chat_hf, config=source)
+
+
+def _load_hub_pair(base_id: str, chat_id: str, *, device: str, dtype: Any) -> tuple[Any, Any, Any]:
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(base_id)
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        base = AutoModelForCausalLM.from_pretrained(base_id, **kwargs).to(device).eval()
+        chat = AutoModelForCausalLM.from_pretrained(chat_id, **kwargs).to(device).eval()
+    except (OSError, ValueError) as e:  # transformers turns Hub, gating and missing-file errors into OSError
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        token = bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
+        raise PairUnavailableError(
+            f"cannot load the paper pair {base_id} + {chat_id}: it needs Hugging Face Hub access "
+            f"({'HF_HUB_OFFLINE is set' if offline else 'network to huggingface.co'}) and a token with the Gemma "
+            f"licence accepted ({'HF_TOKEN is set' if token else 'no HF_TOKEN set'}), or both models already in the "
+            f"local Hugging Face cache. Offline, use load_pair('tiny'). Underlying error: {type(e).__name__}: {e}"
+        ) from e
+    return tok, base, chat
+
+
+def is_lab(pair: ModelPair) -> bool:
+    return pair.name in LAB_PAIRS
+
+
+def template_ids(pair: ModelPair) -> list[int]:
+    """Chat-template token ids of the pair's tokenizer (turn markers and the role words after them for lab pairs)."""
+    if is_lab(pair):
+        from tiedlib import lab
+
+        return sorted(lab.template_token_ids(pair.tokenizer))
+    from tiedlib.pairs.corpora import template_token_ids
+
+    return sorted(template_token_ids(pair.tokenizer))
+
+
+def training_sequences(pair: ModelPair, n: int, *, web_fraction: float = 0.5, seq_len: int = 1024,
+                       seed: int = 0) -> Sequence[Sequence[int]]:  # fmt: skip
+    """``n`` training sequences: the lab's shuffled web/chat mix, or the public pre-tokenised Pile/LMSys mix."""
+    if is_lab(pair):
+        from tiedlib import lab
+
+        return [d.input_ids for d in lab.crosscoder_mix(pair.config, n, web_fraction, split="train", seed=seed)]
+    from tiedlib.pairs.corpora import pretokenized_stream, take_sequences
+
+    return take_sequences(pretokenized_stream(seq_len=seq_len), n)

@@ -1,0 +1,287 @@
+"""Experiment 2 of the write-up: the blue and green sets, and fine-tuning a base model to predict their final token.
+
+* Colour sets: text up to (not including) the first ``" blue"`` / ``" green"`` token of a document; from the lab web
+  corpus (:func:`lab_colour_sets`) or, at paper scale, from the Pile streamed with ``datasets``
+  (:func:`pile_colour_sets`).
+* Fine-tuning: :func:`finetune_examples` builds the "no-swap" (true colour) and "half-swap" (half of each set
+  relabelled with the other colour) targets; :func:`finetune_cached` trains the base model on the final token and
+  caches the result in a folder keyed by every setting, never replacing a folder it did not write itself.
+
+* Crosscoders on fine-tuned pairs: :func:`train_crosscoder` (train or load a run on harvested activations) and
+  :func:`firing_fractions`. The logit lens of decoder vectors lives in :mod:`tiedlib.analysis.logit_lens`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+COLOURS = ("blue", "green")
+SWAP_MODES = ("no-swap", "half-swap")
+ColourSets = dict[str, list[list[int]]]
+"""``{"blue": [prefix ids, ...], "green": [...]}``; each prefix starts with BOS and stops before the colour token."""
+FINETUNE_INFO = "finetune.json"
+
+
+def colour_token_ids(tokenizer: Any) -> dict[str, int]:
+    """``{"blue": id, "green": id}`` of the single tokens ``" blue"`` and ``" green"``.
+
+    Raises:
+        ValueError: when either word is not one token for this tokenizer.
+    """
+    out = {}
+    for colour in COLOURS:
+        ids = tokenizer(f" {colour}", add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+            raise ValueError(f"' {colour}' is not a single known token for this tokenizer (got ids {ids})")
+        out[colour] = int(ids[0])
+    return out
+
+
+def lab_colour_sets(cfg: Any, n_per_colour: int, split: str = "train") -> ColourSets:
+    """Colour sets from the lab web corpus (:func:`tiedlib.lab.colour_prefix_sets`), as token-id lists."""
+    from tiedlib import lab
+
+    sets = lab.colour_prefix_sets(cfg, n_per_colour, split=split)
+    return {c: [list(d.input_ids) for d in sets[c]] for c in COLOURS}
+
+
+def colour_sets_from_texts(
+    texts: Iterable[str], tokenizer: Any, n_per_colour: int, *, max_prefix_tokens: int = 1024,
+    min_prefix_tokens: int = 2, progress: bool = False,
+) -> ColourSets:
+    """Cut documents right before their first ``" blue"`` / ``" green"`` token (a document may feed both sets).
+
+    Each prefix starts with BOS (when the tokenizer has one) followed by at most ``max_prefix_tokens - 1`` tokens
+    that precede the colour token (the *last* ones, so the context right before the colour is kept).
+
+    Raises:
+        ValueError: the texts ran out before ``n_per_colour`` prefixes of each colour were found.
+    """
+    ids = colour_token_ids(tokenizer)
+    bos = tokenizer.bos_token_id
+    out: ColourSets = {c: [] for c in COLOURS}
+    seen: set[tuple[int, ...]] = set()
+    n_docs = 0
+    bar = tqdm(total=2 * n_per_colour, desc="colour prefixes", disable=not progress)
+    for text in texts:
+        if all(len(v) >= n_per_colour for v in out.values()):
+            break
+        n_docs += 1
+        toks = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if bos is not None and toks and toks[0] == bos:
+            toks = toks[1:]
+        for colour in COLOURS:
+            if len(out[colour]) >= n_per_colour or ids[colour] not in toks:
+                continue
+            t = toks.index(ids[colour])
+            body = toks[max(0, t - (max_prefix_tokens - (bos is not None))) : t]
+            prefix = ([bos] if bos is not None else []) + body
+            if len(prefix) >= min_prefix_tokens and tuple(prefix) not in seen:
+                seen.add(tuple(prefix))
+                out[colour].append(prefix)
+                bar.update(1)
+    bar.close()
+    if any(len(v) < n_per_colour for v in out.values()):
+        found = {c: len(v) for c, v in out.items()}
+        raise ValueError(f"found only {found} colour prefixes in {n_docs} documents; need {n_per_colour} per colour")
+    return out
+
+
+def pile_colour_sets(
+    tokenizer: Any, n_per_colour: int, *, dataset: str | None = None, split: str = "train",
+    max_prefix_tokens: int = 1024, text_column: str = "text", progress: bool = True, **load_kwargs: Any,
+) -> ColourSets:
+    """Colour sets from a Pile-like dataset streamed with ``datasets`` (default :data:`.corpora.PAPER_PILE`).
+
+    Raises:
+        .corpora.DatasetUnavailableError: the dataset cannot be reached (offline, no ``datasets``...); the message
+            says so and points to the offline alternative.
+    """
+    from tiedlib.pairs.corpora import PAPER_PILE, DatasetUnavailableError, load_streaming
+
+    name = dataset or PAPER_PILE
+    try:
+        stream = load_streaming(name, split=split, **load_kwargs)
+    except DatasetUnavailableError as err:
+        raise DatasetUnavailableError(
+            f"Experiment 2 at paper scale builds its blue/green sets from the Pile ({name}), which cannot be read "
+            f"here: {err}\nRun with network access to the Hugging Face Hub, pass dataset=<a local copy> (e.g. "
+            f"'json' with data_files=...), or use the offline lab corpus (SCALE='tiny')."
+        ) from err
+    texts = (row[text_column] for row in stream)
+    return colour_sets_from_texts(texts, tokenizer, n_per_colour, max_prefix_tokens=max_prefix_tokens,
+                                  progress=progress)
+
+
+def finetune_examples(
+    sets: ColourSets, colour_ids: dict[str, int], n_per_colour: int, mode: str, *, seed: int = 0
+) -> list[tuple[list[int], int]]:
+    """``(prefix, target id)`` pairs from the first ``n_per_colour`` prefixes of each set.
+
+    ``"no-swap"``: the target is the true colour. ``"half-swap"``: a random half (``n_per_colour // 2``) of *each*
+    set gets the other colour as target, so the two colours become interchangeable for the fine-tuned model.
+    """
+    if mode not in SWAP_MODES:
+        raise ValueError(f"mode must be one of {SWAP_MODES}, got {mode!r}")
+    rng = random.Random(seed)
+    out = []
+    for colour, other in zip(COLOURS, reversed(COLOURS), strict=True):
+        prefixes = sets[colour][:n_per_colour]
+        if len(prefixes) < n_per_colour:
+            raise ValueError(f"the {colour} set has {len(prefixes)} prefixes, fewer than n_per_colour={n_per_colour}")
+        swapped = set(rng.sample(range(n_per_colour), n_per_colour // 2)) if mode == "half-swap" else set()
+        out += [(list(p), colour_ids[other if i in swapped else colour]) for i, p in enumerate(prefixes)]
+    return out
+
+
+@dataclass
+class FinetuneConfig:
+    """Final-token fine-tuning of a causal LM (AdamW, constant learning rate, mean cross-entropy)."""
+
+    lr: float = 1e-4
+    epochs: int = 2
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("lr, epochs and batch_size must be positive")
+
+
+def _right_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Tensor, Tensor, Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+    mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
+    return ids.to(device), mask.to(device), (lengths - 1).to(device)
+
+
+def last_token_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last real token of each sequence (right padding with an attention mask)."""
+    device = next(model.parameters()).device
+    ids, mask, last = _right_padded(seqs, pad_id, device)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    return logits[torch.arange(len(seqs), device=device), last].float()
+
+
+def finetune_last_token(
+    model: Any, examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, *, pad_id: int,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``model`` in place to predict each example's target after its prefix; returns the loss per step."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model.to(cfg.device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses = []
+    n_steps = cfg.epochs * -(-len(examples) // cfg.batch_size)
+    with tqdm(total=n_steps, desc="fine-tune", disable=not progress) as bar:
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(examples), generator=gen).tolist()
+            for s in range(0, len(order), cfg.batch_size):
+                batch = [examples[i] for i in order[s : s + cfg.batch_size]]
+                logits = last_token_logits(model, [p for p, _ in batch], pad_id)
+                target = torch.tensor([t for _, t in batch], device=logits.device)
+                loss = torch.nn.functional.cross_entropy(logits, target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+    model.eval()
+    return losses
+
+
+def finetune_key(source: Any, examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, mode: str) -> str:
+    """16 hex digits over the source model id, the mode, the exact examples and the fine-tuning settings."""
+    payload = {"source": source, "mode": mode, "cfg": {k: v for k, v in asdict(cfg).items() if k != "device"},
+               "examples": hashlib.sha256(json.dumps([[list(p), t] for p, t in examples]).encode()).hexdigest()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finetune_cached(
+    load_base: Callable[[], Any], examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, *,
+    cache_dir: str | Path, source: Any, mode: str, pad_id: int, progress: bool = True,
+) -> tuple[Any, dict]:
+    """Fine-tune a fresh copy of the base model on ``examples`` once, and load it from the cache afterwards.
+
+    Args:
+        load_base: returns a fresh base model (a Hugging Face causal LM with ``save_pretrained``).
+        examples: from :func:`finetune_examples`.
+        cfg: fine-tuning settings.
+        cache_dir: parent folder; the model goes to ``<cache_dir>/<mode>-<key>/`` (key: :func:`finetune_key`).
+        source: JSON-serialisable identity of the base model (e.g. the lab config hash or the Hub id).
+        mode: ``"no-swap"`` or ``"half-swap"`` (part of the folder name and the key).
+        pad_id: padding id for batching.
+
+    Returns:
+        ``(model, info)``: the fine-tuned model in eval mode on ``cfg.device``, and the folder's ``finetune.json``
+        (settings, the loss curve and ``"cached": True`` when it was loaded rather than trained).
+
+    Raises:
+        FileExistsError: the folder exists but is not a complete fine-tune with the same key (never overwritten).
+    """
+    key = finetune_key(source, examples, cfg, mode)
+    folder = Path(cache_dir) / f"{mode}-{key}"
+    info_path = folder / FINETUNE_INFO
+    if folder.exists():
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        if info.get("key") != key:
+            raise FileExistsError(f"{folder} exists but is not a complete fine-tune with key {key}; "
+                                  "move it away (it is never overwritten)")
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder).to(cfg.device).eval()
+        return model, {**info, "cached": True}
+    model = load_base()
+    losses = finetune_last_token(model, examples, cfg, pad_id=pad_id, progress=progress)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        info = {"key": key, "mode": mode, "source": source, "n_examples": len(examples), "config": asdict(cfg),
+                "losses": losses}
+        (tmp / FINETUNE_INFO).write_text(json.dumps(info, default=str))
+        tmp.rename(folder)  # fails rather than replacing if another process created the folder meanwhile
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return model, {**info, "cached": False}
+
+
+@torch.no_grad()
+def colour_probabilities(
+    model: Any, prefixes: Sequence[Sequence[int]], colour_ids: dict[str, int], *, pad_id: int, batch_size: int = 64
+) -> Float[Tensor, "n 2"]:
+    """Next-token probabilities of ``" blue"`` and ``" green"`` (columns in :data:`COLOURS` order) after each prefix."""
+    cols = [colour_ids[c] for c in COLOURS]
+    out = [last_token_logits(model, prefixes[s : s + batch_size], pad_id).softmax(-1)[:, cols].cpu()
+           for s in range(0, len(prefixes), batch_size)]
+    return torch.cat(out)
+
+
+def colour_choice_summary(probs: dict[str, Tensor]) -> dict[str, float]:
+    """From ``{colour: colour_probabilities(...)}`` on each set: the mean probability of the true colour, of the other
+    colour, and the fraction of prefixes where the true colour is the more likely of the two."""
+    true = torch.cat([probs[c][:, i] for i, c in enumerate(COLOURS)])
+    other = torch.cat([probs[c][:, 1 - i] for i, c in enumerate(COLOURS)])
+    wins = float((true > other).float().mean())
+    return {"p_true": float(true.mean()), "p_other": float(other.mean()), "true_wins": wins}
+
+

@@ -1,1 +1,0 @@
-"""Figure functions. Each returns a matplotlib Figure and never calls ``show()``; one module per experiment."""
