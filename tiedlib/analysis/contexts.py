@@ -21,7 +21,7 @@ from tiedlib.activations.collect import collect_activations
 from tiedlib.activations.harvest import HarvestBatch
 from tiedlib.analysis.firing import iter_normalized
 from tiedlib.crosscoders.crosscoder import Crosscoder
-from tiedlib.pairs import ModelPair, is_lab
+from tiedlib.pairs import ModelPair, heldout_sequences
 
 
 @dataclass
@@ -198,20 +198,7 @@ def eval_sample(
     Lab pairs use the ``heldout`` split and keep the :class:`tiedlib.lab.LabDoc` documents (with labels); the paper
     pair streams Pile-only or LMSys-only sequences (``docs`` is None).
     """
-    if source not in ("web", "chat"):
-        raise ValueError(f"source must be 'web' or 'chat', got {source!r}")
-    docs: Sequence[Any] | None
-    if is_lab(pair):
-        from tiedlib import lab
-
-        get = lab.web_documents if source == "web" else lab.chat_conversations
-        docs = get(pair.config, split="heldout", n=n)
-        seqs: Sequence[Sequence[int]] = [d.input_ids for d in docs]
-    else:
-        from tiedlib.pairs.corpora import mixed_stream, take_sequences
-
-        stream = mixed_stream(pair.tokenizer, chat_fraction=1.0 if source == "chat" else 0.0, seq_len=seq_len, seed=1)
-        seqs, docs = take_sequences(stream, n, progress=progress), None
+    seqs, docs = heldout_sequences(pair, source, n, seq_len=seq_len, progress=progress)
     ones = torch.ones(2)  # raw activations are kept; analysis applies the crosscoder's own factors
     h = collect_activations(pair, seqs, exclude_token_ids=exclude_token_ids, batch_size=model_batch_size,
                             norm_factors=ones, progress=progress).harvest  # fmt: skip

@@ -152,3 +152,24 @@ def training_sequences(pair: ModelPair, n: int, *, web_fraction: float = 0.5, se
     from tiedlib.pairs.corpora import pretokenized_stream, take_sequences
 
     return take_sequences(pretokenized_stream(seq_len=seq_len), n)
+
+
+def heldout_sequences(pair: ModelPair, source: str, n: int, *, seq_len: int = 1024,
+                      progress: bool = False) -> tuple[Sequence[Sequence[int]], Sequence[Any] | None]:  # fmt: skip
+    """``n`` held-out ``source`` sequences (``"web"``: Pile-like, ``"chat"``: LMSys-like) and their documents.
+
+    Lab pairs use the ``heldout`` split and return the :class:`tiedlib.lab.LabDoc` documents (with per-token concept
+    labels); the paper pair streams Pile-only or LMSys-only sequences and returns ``None`` for the documents.
+    """
+    if source not in ("web", "chat"):
+        raise ValueError(f"source must be 'web' or 'chat', got {source!r}")
+    if is_lab(pair):
+        from tiedlib import lab
+
+        get = lab.web_documents if source == "web" else lab.chat_conversations
+        docs = get(pair.config, split="heldout", n=n)
+        return [d.input_ids for d in docs], docs
+    from tiedlib.pairs.corpora import mixed_stream, take_sequences
+
+    stream = mixed_stream(pair.tokenizer, chat_fraction=1.0 if source == "chat" else 0.0, seq_len=seq_len, seed=1)
+    return take_sequences(stream, n, progress=progress), None
