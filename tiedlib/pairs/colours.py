@@ -6,9 +6,8 @@
 * Fine-tuning: :func:`finetune_examples` builds the "no-swap" (true colour) and "half-swap" (half of each set
   relabelled with the other colour) targets; :func:`finetune_cached` trains the base model on the final token and
   caches the result in a folder keyed by every setting, never replacing a folder it did not write itself.
-
-* Crosscoders on fine-tuned pairs: :func:`train_crosscoder` (train or load a run on harvested activations) and
-  :func:`firing_fractions`. The logit lens of decoder vectors lives in :mod:`tiedlib.analysis.logit_lens`.
+* The colour toy: :class:`ColourToyConfig` (:data:`COLOUR_TOY` per scale) and :func:`build_colour_toy`, the base
+  model with both fine-tunes and the sets, shared by Experiments 2 and 5.
 """
 
 from __future__ import annotations
@@ -285,3 +284,124 @@ def colour_choice_summary(probs: dict[str, Tensor]) -> dict[str, float]:
     return {"p_true": float(true.mean()), "p_other": float(other.mean()), "true_wins": wins}
 
 
+
+
+# ------------------------------------------------------------------------------------------------- the colour toy
+@dataclass(frozen=True)
+class ColourToyConfig:
+    """The write-up's colour toy (its Experiment 2): which base model is fine-tuned, on which prefixes, and how.
+
+    Experiments 2 and 5 share these settings so that both reuse one cached pair of fine-tunes per scale.
+    """
+
+    pair: str
+    """Model pair whose *base* model is fine-tuned: a lab pair (``"smoke"``, ``"tiny"``) or ``"gemma-2-2b"``."""
+    colour_source: str
+    """``"lab"`` (the lab web corpus) or ``"pile"`` (the Pile streamed with ``datasets``)."""
+    n_finetune_per_colour: int
+    """Prefixes per colour the two fine-tunes are trained on (write-up: 1k)."""
+    n_crosscoder_per_colour: int
+    """Prefixes per colour the crosscoders are trained on, each followed by its true colour token (write-up: 40k)."""
+    max_prefix_tokens: int
+    """Longest prefix kept (BOS included; the tokens right before the colour are kept)."""
+    finetune_lr: float
+    finetune_epochs: int
+    finetune_batch_size: int
+    layer: int | None = None
+    """Harvested layer (None: the pair's default, 14 for Gemma-2-2b)."""
+    device: str = "cpu"
+    dtype: str = "float32"
+    """Model dtype for fine-tuning and harvesting (paper: ``"bfloat16"`` on a GPU)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.colour_source not in ("lab", "pile"):
+            raise ValueError(f"colour_source must be 'lab' or 'pile', got {self.colour_source!r}")
+        if min(self.n_finetune_per_colour, self.n_crosscoder_per_colour, self.max_prefix_tokens) < 1:
+            raise ValueError("prefix counts and max_prefix_tokens must be positive")
+
+
+COLOUR_TOY: dict[str, ColourToyConfig] = {
+    "smoke": ColourToyConfig(pair="smoke", colour_source="lab", n_finetune_per_colour=24, n_crosscoder_per_colour=40,
+                             max_prefix_tokens=128, finetune_lr=1e-3, finetune_epochs=1, finetune_batch_size=16),
+    "tiny": ColourToyConfig(pair="tiny", colour_source="lab", n_finetune_per_colour=300, n_crosscoder_per_colour=800,
+                            max_prefix_tokens=128, finetune_lr=3e-4, finetune_epochs=3, finetune_batch_size=16),
+    # The write-up: 1k + 1k fine-tuning prefixes and 40k + 40k crosscoder prefixes from the Pile, Gemma-2-2b layer 14.
+    "paper": ColourToyConfig(pair="gemma-2-2b", colour_source="pile", n_finetune_per_colour=1000,
+                             n_crosscoder_per_colour=40_000, max_prefix_tokens=1024, finetune_lr=1e-5,
+                             finetune_epochs=1, finetune_batch_size=8, device="cuda", dtype="bfloat16"),
+}
+"""The colour toy at each scale (``pick(COLOUR_TOY, SCALE)``)."""
+
+
+@dataclass
+class ColourToy:
+    """A base model, its no-swap and half-swap fine-tunes, and the colour sets they were trained and are read on."""
+
+    source: Any
+    """The pair the fine-tunes start from (a :class:`tiedlib.pairs.ModelPair`)."""
+    models: dict[str, Any]
+    """``{"base": base model, "no-swap": ..., "half-swap": ...}`` (plain Hugging Face causal LMs, eval mode)."""
+    info: dict[str, dict]
+    """Per fine-tune: its ``finetune.json`` (settings, loss curve, ``cached``)."""
+    sets: ColourSets
+    colour_ids: dict[str, int]
+    pad_id: int
+    cfg: ColourToyConfig
+
+    def pair(self, base: str, chat: str) -> Any:
+        """A :class:`tiedlib.pairs.ModelPair` of two of :attr:`models` (e.g. ``"no-swap"``, ``"half-swap"``),
+        wrapped for nnsight and read at the source pair's layer."""
+        from tiedlib.pairs import ModelPair, wrap
+
+        for name in (base, chat):
+            if name not in self.models:
+                raise ValueError(f"unknown colour-toy model {name!r}; choose from {sorted(self.models)}")
+        tok = self.source.tokenizer
+        return ModelPair(name=f"{base}/{chat}", base=wrap(self.models[base], tok), chat=wrap(self.models[chat], tok),
+                         tokenizer=tok, layer=self.source.layer, d_model=self.source.d_model,
+                         base_hf=self.models[base], chat_hf=self.models[chat], config=self.source.config)
+
+    def crosscoder_sequences(self) -> list[list[int]]:
+        """The crosscoder data: the first ``n_crosscoder_per_colour`` prefixes of each set, each followed by its true
+        colour token (blue set first)."""
+        n = self.cfg.n_crosscoder_per_colour
+        return [list(p) + [self.colour_ids[c]] for c in COLOURS for p in self.sets[c][:n]]
+
+    def held_out(self, n: int = 200) -> ColourSets:
+        """Up to ``n`` prefixes per colour that neither fine-tune saw."""
+        start = self.cfg.n_finetune_per_colour
+        return {c: self.sets[c][start : start + n] for c in COLOURS}
+
+
+def build_colour_toy(source: Any, cfg: ColourToyConfig, *, cache_dir: str | Path | None = None,
+                     progress: bool = False) -> ColourToy:  # fmt: skip
+    """Colour sets from ``source`` (a loaded :class:`tiedlib.pairs.ModelPair`) and its two cached fine-tunes.
+
+    ``cache_dir`` defaults to ``<tiedlib cache>/finetuned``; each fine-tune is trained once per settings and data
+    (:func:`finetune_cached`).
+    """
+    import copy
+
+    tok = source.tokenizer
+    colour_ids = colour_token_ids(tok)
+    n_sets = max(cfg.n_finetune_per_colour, cfg.n_crosscoder_per_colour)
+    if cfg.colour_source == "lab":
+        sets = lab_colour_sets(source.config, n_sets)
+    else:
+        sets = pile_colour_sets(tok, n_sets, max_prefix_tokens=cfg.max_prefix_tokens, progress=progress)
+    if cache_dir is None:
+        from tiedlib.lab import cache_root
+
+        cache_dir = cache_root() / "finetuned"
+    ft_cfg = FinetuneConfig(lr=cfg.finetune_lr, epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch_size,
+                            seed=cfg.seed, device=cfg.device)
+    source_id = source.config.hash() if hasattr(source.config, "hash") else source.config
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    models, info = {"base": source.base_hf}, {}
+    for mode in SWAP_MODES:
+        examples = finetune_examples(sets, colour_ids, cfg.n_finetune_per_colour, mode, seed=cfg.seed)
+        models[mode], info[mode] = finetune_cached(
+            lambda: copy.deepcopy(source.base_hf), examples, ft_cfg, cache_dir=cache_dir,  # noqa: B023 (called now)
+            source=source_id, mode=mode, pad_id=pad_id, progress=progress)
+    return ColourToy(source=source, models=models, info=info, sets=sets, colour_ids=colour_ids, pad_id=pad_id, cfg=cfg)
