@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from einops import rearrange
 from jaxtyping import Bool, Float
 from torch import Tensor
 
@@ -65,8 +66,11 @@ def refusal_triple(
     from tiedlib.analysis.firing import best_joint
     from tiedlib.config import BASE_ONLY, CHAT_ONLY
 
-    chat = auc_chat[concepts.index(chat_concept)].reshape(3, n_latents)[CHAT_ONLY]
-    base_all = torch.stack([auc_web[concepts.index(c)].reshape(3, n_latents)[BASE_ONLY] for c in base_concepts])
+    def groups(row: Tensor) -> Tensor:  # flattened (group latent) columns -> (group, latent)
+        return rearrange(row, "(group latent) -> group latent", latent=n_latents)
+
+    chat = groups(auc_chat[concepts.index(chat_concept)])[CHAT_ONLY]
+    base_all = torch.stack([groups(auc_web[concepts.index(c)])[BASE_ONLY] for c in base_concepts])
     base_all = torch.nan_to_num(base_all, nan=0.0)
     base, which = base_all.max(dim=0)
     i, joint = best_joint(chat, base)

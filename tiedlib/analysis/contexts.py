@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from einops import rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -81,14 +82,15 @@ def latent_activations(
             raise ValueError(f"latent (group={g}, index={i}) out of range for {model.cfg.n_groups} x {n} latents")
     cols = torch.tensor([g * n + i for g, i in latents], dtype=torch.long, device=model.W_dec.device)
     relu = model.cfg.activation == "relu"
-    w = model.W_enc.reshape(2 * model.cfg.d_model, -1)[:, cols]
-    b = model.b_enc.reshape(-1)[cols]
+    # Columns are flattened as group * n_latents + index, rows as model * d_model + d (both encoders' inputs).
+    w = rearrange(model.W_enc, "model d ... -> (model d) (...)")[:, cols]
+    b = rearrange(model.b_enc, "... -> (...)")[cols]
     parts = []
     for x in iter_normalized(model, batches, normalized=normalized, chunk_size=chunk_size):
         if relu:
-            parts.append(torch.relu(x.reshape(x.shape[0], -1) @ w + b).cpu())
+            parts.append(torch.relu(rearrange(x, "row model d -> row (model d)") @ w + b).cpu())
         else:
-            parts.append(model.encode(x).reshape(x.shape[0], -1)[:, cols].cpu())
+            parts.append(rearrange(model.encode(x), "row ... -> row (...)")[:, cols].cpu())
     return torch.cat(parts) if parts else torch.zeros(0, len(latents))
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from einops import einsum, rearrange
 from jaxtyping import Float
 from torch import Tensor
 
@@ -175,7 +176,7 @@ def make_synthetic(cfg: SyntheticConfig, *, n_rows: int | None = None, row_seed:
     event = torch.where(kind_t == KINDS.index("chat_only"), 2, event)
     a = fires * mag
     acts = torch.stack([a * (event != 2), a * (event != 1)], dim=1)  # (n, 2, F)
-    x = torch.einsum("nmf,fmd->nmd", acts, directions)
+    x = einsum(acts, directions, "row model feature, feature model d -> row model d")
     if cfg.noise_std:
         x = x + cfg.noise_std * torch.randn(x.shape, generator=rgen)
     return SyntheticData(x=x, acts=acts, directions=directions, kinds=kinds, fire_prob=fire_prob, cfg=cfg)
@@ -196,7 +197,8 @@ def decoder_cosines(
 ) -> Float[Tensor, "n_latents n_features n_models"]:
     """Cosine between each latent's decoder half and each feature's true direction in the same model; 0 for absent
     halves (see :func:`half_present`)."""
-    cos = torch.einsum("lmd,fmd->lfm", _unit(W_dec.detach().float()), directions.float())
+    cos = einsum(_unit(W_dec.detach().float()), directions.float(),
+                 "latent model d, feature model d -> latent feature model")
     return cos * half_present(W_dec.detach(), present_frac)[:, None, :]
 
 
@@ -397,10 +399,11 @@ def evaluate_crosscoder(
         res["timing_consistency"] = float(ic["consistency"].nanmean())
         res["timing_one_index"] = float(ic["one_index"].float().mean())
         res["timing_n_indices"] = float(ic["n_indices"].float().mean())
-        groups = latents if latents.ndim == 3 else latents.unsqueeze(1)  # (n, G, L)
-        fired = (groups[:, :, best[tids]] > 0).float()  # (n, G, T)
-        counts = masks.sum(dim=1).float().clamp_min(1)  # (3, T)
-        rates = torch.einsum("rnt,ngt->trg", masks.float(), fired) / counts.T.unsqueeze(-1)
+        groups = latents if latents.ndim == 3 else rearrange(latents, "row latent -> row 1 latent")
+        fired = (groups[:, :, best[tids]] > 0).float()  # (row, group, timing feature)
+        counts = masks.sum(dim=1).float().clamp_min(1)  # (row kind, timing feature)
+        rates = (einsum(masks.float(), fired, "kind row feature, row group feature -> feature kind group")
+                 / rearrange(counts, "kind feature -> feature kind 1"))
         per_feature["timing"] = {
             "feature": tids.tolist(),
             "coverage": ic["best_coverage"].tolist(),  # (T, 3 row kinds)
