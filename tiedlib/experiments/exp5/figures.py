@@ -1,4 +1,5 @@
-"""Figures of the tying benchmark (:mod:`.tying`)."""
+"""Figures of notebook 05: the tying benchmark (:mod:`.tying`, matplotlib), the firing-ratio scatter, the concept
+AUROC heatmap and the colour triple's firing bars (seaborn)."""
 
 from __future__ import annotations
 
@@ -33,5 +34,81 @@ def plot_tying_benchmark(rows: Sequence[dict[str, Any]], metrics: Sequence[str] 
         ax.set_xlabel("eta")
         ax.set_title(metric)
     axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+CORNER_COLOURS = {"other": "0.6", "top-left": "tab:red", "bottom-right": "tab:blue"}
+"""Hue of the ratio scatter: chat-sided corner red, base-sided corner blue (as in notebook 01)."""
+
+
+def firing_ratio_scatter(ratios: Any, *, k: int = 10, annotate: int = 3, title: str = ""):
+    """base/shared (x) against chat/shared (y) firing-count ratios of every plotted triple (the write-up's Figure 2),
+    coloured by corner (:func:`~.lab_pair.ratio_points`); the first ``annotate`` of each corner carry their index.
+
+    ``ratios``: a :class:`tiedlib.analysis.firing.FiringRatios`. Triples dropped as rare or never shared are counted
+    in the title. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from tiedlib.experiments.exp5.lab_pair import ratio_points
+
+    points = ratio_points(ratios, k)
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    sns.scatterplot(data=points, x="base_over_shared", y="chat_over_shared", hue="corner", palette=CORNER_COLOURS,
+                    hue_order=list(CORNER_COLOURS), size="corner", sizes={"other": 10, "top-left": 30,
+                    "bottom-right": 30}, alpha=0.8, ax=ax, legend="brief")  # fmt: skip
+    by_index = points.set_index("index")
+    for idx in points.attrs["corners"].values():
+        for i in idx[:annotate]:
+            ax.annotate(str(i), (by_index.at[i, "base_over_shared"], by_index.at[i, "chat_over_shared"]), fontsize=8,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    rare, never = int((~ratios.kept).sum()), int((ratios.kept & ratios.zero_shared).sum())
+    ax.set(xlabel="base count / shared count", ylabel="chat count / shared count", xlim=(0, None), ylim=(0, None))
+    ax.set_title(f"{title or 'Firing-count ratios per latent triple'}\n{len(points)} triples; not shown: {rare} rare, "
+                 f"{never} never shared", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def auroc_heatmap(values: Any, concepts: Sequence[str], columns: Sequence[str], *, title: str = ""):
+    """Annotated heatmap of the best AUROC per concept (rows) and group / data set (columns), 0.5 white.
+
+    ``values``: ``(n_concepts, n_columns)`` tensor or array (NaN cells stay blank). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    frame = pd.DataFrame(np.asarray(values, dtype=float), index=list(concepts), columns=list(columns))
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 2.5, 0.28 * len(concepts) + 1.4))
+    sns.heatmap(frame, annot=True, fmt=".2f", annot_kws={"fontsize": 6.5}, cmap="RdBu_r", vmin=0.0, vmax=1.0,
+                center=0.5, cbar_kws={"label": "best AUROC", "fraction": 0.04}, ax=ax)  # fmt: skip
+    ax.tick_params(axis="both", labelsize=8)
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha="right")
+    ax.set_title(title or "Best latent per concept")
+    fig.tight_layout()
+    return fig
+
+
+def triple_firing_bars(fire: dict[str, Sequence[float]], *, groups: Sequence[str] = ("shared", "base", "chat"),
+                       title: str = ""):  # fmt: skip
+    """Bars of the firing fraction of each group of one triple, one hue per mask (e.g. ``"blue token"``).
+
+    ``fire``: mask name -> one fraction per group (from :func:`~.tying_lab.triple_firing`). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    long = pd.DataFrame([{"group": g, "mask": name, "fraction": float(v)} for name, vals in fire.items()
+                         for g, v in zip(groups, vals, strict=True)])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    sns.barplot(data=long, x="group", y="fraction", hue="mask", ax=ax)
+    ax.set(xlabel="", ylabel="fraction of tokens firing", ylim=(0, 1.05))
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

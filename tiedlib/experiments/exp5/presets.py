@@ -5,18 +5,18 @@ Three parts share one table row:
 * the synthetic tying benchmark (:func:`~.tying.run_tying_benchmark`): ``bench_size`` is a key of
   :data:`~.tying.BENCHMARK_SIZES` or a :class:`~.tying.BenchmarkSize` (smoke: a toy size);
 * the lab pair (paper: Gemma-2-2b / -it layer 14): the write-up's tied crosscoder (eta 2) and ``variant`` trained on
-  the same activations, sized like Experiment 1 (:mod:`..exp1.presets`);
-* the colour toy of Experiment 2: ``colour`` is an Experiment 2 row (:mod:`..exp2.presets`), so the no-swap and
-  half-swap fine-tunes are the ones notebook 02 caches.
+  the same activations, sized like Experiment 1;
+* the colour toy (:class:`tiedlib.pairs.colours.ColourToyConfig`, the same fine-tunes notebook 02 caches) and the
+  two colour crosscoders trained on it (the ``colour_*`` fields: Experiment 2's crosscoder settings at each scale,
+  with 256 instead of 512 latents at the tiny scale).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-from tiedlib.experiments.exp2.presets import TABLE as EXP2_TABLE
-from tiedlib.experiments.exp2.presets import Exp2Settings
 from tiedlib.experiments.exp5.tying import BenchmarkSize
+from tiedlib.pairs.colours import COLOUR_TOY, ColourToyConfig
 from tiedlib.synthetic.benchmark import ETAS, SyntheticConfig
 
 ALL_VARIANTS = ("standard", "standard_designated", "tied", "tied_equal", "tied_max", "tied_unit", "tied_batchtopk")
@@ -62,29 +62,50 @@ class Exp5Settings:
     """A triple is one-sided when its smaller decoder half is under this fraction of its larger one."""
     device: str = "cpu"
     log_every: int = 100
-    # ---- colour toy (Experiment 2's fine-tunes)
-    colour: Exp2Settings = field(default_factory=lambda: EXP2_TABLE["tiny"])
-    """Fine-tuning and colour-set settings (keep them equal to an Experiment 2 row to reuse its cached fine-tunes)."""
+    # ---- colour toy (the fine-tunes Experiment 2 caches) and its two crosscoders
+    colour: ColourToyConfig = COLOUR_TOY["tiny"]
+    """Fine-tuning and colour-set settings (:data:`tiedlib.pairs.colours.COLOUR_TOY`; the fine-tuned model is the base
+    model of ``pair``). Equal to notebook 02's at each scale, so both reuse the same cached fine-tunes."""
+    colour_n_latents: int = 256
+    """Latent triples of the colour crosscoders."""
     colour_train_tokens: int = 100_000
-    """Tokens each colour crosscoder trains on (the colour data repeated); sizes otherwise from ``colour``."""
+    """Tokens each colour crosscoder trains on (the colour data repeated)."""
+    colour_batch_size: int = 512
+    colour_lr: float = 5e-4
+    colour_l1_coeff: float = 2.0
+    colour_eta: float = 2.0
+    """eta of both colour crosscoders (the write-up's value)."""
+    colour_seed: int = 0
+    """Seeds the colour crosscoders' initialisation, training and batch order."""
+    colour_top_k: int = 3
+    """A blue/green index has both colours among its ``top_k`` positive logit-lens logits (write-up: top three)."""
+    colour_fold_final_norm: bool = True
+    """Fold the final RMSNorm gain into the unembedding before the logit lens, as sae-vis does."""
     min_colour_rate: float = 0.05
     """A colour-toy index counts only if one of its groups fires on at least this fraction of the colour tokens."""
+
+    @property
+    def colour_n_steps(self) -> int:
+        """Training steps of each colour crosscoder: ``colour_train_tokens // colour_batch_size`` (at least 1)."""
+        return max(1, self.colour_train_tokens // self.colour_batch_size)
 
 
 TABLE: dict[str, Exp5Settings] = {
     "smoke": Exp5Settings(
         bench_size=SMOKE_SIZE, bench_seeds=(0,), bench_variants=("standard", "tied", "tied_equal"),
         bench_etas=(1.0, 2.0), pair="smoke", n_latents=64, train_docs=200, n_steps=120, batch_size=256, lr=2e-3,
-        eval_docs=40, log_every=20, colour=EXP2_TABLE["smoke"], colour_train_tokens=10_000,
+        eval_docs=40, log_every=20, colour=COLOUR_TOY["smoke"], colour_n_latents=128, colour_train_tokens=10_000,
+        colour_batch_size=256, colour_lr=1e-3,
     ),
     "tiny": Exp5Settings(
         bench_size="small", bench_seeds=(0,), train_docs=1000, n_steps=800, eval_docs=150,
-        colour=replace(EXP2_TABLE["tiny"], n_latents=256),  # same fine-tunes as notebook 02, a smaller crosscoder
+        colour=COLOUR_TOY["tiny"],  # same fine-tunes as notebook 02, a smaller crosscoder (256 triples, not 512)
     ),
     "paper": Exp5Settings(
         bench_size="book", bench_seeds=(0, 1, 2), pair="gemma-2-2b", layer=14, n_latents=16384, train_docs=250_000,
         n_steps=61_035, batch_size=4096, lr=5e-5, l1_coeff=2.0, eval_docs=128, model_batch_size=8, device="cuda",
-        log_every=500, colour=EXP2_TABLE["paper"], colour_train_tokens=60_000_000,
+        log_every=500, colour=COLOUR_TOY["paper"], colour_n_latents=16_384, colour_train_tokens=60_000_000,
+        colour_batch_size=4096, colour_lr=5e-5,
     ),
 }  # fmt: skip
 """Settings per scale; use ``tiedlib.config.pick(TABLE, SCALE, **overrides)``."""
