@@ -5,30 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
 COLOUR_TOKENS = {" blue": "tab:blue", " green": "tab:green"}
+CATEGORY_COLOURS = ("tab:orange", "tab:gray", "tab:purple")
+"""Base-exclusive, shared, chat-exclusive."""
 
 
 def relative_norm_histogram(
     r: torch.Tensor, *, low: float = 0.3, high: float = 0.7, title: str = "",
-    model_names: tuple[str, str] = ("base", "chat"),
-    bins: int = 50,
+    model_names: tuple[str, str] = ("base", "chat"), bins: int = 50,
 ) -> Figure:
-    """Histogram of relative decoder norms with the exclusivity thresholds marked (log count axis)."""
+    """Histogram of relative decoder norms ``r`` (``(n_latents,)``), stacked by exclusivity category, with the
+    thresholds ``low`` / ``high`` marked (log count axis)."""
+    values = r.detach().cpu().float().numpy()
+    labels = [f"{model_names[0]}-exclusive", "shared", f"{model_names[1]}-exclusive"]
+    category = pd.Categorical([labels[0] if v < low else labels[2] if v > high else labels[1] for v in values],
+                              categories=labels)
+    data = pd.DataFrame({"r": values, "category": category})
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.hist(r.detach().cpu().numpy(), bins=bins, range=(0, 1), color="tab:gray")
+    sns.histplot(data=data, x="r", hue="category", hue_order=labels, palette=list(CATEGORY_COLOURS), bins=bins,
+                 binrange=(0, 1), multiple="stack", ax=ax)
     for x in (low, high):
         ax.axvline(x, color="k", ls="--", lw=1)
     ax.set_yscale("log")
     ax.set_xlabel(f"relative decoder norm  ||d_{model_names[1]}|| / (||d_{model_names[0]}|| + ||d_{model_names[1]}||)")
     ax.set_ylabel("latents")
     ax.set_title(title or "relative decoder norms")
-    ax.text(low / 2, 0.97, f"{model_names[0]}-\nexclusive", transform=ax.get_xaxis_transform(), ha="center", va="top",
-            fontsize=8)
-    ax.text((1 + high) / 2, 0.97, f"{model_names[1]}-\nexclusive", transform=ax.get_xaxis_transform(), ha="center",
-            va="top", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -52,14 +58,16 @@ def top_logits_panels(panels: Sequence[tuple[str, list[tuple[str, float]]]]) -> 
     return fig
 
 
-def triple_firing_bars(fractions: dict[str, Sequence[float]], group_names: Sequence[str] = ("shared", "base", "chat")
+def triple_firing_bars(fractions: dict[str, Sequence[float]], model_names: tuple[str, str] = ("base", "chat")
                        ) -> Figure:
-    """Grouped bars: for each data set (key), the firing fraction of each group of one tied latent triple."""
+    """Grouped bars: for each token set (key), the firing fraction of each group (shared, base only, chat only) of
+    one tied latent triple."""
+    groups = ["shared", f"{model_names[0]} only", f"{model_names[1]} only"]
+    rows = [{"group": g, "tokens": name, "fraction": float(v)}
+            for name, vals in fractions.items() for g, v in zip(groups, vals, strict=True)]
     fig, ax = plt.subplots(figsize=(5, 3))
-    width = 0.8 / max(1, len(fractions))
-    for j, (name, vals) in enumerate(fractions.items()):
-        ax.bar([i + j * width for i in range(len(group_names))], list(vals), width=width, label=name)
-    ax.set_xticks([i + width * (len(fractions) - 1) / 2 for i in range(len(group_names))], list(group_names))
+    sns.barplot(data=pd.DataFrame(rows), x="group", y="fraction", hue="tokens", order=groups, ax=ax)
+    ax.set_xlabel("")
     ax.set_ylabel("fraction of tokens firing")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -7,6 +7,7 @@ scales the notebook trains one on the lab pair, harvested on :func:`tiedlib.lab.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -34,6 +35,19 @@ class Exp4Settings:
     bins: int = 40
     device: str = "cpu"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low <= self.high <= 1:
+            raise ValueError(f"need 0 <= low <= high <= 1, got low={self.low}, high={self.high}")
+        if self.checkpoint is None and min(self.n_docs, self.n_latents, self.n_steps, self.batch_size) < 1:
+            raise ValueError("training a crosscoder needs positive n_docs, n_latents, n_steps and batch_size")
+        if min(self.chunk_size, self.bins) < 1:
+            raise ValueError("chunk_size and bins must be positive")
+
+    @property
+    def run_id(self) -> str:
+        """10 hex digits over every setting: the run folder changes whenever a setting changes."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:10]
 
 
 TABLE = {

@@ -1,0 +1,169 @@
+"""Experiment 4: settings, the standard crosscoder (trained on a tiny pair, or a released checkpoint), the max-cosine
+panels, their statistics and the summary (hand-set decoders with known cosines)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from tests.helpers import make_model
+from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer
+from tiedlib.analysis.cosines import exclusivity_categories
+from tiedlib.config import pick
+from tiedlib.experiments.exp4 import (
+    TABLE,
+    PanelStats,
+    StandardRun,
+    figures,
+    max_cosine_panels,
+    panel_stats,
+    standard_crosscoder,
+    stats_table,
+    summary,
+)
+from tiedlib.experiments.exp4 import pipeline as exp4_pipeline
+from tiedlib.pairs import ModelPair, wrap
+
+
+def test_settings_validate_and_keep_the_run_id_of_their_repr():
+    s = pick(TABLE, "tiny")
+    assert s.run_id == hashlib.sha256(repr(s).encode()).hexdigest()[:10]  # the notebook's run folder before the move
+    assert s.run_id != pick(TABLE, "tiny", n_steps=10).run_id
+    with pytest.raises(ValueError, match="low <= high"):
+        pick(TABLE, "smoke", low=0.8)
+    with pytest.raises(ValueError, match="positive n_docs"):
+        pick(TABLE, "smoke", n_docs=0)
+    assert pick(TABLE, "paper").n_docs == 0  # a released checkpoint needs no training data
+    with pytest.raises(ValueError, match="chunk_size"):
+        pick(TABLE, "smoke", chunk_size=0)
+
+
+def test_standard_run_reports_the_last_logged_metrics():
+    run = StandardRun(None, [{"l0": 9.0}, {"explained_variance": 0.81234, "l0": 12.3456, "mse": 2.0}], "data")
+    assert run.final["mse"] == 2.0
+    assert run.final_metrics() == {"explained_variance": 0.812, "l0": 12.346}
+    assert StandardRun(None, [], "released").final_metrics() == {}
+
+
+def test_standard_crosscoder_loads_a_released_checkpoint(tmp_path):
+    model = make_model(n_latents=32)
+    model.save_pretrained(tmp_path / "released")
+    settings = pick(TABLE, "smoke", checkpoint=str(tmp_path / "released"))
+    run = standard_crosscoder(settings, tmp_path / "unused")
+    torch.testing.assert_close(run.crosscoder.W_dec, model.W_dec)
+    assert run.metrics == [] and run.data == f"released crosscoder {tmp_path / 'released'}"
+    assert not (tmp_path / "unused").exists()
+
+
+def test_standard_crosscoder_trains_on_the_pair_mix_then_reloads(tmp_path, monkeypatch):
+    tok = tiny_tokenizer()
+    base, chat = tiny_gemma2(n_layers=2, seed=0), tiny_gemma2(n_layers=2, seed=1)
+    pair = ModelPair("smoke", wrap(base, tok), wrap(chat, tok), tok, layer=1, d_model=32, base_hf=base, chat_hf=chat)
+    asked = {}
+
+    def fake_load_pair(name, *, layer, device):
+        asked["pair"] = (name, layer, device)
+        return pair
+
+    def fake_sequences(p, n, *, web_fraction, seed):
+        asked["mix"] = (n, web_fraction, seed)
+        return random_sequences(n, 4, 9, len(tok), seed=seed)
+
+    monkeypatch.setattr(exp4_pipeline, "load_pair", fake_load_pair)
+    monkeypatch.setattr(exp4_pipeline, "training_sequences", fake_sequences)
+    settings = pick(TABLE, "smoke", n_docs=6, web_fraction=0.25, n_latents=16, n_steps=4, batch_size=8, seed=3)
+    run = standard_crosscoder(settings, tmp_path / "run")
+    assert asked == {"pair": ("smoke", None, "cpu"), "mix": (6, 0.25, 3)}
+    n_tokens = sum(len(s) - 1 for s in random_sequences(6, 4, 9, len(tok), seed=3))  # BOS dropped
+    assert run.data.startswith(f"{n_tokens:,} tokens from 6 documents, layer 1, d_model 32; norm factors [")
+    assert run.crosscoder.cfg.architecture == "standard" and run.crosscoder.cfg.n_latents == 16
+    assert run.metrics[-1]["step"] == 4 and "explained_variance" in run.final_metrics()
+    again = standard_crosscoder(settings, tmp_path / "run")
+    torch.testing.assert_close(again.crosscoder.W_dec, run.crosscoder.W_dec)
+
+
+def _decoder() -> torch.Tensor:
+    """Four latents in 4 dimensions: base-exclusive 0, chat-exclusive 1, shared 2 and 3 (cosines set by hand)."""
+    e = torch.eye(4)
+    W = torch.zeros(4, 2, 4)
+    W[0, 0] = e[0]  # base-exclusive
+    W[0, 1] = 0.1 * e[3]
+    W[1, 1] = e[1]  # chat-exclusive: its chat vector e1 against base vectors of latents 0, 2, 3
+    W[1, 0] = 0.1 * e[3]
+    W[2, 0], W[2, 1] = e[1], e[2]  # shared: base e1 (cosine 1 with latent 1's chat vector)
+    W[3, 0], W[3, 1] = (e[2] + e[3]) / math.sqrt(2), e[0]
+    return W
+
+
+def test_max_cosine_panels_and_their_statistics():
+    W = _decoder()
+    norms = W.norm(dim=-1)
+    r = norms[:, 1] / norms.sum(-1)
+    settings = pick(TABLE, "smoke", chunk_size=2)
+    panels = max_cosine_panels(W, r, settings)
+    assert [p.query for p in panels] == ["base", "chat"]
+    chat = panels[1]
+    # chat-exclusive latent 1: chat e1 vs base of 0 (e0), 2 (e1), 3 -> cosine 1 with latent 2
+    assert chat.exclusive.values.tolist() == pytest.approx([1.0]) and chat.exclusive.indices.tolist() == [2]
+    # shared 2: chat e2 vs base of 0, 1, 3 -> 1/sqrt(2) with latent 3; shared 3: chat e0 vs base of 0, 1, 2 -> 1
+    assert chat.shared.values.tolist() == pytest.approx([1 / math.sqrt(2), 1.0])
+    stats = panel_stats(panels)
+    s = stats[1]
+    assert (s.query, s.n_exclusive, s.n_shared) == ("chat", 1, 2)
+    assert s.median_exclusive == pytest.approx(1.0)
+    assert s.median_shared == pytest.approx(1 / math.sqrt(2))  # torch's median of an even count is the lower one
+    assert (s.frac_exclusive_above_half, s.frac_shared_above_half) == (1.0, 1.0)
+    assert s.verdict == "closer partners than shared latents (less exclusive)"
+    table = stats_table(stats)
+    assert list(table.index) == ["base", "chat"] and table.loc["chat", "n_shared"] == 2
+    assert table.loc["chat", "verdict"] == s.verdict
+
+
+def test_panel_stats_without_exclusive_latents_and_the_verdicts():
+    none = PanelStats("chat", 0, 3, math.nan, 0.4, math.nan, 0.0)
+    assert none.verdict == "none to compare"
+    assert PanelStats("base", 2, 3, 0.3, 0.4, 0.0, 0.0).verdict == "no closer partners than shared latents"
+    assert none.summary() == ("chat-exclusive latents: median max cosine with base decoders nan (n=0) vs shared "
+                              "latents 0.400 (n=3); above 0.5: nan% vs 0% -> none to compare.")
+    W = _decoder()
+    W[1] = W[2]  # no chat-exclusive latent left
+    stats = panel_stats(max_cosine_panels(W, None, pick(TABLE, "smoke")))
+    assert stats[1].n_exclusive == 0 and math.isnan(stats[1].median_exclusive)
+
+
+def test_summary_counts_categories_and_prints_each_panel():
+    W = _decoder()
+    settings = pick(TABLE, "smoke")
+    panels = max_cosine_panels(W, None, settings)
+    stats = panel_stats(panels)
+    run = StandardRun(None, [{"explained_variance": 0.8, "l0": 12.34}], "data")
+    lines = summary(settings, run, panels, stats, scale="smoke").splitlines()
+    assert lines[0] == ("Scale: smoke (smoke pair), standard crosscoder with 4 latents, explained variance 0.800, "
+                        "L0 12.3.")
+    assert lines[1] == "Latents: 1 base-exclusive (r < 0.3), 2 shared, 1 chat-exclusive (r > 0.7)."
+    assert lines[2] == stats[0].summary() and lines[3] == stats[1].summary()
+    released = summary(settings, replace(run, metrics=[]), panels, stats, scale="paper").splitlines()[0]
+    assert released.endswith("with 4 latents.")
+    with pytest.raises(ValueError, match="no max-cosine panels"):
+        summary(settings, run, [], stats, scale="smoke")
+
+
+def test_figures_draw_the_histograms():
+    r = torch.tensor([0.1, 0.5, 0.5, 0.9, 0.95])
+    fig = figures.relative_norm_histogram(r, bins=10)
+    assert sum(p.get_height() for p in fig.axes[0].patches) == pytest.approx(5)
+    assert [len(c) for c in exclusivity_categories(r)] == [1, 2, 2]
+    panels = max_cosine_panels(_decoder(), None, pick(TABLE, "smoke"))
+    fig = figures.max_cosine_histograms(panels, bins=4)
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "chat-exclusive vs shared latents"
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend[0].startswith("shared (n=2)") and legend[1].startswith("chat-exclusive (n=1)")
+    # each histogram is a density: bar areas of one hue sum to 1
+    bars = [p for p in fig.axes[1].patches if p.get_height() > 0]
+    assert sum(p.get_height() * p.get_width() for p in bars) == pytest.approx(2.0)
+    plt.close("all")

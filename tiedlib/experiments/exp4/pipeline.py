@@ -1,0 +1,139 @@
+"""Experiment 4: a standard crosscoder (trained on the lab pair, or the released one), and how close its exclusive
+latents come to the other model's decoder vectors compared with its shared latents (the write-up's Figure 11)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jaxtyping import Float
+from torch import Tensor
+
+from tiedlib.activations.collect import collect_activations
+from tiedlib.analysis.cosines import ExclusiveVsShared, exclusive_vs_shared
+from tiedlib.crosscoders.checkpoints import load_crosscoder
+from tiedlib.pairs import load_pair, training_sequences
+from tiedlib.training import train_crosscoder
+
+from .presets import Exp4Settings
+
+METRIC_KEYS = ("explained_variance", "explained_variance_base", "explained_variance_chat", "l0")
+
+
+@dataclass
+class StandardRun:
+    """The crosscoder Experiment 4 analyses, its logged metrics and where its data came from."""
+
+    crosscoder: Any
+    metrics: list[dict]
+    """Logged training metrics (empty for a released checkpoint)."""
+    data: str
+    """One line on where the crosscoder came from (its training data, or the released checkpoint)."""
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last logged metrics (empty for a released checkpoint)."""
+        return self.metrics[-1] if self.metrics else {}
+
+    def final_metrics(self, digits: int = 3) -> dict[str, float]:
+        """Explained variance (overall, base, chat) and L0 of the last logged step, rounded (those present)."""
+        return {k: round(self.final[k], digits) for k in METRIC_KEYS if k in self.final}
+
+
+def standard_crosscoder(settings: Exp4Settings, run_dir: str | Path) -> StandardRun:
+    """Load ``settings.checkpoint`` when set; otherwise harvest the lab pair on ``n_docs`` documents of its training
+    mix (web and chat, ``web_fraction`` web; BOS dropped, template tokens kept), normalise, and train (or load, when
+    ``run_dir`` holds the finished run) a standard crosscoder."""
+    if settings.checkpoint is not None:
+        crosscoder = load_crosscoder(settings.checkpoint, device=settings.device)
+        return StandardRun(crosscoder, [], f"released crosscoder {settings.checkpoint}")
+    pair = load_pair(settings.pair, layer=settings.layer, device=settings.device)
+    seqs = training_sequences(pair, settings.n_docs, web_fraction=settings.web_fraction, seed=settings.seed)
+    acts = collect_activations(pair, seqs, progress=False)
+    data = (f"{acts.harvest.acts.shape[0]:,} tokens from {len(seqs)} documents, layer {pair.layer}, "
+            f"d_model {pair.d_model}; norm factors {acts.norm_factors.tolist()}")
+    crosscoder, metrics = train_crosscoder(
+        run_dir, acts, architecture="standard", n_latents=settings.n_latents, n_steps=settings.n_steps,
+        batch_size=settings.batch_size, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
+        device=settings.device)
+    return StandardRun(crosscoder, metrics, data)
+
+
+def max_cosine_panels(W_dec: Float[Tensor, "n_latents 2 d_model"], r: Float[Tensor, " n_latents"],
+                      settings: Exp4Settings) -> list[ExclusiveVsShared]:  # fmt: skip
+    """Both panels of Figure 11, base query first (:func:`tiedlib.analysis.cosines.exclusive_vs_shared` with the
+    thresholds and block size of ``settings``)."""
+    return [exclusive_vs_shared(W_dec.detach().cpu(), r, query=q, low=settings.low, high=settings.high,
+                                chunk_size=settings.chunk_size) for q in ("base", "chat")]
+
+
+@dataclass
+class PanelStats:
+    """Max-cosine statistics of one query model: its exclusive latents against the shared ones."""
+
+    query: str
+    n_exclusive: int
+    n_shared: int
+    median_exclusive: float
+    """Median max cosine of the exclusive latents (NaN when there are none)."""
+    median_shared: float
+    frac_exclusive_above_half: float
+    """Fraction of exclusive latents with max cosine above 0.5 (NaN when there are none)."""
+    frac_shared_above_half: float
+
+    @property
+    def verdict(self) -> str:
+        """Whether the exclusive latents have closer partners than the shared ones (by median)."""
+        if self.median_exclusive > self.median_shared:
+            return "closer partners than shared latents (less exclusive)"
+        return "no closer partners than shared latents" if self.n_exclusive else "none to compare"
+
+    def summary(self) -> str:
+        other = "base" if self.query == "chat" else "chat"
+        return (f"{self.query}-exclusive latents: median max cosine with {other} decoders {self.median_exclusive:.3f} "
+                f"(n={self.n_exclusive}) vs shared latents {self.median_shared:.3f} (n={self.n_shared}); above 0.5: "
+                f"{self.frac_exclusive_above_half:.0%} vs {self.frac_shared_above_half:.0%} -> {self.verdict}.")
+
+
+def _median(x: Tensor) -> float:
+    return float(x.median()) if x.numel() else math.nan
+
+
+def _above(x: Tensor, threshold: float) -> float:
+    return float((x > threshold).float().mean()) if x.numel() else math.nan
+
+
+def panel_stats(panels: Sequence[ExclusiveVsShared]) -> list[PanelStats]:
+    """Count, median max cosine and fraction above 0.5 of the exclusive and the shared latents of each panel."""
+    out = []
+    for p in panels:
+        ex, sh = p.exclusive.values, p.shared.values
+        out.append(PanelStats(p.query, ex.numel(), sh.numel(), _median(ex), _median(sh), _above(ex, 0.5),
+                              _above(sh, 0.5)))
+    return out
+
+
+def stats_table(stats: Sequence[PanelStats]) -> pd.DataFrame:
+    """One row per query model with every field of :class:`PanelStats` and its verdict."""
+    return pd.DataFrame([{**asdict(s), "verdict": s.verdict} for s in stats]).set_index("query")
+
+
+def summary(settings: Exp4Settings, run: StandardRun, panels: Sequence[ExclusiveVsShared],
+            stats: Sequence[PanelStats], scale: str) -> str:
+    """The closing summary: setup and fit, latent counts per category (from the panels), one line per query model."""
+    if not panels:
+        raise ValueError("no max-cosine panels given")
+    final = run.final
+    fit = f", explained variance {final['explained_variance']:.3f}, L0 {final['l0']:.1f}." if final else "."
+    cats = panels[0].categories
+    n_latents = sum(len(c) for c in cats)
+    return "\n".join([
+        f"Scale: {scale} ({settings.pair} pair), standard crosscoder with {n_latents} latents" + fit,
+        f"Latents: {len(cats.base_exclusive)} base-exclusive (r < {settings.low}), {len(cats.shared)} shared, "
+        f"{len(cats.chat_exclusive)} chat-exclusive (r > {settings.high}).",
+        *(s.summary() for s in stats),
+    ])
