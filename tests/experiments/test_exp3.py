@@ -202,3 +202,117 @@ def test_harvest_reads_layer_output_and_sums_per_prompt():
     with torch.no_grad():
         expected = sae.encode(ref).sum(0)
     assert sums.shape == (2, 48) and torch.allclose(sums[1], expected, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------- the page's report
+def _data(sums_by_model, truth=None):
+    from tiedlib.experiments.exp3.run import Exp3Data
+
+    prompts = {k: [f"{k} {i}" for i in range(v.shape[0])] for k, v in sums_by_model["base"].items()}
+    stats = {"base": {"mse": 0.12345, "d_sae": 40}, "chat": {"mse": 0.5, "d_sae": 40}}
+    return Exp3Data(sums_by_model, prompts, stats, 1, "hand-made sums", truth)
+
+
+def _row(rule, base, chat, low, p=0.5):
+    """An overlap_table row with chat - base = chat - base and its interval [low, low + 0.2]."""
+    row = {"rule": rule, "base": base, "base_low": base - 0.05, "base_high": base + 0.05, "chat": chat,
+           "chat_low": chat - 0.05, "chat_high": chat + 0.05, "chat_minus_base": chat - base,
+           "chat_minus_base_low": low, "chat_minus_base_high": low + 0.2, "p_chat_le_base": p,
+           "base_chance": 0.3, "chat_chance": 0.3333}
+    row.update({f"{m}_n_{k}": 7 for m in ("base", "chat") for k in ("cannot", "harmful")})
+    return row
+
+
+def test_selection_rules_are_the_four_rules_of_the_page():
+    from tiedlib.experiments.exp3.report import WRITE_UP_RULE, selection_rules
+
+    rules = selection_rules(0.1, 16)
+    assert list(rules) == [WRITE_UP_RULE, "margin 0.10", "top 16", "top 16 + margin"]
+    assert list(rules.values()) == [{}, {"margin": 0.1}, {"top_k": 16}, {"top_k": 16, "margin": 0.1}]
+    with pytest.raises(ValueError, match="margin"):
+        selection_rules(1.0, 16)
+    with pytest.raises(ValueError, match="top_k"):
+        selection_rules(0.1, 0)
+
+
+def test_report_table_summary_and_verdicts_from_hand_made_rows():
+    from tiedlib.experiments.exp3.report import TABLE_COLUMNS, WRITE_UP_RULE, OverlapReport
+
+    truth = {"web": {"phi": 0.391}, "chat": {"phi": 0.866}}
+    rows = [_row(WRITE_UP_RULE, 0.30, 0.45, 0.05), _row("top 5", 0.20, 0.18, -0.12, p=0.6)]
+    rep = OverlapReport("tiny", _data({"base": {}, "chat": {}}, truth), rows, {"base": 0.1234, "chat": 0.5}, 0.95)
+    table = rep.table()
+    assert list(table.index) == [WRITE_UP_RULE, "top 5"] and list(table.columns) == TABLE_COLUMNS
+    assert table.loc[WRITE_UP_RULE, "chat_chance"] == 0.333  # rounded to 3 decimals
+    assert rep.robust_rules() == [WRITE_UP_RULE] and rep.recovered()
+    assert rep.title() == "Cannot/Harmful latent overlap (tiny scale, 95% bootstrap intervals)"
+    lines = rep.summary().splitlines()
+    assert lines[0] == "Scale 'tiny': hand-made sums."
+    assert lines[1].startswith("Write-up rule: Jaccard base 0.30 [0.25, 0.35], chat 0.45 [0.40, 0.50]")
+    assert lines[1].endswith("chat - base +0.15 [+0.05, +0.25].")
+    assert lines[2] == ("top 5: base 0.20 [0.15, 0.25], chat 0.18 [0.13, 0.23], chat - base -0.02 [-0.12, +0.08], "
+                        "P(chat <= base) 0.60.")
+    assert lines[3] == "Rules whose interval for chat - base excludes zero: ['write-up (S_a > S_b)'] (of 2)."
+    assert lines[4] == "Correlation of the per-latent preferences (Cannot vs Harmful): base 0.12, chat 0.50."
+    assert lines[5].startswith("Planted in the lab corpus: harm-refusal correlation phi 0.39 in web vs 0.87 in chat")
+    assert "The write-up's measure recovers it" in lines[5]
+    # no interval above zero: the verdict flips, and at paper scale (no truth) the last line goes
+    rows[0] = _row(WRITE_UP_RULE, 0.30, 0.45, -0.01)
+    rep = OverlapReport("paper", _data({"base": {}, "chat": {}}), rows, {"base": 0.1, "chat": 0.2}, 0.9)
+    assert not rep.recovered() and rep.robust_rules() == []
+    text = rep.summary()
+    assert "excludes zero: none (of 2)" in text and "Planted" not in text and len(text.splitlines()) == 5
+
+
+def test_analyse_bootstraps_every_rule_like_overlap_table():
+    import dataclasses
+
+    from tiedlib.experiments.exp3.presets import TABLE
+    from tiedlib.experiments.exp3.report import analyse, selection_rules
+
+    sums = {"base": _sums(30, seed=3), "chat": _sums(30, shared=0.5, seed=4)}
+    settings = dataclasses.replace(TABLE["smoke"], n_boot=40, top_k=5, seed=3)
+    rep = analyse(_data(sums), settings, "smoke")
+    direct = overlap_table(sums, selection_rules(settings.margin, 5), n_boot=40, ci=settings.ci, seed=3)
+    assert [r["rule"] for r in rep.rows] == [r["rule"] for r in direct]
+    for mine, ref in zip(rep.rows, direct, strict=True):
+        assert mine.keys() == ref.keys()
+        assert all(mine[k] == ref[k] or (mine[k] != mine[k] and ref[k] != ref[k]) for k in ref)  # NaN == NaN
+    assert rep.correlations == {m: difference_correlation(sums[m]) for m in ("base", "chat")}
+    assert rep.write_up is rep.rows[0] and rep.scale == "smoke"
+
+
+def test_run_data_tables():
+    data = _data({"base": _sums(4), "chat": _sums(4)})
+    assert data.prompt_counts() == {"cannot": 4, "can": 4, "harmful": 4, "harmless": 4}
+    examples = data.prompt_table(2)
+    assert examples.shape == (2, 4) and examples.loc[1, "harmless"] == "harmless 1"
+    sae = data.sae_table()
+    assert list(sae.index) == ["base", "chat"] and sae.loc["base", "mse"] == 0.123
+    assert data.truth_table() is None
+    truth = _data(data.sums, {"web": {"n_docs": 3, "phi": 0.12345}, "chat": {"n_docs": 2, "phi": 0.9}}).truth_table()
+    assert list(truth.index) == ["web", "chat"] and truth.loc["web", "phi"] == 0.123
+
+
+def test_latent_difference_frame_and_scatter():
+    import matplotlib.pyplot as plt
+
+    from tiedlib.experiments.exp3.figures import BOTH, OTHER, latent_difference_frame, plot_latent_differences
+
+    # one prompt per set, four latents: 0 prefers cannot and harmful, 1 only cannot, 2 silent on cannot/can, 3 neither
+    def sets(cannot, can, harmful, harmless):
+        return {k: torch.tensor([v]) for k, v in zip(("cannot", "can", "harmful", "harmless"),
+                                                      (cannot, can, harmful, harmless), strict=True)}
+
+    model = sets([3.0, 2.0, 0.0, 1.0], [1.0, 0.0, 0.0, 3.0], [1.0, 1.0, 2.0, 0.0], [0.0, 3.0, 1.0, 2.0])
+    frame = latent_difference_frame({"base": model, "chat": model})
+    base = frame[frame["model"] == "base"]
+    assert base["latent"].tolist() == [0, 1, 3]  # latent 2 has no Cannot-vs-Can difference
+    assert base["refusal"].tolist() == pytest.approx([0.5, 1.0, -0.5])
+    assert base["harmful"].tolist() == pytest.approx([1.0, -0.5, -1.0])
+    assert base["kind"].tolist() == [BOTH, OTHER, OTHER] and len(frame) == 6
+    fig = plot_latent_differences({"base": model, "chat": model}, margin=0.1)
+    j = overlap(model)[0]  # Cannot latents {0, 1}, Harmful latents {0, 2} (latent 2 is dropped from the scatter only)
+    assert j == pytest.approx(1 / 3) and fig.axes[0].get_title().startswith("base: Jaccard 0.33")
+    assert "(3 active latents)" in fig.axes[1].get_title()
+    plt.close(fig)

@@ -6,13 +6,17 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
-from tiedlib.experiments.exp3.overlap import MODELS, SetSums, jaccard, relative_differences, select_latents
+from tiedlib.experiments.exp3.overlap import MODELS, SetSums, difference_correlation, overlap, relative_differences
 
 COLOURS = {"base": "#4C72B0", "chat": "#DD8452"}
 WRITE_UP = {"base": 0.19, "chat": 0.39}
 """The write-up's Jaccards (Gemma-2-9b / -9b-it, layer 20, Gemma Scope 16k SAEs)."""
+BOTH, OTHER = "Cannot and Harmful latent", "other latents"
+"""The two kinds of latent in the scatter of :func:`plot_latent_differences`."""
 
 
 def plot_overlap(rows: list[dict[str, Any]], *, write_up_rule: str | None = None, title: str = "") -> Figure:
@@ -49,36 +53,48 @@ def plot_overlap(rows: list[dict[str, Any]], *, write_up_rule: str | None = None
     return fig
 
 
+def latent_difference_frame(sums_by_model: dict[str, SetSums]) -> pd.DataFrame:
+    """Long table of every latent active on all four sets, per model: ``model``, ``latent``, ``refusal`` and
+    ``harmful`` (relative differences of :func:`relative_differences`) and ``kind`` (:data:`BOTH` when both are
+    positive, i.e. the write-up rule selects the latent for both contrasts, else :data:`OTHER`)."""
+    parts = []
+    for model in MODELS:
+        rel = relative_differences(sums_by_model[model])
+        x, y = rel["refusal"].numpy(), rel["harmful"].numpy()
+        ok = ~(np.isnan(x) | np.isnan(y))
+        both = (x > 0) & (y > 0)
+        parts.append(pd.DataFrame({"model": model, "latent": np.flatnonzero(ok), "refusal": x[ok], "harmful": y[ok],
+                                   "kind": np.where(both[ok], BOTH, OTHER)}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def plot_latent_differences(sums_by_model: dict[str, SetSums], *, margin: float = 0.0) -> Figure:
-    """Per model, every latent's relative difference Cannot vs Can (x) against Harmful vs Harmless (y).
+    """Per model, every latent's relative difference Cannot vs Can (x) against Harmful vs Harmless (y) (seaborn
+    scatter, hue: selected for both contrasts or not).
 
     The upper-right quadrant holds the latents selected by both contrasts under the write-up's rule; the dotted
     lines mark the stricter ``margin``. Each panel's title gives the Jaccard and the correlation of x and y.
     """
+    frame = latent_difference_frame(sums_by_model)
     fig, axes = plt.subplots(1, len(MODELS), figsize=(10, 4.6), sharex=True, sharey=True)
-    rels = {m: relative_differences(sums_by_model[m]) for m in MODELS}
-    lim = max([float(np.nanmax(np.abs(v.numpy()))) for r in rels.values() for v in r.values()] + [margin, 0.05])
+    lim = max([float(frame[["refusal", "harmful"]].abs().to_numpy().max(initial=0.0)), margin, 0.05])
     lim = min(1.05, 1.1 * lim)
     for ax, model in zip(axes, MODELS, strict=True):
-        rel = rels[model]
-        x, y = rel["refusal"].numpy(), rel["harmful"].numpy()
-        ok = ~(np.isnan(x) | np.isnan(y))
-        both = (x > 0) & (y > 0) & ok
-        ax.scatter(x[ok & ~both], y[ok & ~both], s=6, alpha=0.35, color="grey", label="other latents")
-        ax.scatter(x[both], y[both], s=8, alpha=0.6, color=COLOURS[model], label="Cannot and Harmful latent")
+        sub = frame[frame["model"] == model]
+        sns.scatterplot(data=sub, x="refusal", y="harmful", hue="kind", hue_order=[OTHER, BOTH],
+                        palette={OTHER: "grey", BOTH: COLOURS[model]}, s=8, alpha=0.5, linewidth=0, ax=ax,
+                        legend=ax is axes[0])
         for v in (0.0, margin):
             ls = "-" if v == 0 else ":"
             ax.axhline(v, color="k", lw=0.7, ls=ls)
             ax.axvline(v, color="k", lw=0.7, ls=ls)
-        s = sums_by_model[model]
-        j = float(jaccard(select_latents(s["cannot"].sum(0), s["can"].sum(0)),
-                          select_latents(s["harmful"].sum(0), s["harmless"].sum(0))))
-        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 else float("nan")
-        ax.set_title(f"{model}: Jaccard {j:.2f}, corr {r:.2f} ({ok.sum()} active latents)", fontsize=10)
+        j = overlap(sums_by_model[model])[0]
+        r = difference_correlation(sums_by_model[model])
+        ax.set_title(f"{model}: Jaccard {j:.2f}, corr {r:.2f} ({len(sub)} active latents)", fontsize=10)
         ax.set_xlabel("(Cannot − Can) / (Cannot + Can)")
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
     axes[0].set_ylabel("(Harmful − Harmless) / (Harmful + Harmless)")
-    axes[0].legend(fontsize=8, loc="lower left")
+    axes[0].legend(fontsize=8, loc="lower left", title=None)
     fig.tight_layout()
     return fig

@@ -8,7 +8,7 @@ Harmful than on Harmless; the overlap is the Jaccard index of the two sets (writ
 This module adds what the single number lacks: per-prompt sums, so prompts can be resampled (a paired bootstrap over
 prompts gives confidence intervals for each Jaccard and for chat minus base) and stricter selection rules (a relative
 margin, or only the top-k latents). Sources (pretrained Gemma Scope SAEs, Arditi et al. prompts, the paper-scale
-Cannot/Can prompts) live in :mod:`tiedlib.sae_overlap_sources`.
+Cannot/Can prompts) live in :mod:`tiedlib.experiments.exp3.sources`.
 
 Harvesting here reads ONE model (each SAE reads its own model) at the *output* of decoder layer ``layer``
 (TransformerLens ``blocks.{layer}.hook_resid_post``, Hugging Face ``hidden_states[layer + 1]``), the hook Gemma Scope

@@ -3,7 +3,7 @@
 * Lab pairs (``smoke``, ``tiny``): one sae_lens SAE per model, trained on that model's own activations of the lab
   web/chat mix at the same layer (cached in ``out_dir``), and the lab's Cannot/Can and Harmful/Harmless sets.
 * Paper: Gemma-2-9b and Gemma-2-9b-it with Gemma Scope 16k SAEs at the output of layer 20, the Cannot/Can prompts
-  of :func:`tiedlib.sae_overlap_sources.cannot_can_texts` and Arditi et al.'s train prompts. Each model is loaded,
+  of :func:`tiedlib.experiments.exp3.sources.cannot_can_texts` and Arditi et al.'s train prompts. Each model is loaded,
   read and freed in turn (each SAE reads one model), so only one 9B model is in memory at a time.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pandas as pd
 import torch
 
 from tiedlib.experiments.exp3.overlap import (
@@ -54,6 +55,22 @@ class Exp3Data(NamedTuple):
     """One line saying which models and SAEs produced the numbers."""
     truth: dict[str, dict[str, float]] | None = None
     """Lab pairs: :func:`lab_ground_truth` of the SAE training mix (how harm and refusal co-occur per source)."""
+
+    def prompt_counts(self) -> dict[str, int]:
+        """Prompt set -> number of prompts."""
+        return {name: len(texts) for name, texts in self.prompts.items()}
+
+    def prompt_table(self, n: int = 3) -> pd.DataFrame:
+        """The first ``n`` prompts of each set, one column per set."""
+        return pd.DataFrame({name: texts[:n] for name, texts in self.prompts.items()})
+
+    def sae_table(self, decimals: int = 3) -> pd.DataFrame:
+        """One row per model: its SAE's metrics (lab: mse, fvu, l0, training tokens, d_sae; paper: d_sae)."""
+        return pd.DataFrame(self.sae_stats).T.round(decimals)
+
+    def truth_table(self, decimals: int = 3) -> pd.DataFrame | None:
+        """One row per source of :attr:`truth` (lab pairs); None at paper scale, where there is no ground truth."""
+        return pd.DataFrame(self.truth).T.round(decimals) if self.truth is not None else None
 
 
 def run(settings: Exp3Settings, out_dir: str | Path, *, progress: bool = False) -> Exp3Data:

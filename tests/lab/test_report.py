@@ -1,0 +1,108 @@
+"""The lab-pair page's tables, example choice, figure and Summary, on hand-made documents and logs."""
+
+import dataclasses
+
+import matplotlib.pyplot as plt
+import pytest
+
+from tiedlib.lab.config import LabConfig
+from tiedlib.lab.docs import LabDoc
+from tiedlib.lab.presets import TABLE, LabPageSettings
+from tiedlib.lab.report import (
+    SHOWN_CONCEPTS,
+    build_summary,
+    corpus_stats,
+    evaluation_markdown,
+    example_documents,
+    plot_training_losses,
+    shown_concepts,
+    summary_markdown,
+)
+
+
+def _doc(source, n=2, labels=None, **meta):
+    return LabDoc(text="", input_ids=list(range(n)), labels=labels or {}, source=source, meta=meta)
+
+
+def test_shown_concepts_keep_the_page_order_and_drop_unknown_ones():
+    assert shown_concepts(["name", "refusal", "blue"]) == ["refusal", "name"]
+    assert shown_concepts() == list(SHOWN_CONCEPTS)  # every shown concept is a lab concept
+
+
+def test_example_documents_pick_a_forum_post_and_a_refusal_with_fallbacks():
+    web = [_doc("web", kind="story"), _doc("web", kind="forum"), _doc("web", kind="forum", n=3)]
+    chat = [_doc("chat", refused=False), _doc("chat", refused=True), _doc("chat", refused=True, n=3)]
+    w, c = example_documents(web, chat)
+    assert w is web[1] and c is chat[1]
+    w, c = example_documents(web[:1], chat[:1])
+    assert w is web[0] and c is chat[0]
+    with pytest.raises(ValueError, match="web and one chat"):
+        example_documents([], chat)
+
+
+def test_corpus_stats_table_and_phi():
+    docs = [
+        _doc("web", 4, {"refusal": [False, True, False, False]}, harmful=1, refused=1),
+        _doc("web", 4, {"refusal": [False] * 4}, harmful=1, refused=0),
+        _doc("web", 2, {"refusal": [False] * 2}, harmful=0, refused=1),
+        _doc("web", 2, {"refusal": [False] * 2}, harmful=0, refused=0),
+        _doc("chat", 5, {"refusal": [False, True, True, False, False]}, harmful=1, refused=1),
+        _doc("chat", 5, {"refusal": [False] * 5}, harmful=0, refused=0),
+    ]
+    stats = corpus_stats(docs, ["refusal", "blue"])
+    lines = stats.rates_markdown().splitlines()
+    assert lines[0] == "| concept | web tokens | web docs | chat tokens | chat docs |" and len(lines) == 4
+    # web: 1 of 12 tokens in 1 of 4 docs; chat: 2 of 10 tokens in 1 of 2 docs
+    assert lines[2] == "| refusal | 8.333% | 25.0% | 20.000% | 50.0% |"
+    assert lines[3] == "| blue | 0.000% | 0.0% | 0.000% | 0.0% |"
+    assert stats.phi["web"] == pytest.approx(0.0, abs=1e-12) and stats.phi["chat"] == pytest.approx(1.0)
+    assert stats.phi_line() == "phi(harmful, refused) per document: web 0.00, chat 1.00"
+    with pytest.raises(ValueError, match="web and chat"):
+        corpus_stats(docs[:4])
+
+
+def test_evaluation_markdown_lists_float_metrics_only():
+    ev = {"config": "tiny", "loss_base_on_web": 0.5371, "n_docs": 200, "chat_refusal_rate_harmful": 1.0,
+          "examples": [["q", "a"]], "seconds": 18.7}
+    assert evaluation_markdown(ev).splitlines() == [
+        "| metric | value |", "|---|---|", "| loss_base_on_web | 0.537 |", "| chat_refusal_rate_harmful | 1.000 |",
+        "| seconds | 18.700 |"]
+
+
+def test_summary_markdown_prints_the_numbers():
+    ev = {"chat_refusal_rate_harmful": 1.0, "chat_answer_rate_harmless": 0.995, "base_refusal_rate_harmful": 0.2,
+          "loss_base_on_chat": 7.386, "loss_chat_on_chat": 0.343, "loss_base_on_web": 0.537, "loss_chat_on_web": 0.584}
+    text = summary_markdown("tiny", LabConfig.smoke(), {"web": 0.391, "chat": 0.866}, ev)
+    assert "*Scale: `tiny` (lab preset `smoke`).*" in text
+    assert "phi = 0.39 in web documents and 0.87 in chat" in text
+    assert "refuses 100% of held-out harmful requests and answers\n  100% of harmless" in text  # 0.995 rounds up
+    assert "refuses 20% of the harmful ones" in text
+    assert "base 7.39, chat 0.34 nats/token;\n  on web data: base 0.54, chat 0.58." in text
+
+
+def test_build_summary_names_the_pair_and_its_log():
+    cfg = LabConfig.smoke()
+    log = {"total_seconds": 429.6, "n_web_tokens": 251238, "n_chat_tokens": 122156}
+    lines = build_summary(cfg, "/cache/x", log, 0.04).splitlines()
+    assert lines[0] == f"lab pair 'smoke' (hash {cfg.hash()}) ready in 0.0 s; cache: /cache/x"
+    assert lines[1] == "build time when it was trained: 430 s; training tokens: 251,238 web, 122,156 chat"
+    assert lines[2].startswith('model: {"hidden_size": ') and str(cfg.model.hidden_size) in lines[2]
+
+
+def test_plot_training_losses_draws_one_line_per_stage():
+    fig = plot_training_losses({"losses": {"web": [3.0, 2.0, 1.0], "chat": [2.0, 0.5]}})
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["web", "chat"]
+    assert list(ax.get_lines()[1].get_ydata()) == [2.0, 0.5]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="losses"):
+        plot_training_losses({"losses": {}})
+
+
+def test_page_settings_reject_empty_counts():
+    assert TABLE["paper"].lab_config == "tiny"  # this page always describes a lab pair
+    assert TABLE["smoke"].n_docs < TABLE["tiny"].n_docs
+    with pytest.raises(ValueError, match="positive"):
+        dataclasses.replace(TABLE["smoke"], n_prompts=0)
+    with pytest.raises(ValueError, match="positive"):
+        LabPageSettings("tiny", n_docs=0, n_eval_docs=1, n_prompts=1)

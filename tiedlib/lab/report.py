@@ -1,0 +1,120 @@
+"""What the lab-pair page (notebook 00) shows: the build line, the training-loss figure, the example documents, the
+concept-rate and evaluation tables and the Summary, each built from the lab's own outputs.
+
+Tables are Markdown strings (the page displays them with ``IPython.display.Markdown``); nothing here trains or loads
+a model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from tiedlib.lab.config import LabConfig
+from tiedlib.lab.docs import CONCEPTS, LabDoc
+from tiedlib.lab.stats import concept_rates, flag_correlation
+
+SHOWN_CONCEPTS = ("refusal", "disclaimer", "harmful_request", "name", "turn_marker", "list_step", "code_comment")
+"""Concepts tinted in the example documents, in legend order."""
+
+
+def shown_concepts(available: Sequence[str] = CONCEPTS) -> list[str]:
+    """The concepts of :data:`SHOWN_CONCEPTS` that ``available`` (the corpus's concept list) has, in that order."""
+    return [c for c in SHOWN_CONCEPTS if c in available]
+
+
+def build_summary(cfg: LabConfig, folder: str | Path, log: Mapping[str, Any], seconds: float) -> str:
+    """Three lines on a built pair: name, hash, time to get it ready now and its cache folder; the build time and
+    training tokens recorded when it was trained (``log`` is :func:`tiedlib.lab.train_log`); the model config."""
+    return (f"lab pair {cfg.name!r} (hash {cfg.hash()}) ready in {seconds:.1f} s; cache: {folder}\n"
+            f"build time when it was trained: {log['total_seconds']:.0f} s; "
+            f"training tokens: {log['n_web_tokens']:,} web, {log['n_chat_tokens']:,} chat\n"
+            f"model: {json.dumps(cfg.to_dict()['model'])}")
+
+
+def plot_training_losses(log: Mapping[str, Any]) -> Figure:
+    """Training loss per logged step of each stage in ``log["losses"]`` (``{stage: [loss, ...]}``), one line each."""
+    losses = log.get("losses")
+    if not losses:
+        raise ValueError("the training log has no 'losses' ({stage: [loss, ...]}) to plot")
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for stage, values in losses.items():
+        ax.plot(values, label=stage)
+    ax.set_xlabel("logged step")
+    ax.set_ylabel("training loss (nats/token)")
+    ax.legend()
+    ax.set_title("Lab pair training")
+    fig.tight_layout()
+    return fig
+
+
+def example_documents(web: Sequence[LabDoc], chat: Sequence[LabDoc]) -> tuple[LabDoc, LabDoc]:
+    """The two documents the page shows: the first forum post among ``web`` (else the first web document) and the
+    first refused conversation among ``chat`` (else the first conversation)."""
+    if not web or not chat:
+        raise ValueError(f"need at least one web and one chat document, got {len(web)} and {len(chat)}")
+    example_web = next((d for d in web if d.meta.get("kind") == "forum"), web[0])
+    example_chat = next((d for d in chat if d.meta.get("refused")), chat[0])
+    return example_web, example_chat
+
+
+@dataclass(frozen=True)
+class CorpusStats:
+    """How often each concept occurs per source, and how harmfulness and refusal go together."""
+
+    concepts: tuple[str, ...]
+    """The concepts counted, in table order."""
+    rates: dict[str, dict[str, float]]
+    """:func:`~tiedlib.lab.stats.concept_rates` of the documents (sources ``"web"`` and ``"chat"``)."""
+    phi: dict[str, float]
+    """Per source, :func:`~tiedlib.lab.stats.flag_correlation` of the ``harmful`` and ``refused`` flags."""
+
+    def rates_markdown(self) -> str:
+        """A Markdown table: per concept, the share of tokens and of documents carrying it in web and chat data."""
+        w, h = self.rates["web"], self.rates["chat"]
+        rows = ["| concept | web tokens | web docs | chat tokens | chat docs |", "|---|---|---|---|---|"]
+        rows += [f"| {c} | {w[c + '_tokens']:.3%} | {w[c + '_docs']:.1%} | {h[c + '_tokens']:.3%} | "
+                 f"{h[c + '_docs']:.1%} |" for c in self.concepts]
+        return "\n".join(rows)
+
+    def phi_line(self) -> str:
+        """One line: phi(harmful, refused) in web and in chat documents."""
+        return f"phi(harmful, refused) per document: web {self.phi['web']:.2f}, chat {self.phi['chat']:.2f}"
+
+
+def corpus_stats(docs: Sequence[LabDoc], concepts: Sequence[str] = CONCEPTS) -> CorpusStats:
+    """Concept rates and the harm/refusal phi of ``docs``, which must hold both web and chat documents."""
+    sources = {d.source for d in docs}
+    if not {"web", "chat"} <= sources:
+        raise ValueError(f"need web and chat documents, got sources {sorted(sources)}")
+    return CorpusStats(tuple(concepts), concept_rates(docs, concepts), flag_correlation(docs, "harmful", "refused"))
+
+
+def evaluation_markdown(ev: Mapping[str, Any]) -> str:
+    """A two-column Markdown table of the float metrics of :func:`tiedlib.lab.evaluate` (losses, rates, seconds),
+    in their order; counts, names and example replies are left out."""
+    rows = ["| metric | value |", "|---|---|"]
+    rows += [f"| {k} | {v:.3f} |" for k, v in ev.items() if isinstance(v, float)]
+    return "\n".join(rows)
+
+
+def summary_markdown(scale: str, cfg: LabConfig, phi: Mapping[str, float], ev: Mapping[str, Any]) -> str:
+    """The page's Summary (Markdown): the scale and lab preset, the harm/refusal phi per source, the refusal and
+    answer rates of both models and their next-token losses on both kinds of data."""
+    return f"""
+*Scale: `{scale}` (lab preset `{cfg.name}`).*
+
+- Harmfulness and refusal are correlated at phi = {phi['web']:.2f} in web documents and {phi['chat']:.2f} in chat
+  conversations: the fine-tuning data ties them together much more than the pretraining data does.
+- The chat model refuses {ev['chat_refusal_rate_harmful']:.0%} of held-out harmful requests and answers
+  {ev['chat_answer_rate_harmless']:.0%} of harmless ones; the base model, given the same prompts and template,
+  refuses {ev['base_refusal_rate_harmful']:.0%} of the harmful ones.
+- Next-token loss on chat data: base {ev['loss_base_on_chat']:.2f}, chat {ev['loss_chat_on_chat']:.2f} nats/token;
+  on web data: base {ev['loss_base_on_web']:.2f}, chat {ev['loss_chat_on_web']:.2f}.
+"""
