@@ -1,4 +1,7 @@
-"""Figures of Experiment 1. Every function returns a matplotlib Figure and never calls ``show()``."""
+"""Figures of Experiment 1. Every function returns a matplotlib Figure and never calls ``show()``.
+
+Statistical figures (the ratio scatter with hue by corner, the annotated AUROC heatmap) use seaborn; line plots and
+bar charts use matplotlib."""
 
 from __future__ import annotations
 
@@ -6,9 +9,12 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
 from tiedlib.analysis.firing import Corners, FiringRatios
+from tiedlib.experiments.exp1.baseline import StandardBaseline
 
 GROUP_COLOURS = {"shared": "#2e7d32", "base": "#1565c0", "chat": "#c62828", "all": "#6a1b9a"}
 
@@ -43,25 +49,45 @@ def training_curves(metrics: Sequence[Mapping[str, float]], title: str = "") -> 
     return fig
 
 
+def ratio_points(ratios: FiringRatios, corners: Corners | None = None) -> pd.DataFrame:
+    """The points of the ratio scatter: one row per kept triple with two finite ratios.
+
+    Columns ``triple``, ``base/shared``, ``chat/shared`` and ``kind`` (``"top-left"``, ``"bottom-right"`` or
+    ``"other"``; a triple in both corner lists counts as top-left).
+    """
+    idx = ratios.finite.nonzero().squeeze(1)
+    kind = np.full(len(ratios.finite), "other", dtype=object)
+    if corners is not None:
+        kind[corners.bottom_right.numpy()] = "bottom-right"
+        kind[corners.top_left.numpy()] = "top-left"
+    return pd.DataFrame({"triple": idx.numpy(), "base/shared": ratios.base_over_shared[idx].numpy(),
+                         "chat/shared": ratios.chat_over_shared[idx].numpy(), "kind": kind[idx.numpy()]})  # fmt: skip
+
+
 def firing_ratio_scatter(ratios: FiringRatios, corners: Corners | None = None, *, annotate: int = 3,
                          title: str = "") -> Figure:  # fmt: skip
     """base/shared (x) against chat/shared (y) firing-count ratios of every kept triple (the write-up's Figure 2).
 
-    Top-left latents (chat-side novelty) are red, bottom-right ones blue; the first ``annotate`` of each are labelled
-    with their index. Triples dropped by the frequency filter and those with zero shared firings are counted in the
-    legend, not plotted.
+    A seaborn scatter with hue by corner: top-left latents (chat-side novelty) are red, bottom-right ones blue; the
+    first ``annotate`` of each are labelled with their index. Triples dropped by the frequency filter and those with
+    zero shared firings are counted in the legend, not plotted.
     """
-    fin = ratios.finite.numpy()
-    x, y = ratios.base_over_shared.numpy(), ratios.chat_over_shared.numpy()
+    points = ratio_points(ratios, corners)
+    counts = points["kind"].value_counts()
+    names = {k: f"{k} ({int(counts.get(k, 0))})" for k in ("other", "top-left", "bottom-right")}
+    points["kind"] = points["kind"].map(names)
+    palette = {names["other"]: "0.45", names["top-left"]: GROUP_COLOURS["chat"],
+               names["bottom-right"]: GROUP_COLOURS["base"]}  # fmt: skip
+    sizes = {names["other"]: 8, names["top-left"]: 28, names["bottom-right"]: 28}
+    order = [n for k, n in names.items() if counts.get(k, 0)]
     fig, ax = plt.subplots(figsize=(5.6, 5))
-    ax.scatter(x[fin], y[fin], s=8, color="0.45", alpha=0.6, label=f"{int(fin.sum())} triples")
+    sns.scatterplot(data=points, x="base/shared", y="chat/shared", hue="kind", size="kind", hue_order=order,
+                    size_order=order, palette=palette, sizes=sizes, alpha=0.8, linewidth=0, ax=ax)  # fmt: skip
     if corners is not None:
-        for idx, colour, name in ((corners.top_left, GROUP_COLOURS["chat"], "top-left"),
-                                  (corners.bottom_right, GROUP_COLOURS["base"], "bottom-right")):  # fmt: skip
-            ii = idx.numpy()
-            ax.scatter(x[ii], y[ii], s=28, color=colour, label=f"{name} ({len(ii)})", zorder=3)
-            for i in ii[:annotate]:
-                ax.annotate(str(i), (x[i], y[i]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        for idx in (corners.top_left, corners.bottom_right):
+            for i in idx.numpy()[:annotate]:
+                xy = (float(ratios.base_over_shared[i]), float(ratios.chat_over_shared[i]))
+                ax.annotate(str(i), xy, fontsize=8, xytext=(3, 3), textcoords="offset points")
     dropped = int((~ratios.kept).sum())
     zero = int((ratios.kept & ratios.zero_shared).sum())
     ax.plot([], [], " ", label=f"not shown: {dropped} rare, {zero} never shared")
@@ -69,23 +95,26 @@ def firing_ratio_scatter(ratios: FiringRatios, corners: Corners | None = None, *
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title=f"{len(points)} triples")
     ax.set_title(title or "Firing-count ratios per latent triple")
     fig.tight_layout()
     return fig
 
 
-def auroc_heatmap(values: np.ndarray, rows: Sequence[str], cols: Sequence[str], *, title: str = "") -> Figure:
-    """Heatmap of AUROC values (``rows x cols``, e.g. concepts x (group, dataset)), annotated, 0.5 white."""
-    values = np.asarray(values, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.28 * len(rows) + 1.4))
-    im = ax.imshow(values, cmap="RdBu_r", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    for (i, j), v in np.ndenumerate(values):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="w" if abs(v - 0.5) > 0.35 else "k")
-    fig.colorbar(im, ax=ax, fraction=0.04, label="best AUROC")
+def auroc_heatmap(values: np.ndarray | pd.DataFrame, rows: Sequence[str] | None = None,
+                  cols: Sequence[str] | None = None, *, title: str = "") -> Figure:  # fmt: skip
+    """Annotated seaborn heatmap of AUROC values (``rows x cols``, e.g. concepts x (group, dataset)), 0.5 white.
+
+    ``values`` is an array with ``rows`` and ``cols`` labels, or a DataFrame whose index and columns are the labels.
+    NaN cells (a concept absent from the data) are left blank.
+    """
+    table = values if isinstance(values, pd.DataFrame) else pd.DataFrame(np.asarray(values, dtype=float), index=rows,
+                                                                         columns=cols)  # fmt: skip
+    fig, ax = plt.subplots(figsize=(1.1 * table.shape[1] + 2.5, 0.28 * table.shape[0] + 1.4))
+    sns.heatmap(table.astype(float), cmap="RdBu_r", vmin=0.0, vmax=1.0, center=0.5, annot=True, fmt=".2f",
+                annot_kws={"fontsize": 6.5}, cbar_kws={"fraction": 0.04, "label": "best AUROC"}, ax=ax)  # fmt: skip
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
     ax.set_title(title or "Best latent per concept")
     fig.tight_layout()
     return fig
@@ -107,3 +136,12 @@ def neighbour_bars(labels: Sequence[str], cosines: Sequence[float], aurocs: Sequ
     fig.suptitle(title or "Standard-crosscoder baseline: nearest base decoder vectors")
     fig.tight_layout()
     return fig
+
+
+def baseline_neighbours(baseline: StandardBaseline, *, title: str = "") -> Figure:
+    """:func:`neighbour_bars` of a standard-crosscoder baseline that has a query and ground truth."""
+    c = baseline.concepts
+    if baseline.query is None or baseline.neighbours is None or baseline.cosines is None or c is None:
+        raise ValueError("the baseline has no query latent or no ground truth, so there are no neighbours to plot")
+    return neighbour_bars([str(i) for i in baseline.neighbours.tolist()], baseline.cosines.tolist(),
+                          c.neighbour_aurocs, concept=c.concept, title=title)  # fmt: skip

@@ -1,0 +1,71 @@
+"""Experiment 1's two crosscoders (the tied one and the standard baseline, trained on the same data or loaded from
+released checkpoints) and their held-out metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from tiedlib.analysis.contexts import TokenSample
+from tiedlib.analysis.firing import HeldOutMetrics, evaluate
+from tiedlib.config import CrosscoderConfig, TrainConfig
+from tiedlib.crosscoders.checkpoints import load_crosscoder
+from tiedlib.crosscoders.crosscoder import Crosscoder
+from tiedlib.experiments.exp1.data import TrainingData
+from tiedlib.experiments.exp1.presets import Exp1Settings
+from tiedlib.training import train_or_load
+
+
+def train_config(settings: Exp1Settings, n_steps: int) -> TrainConfig:
+    """The optimisation settings both crosscoders share; only the number of steps differs."""
+    return TrainConfig(n_steps=n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, device=settings.device,
+                       log_every=settings.log_every, progress=False)  # fmt: skip
+
+
+def tied_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
+    """The tied crosscoder: ``n_latents`` triples (shared, base, chat) and the write-up's penalty exponent ``eta``."""
+    return CrosscoderConfig(d_model=d_model, n_latents=settings.n_latents, architecture="tied", eta=settings.eta)
+
+
+def standard_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
+    """The standard crosscoder of the baseline (``standard_n_latents`` latents)."""
+    return CrosscoderConfig(d_model=d_model, n_latents=settings.standard_n_latents, architecture="standard")
+
+
+def _train_or_checkpoint(checkpoint: str | None, run_dir: Path, cfg: CrosscoderConfig, train_cfg: TrainConfig,
+                         data: TrainingData) -> tuple[Crosscoder, list[dict]]:  # fmt: skip
+    if checkpoint:
+        model, log = load_crosscoder(checkpoint, device=data.settings.device), []
+    else:
+        model, log = train_or_load(run_dir, cfg, train_cfg, data.make_data)
+    model.eval()
+    return model, log
+
+
+def tied_crosscoder(data: TrainingData, run_dir: str | Path) -> tuple[Crosscoder, list[dict]]:
+    """Train the tied crosscoder into ``run_dir`` (or load the finished run there), or load ``settings.checkpoint``.
+
+    Returns the crosscoder in eval mode and its logged metrics (empty for a released checkpoint).
+    """
+    s = data.settings
+    return _train_or_checkpoint(s.checkpoint, Path(run_dir), tied_config(s, data.pair.d_model),
+                                train_config(s, s.n_steps), data)  # fmt: skip
+
+
+def standard_crosscoder(data: TrainingData, run_dir: str | Path) -> tuple[Crosscoder, list[dict]]:
+    """Train the standard baseline into ``run_dir`` (or load it), or load ``settings.standard_checkpoint``."""
+    s = data.settings
+    return _train_or_checkpoint(s.standard_checkpoint, Path(run_dir), standard_config(s, data.pair.d_model),
+                                train_config(s, s.standard_n_steps), data)  # fmt: skip
+
+
+def held_out_metrics(model: Crosscoder, samples: Mapping[str, TokenSample]) -> dict[str, HeldOutMetrics]:
+    """Explained variance, L0, dead latents and firing counts of ``model`` on each named sample."""
+    return {name: evaluate(model, s.batches()) for name, s in samples.items()}
+
+
+def held_out_table(held: Mapping[str, HeldOutMetrics]) -> pd.DataFrame:
+    """One column per sample, one row per metric (``explained_variance_base``, ``l0_shared``, ``dead_chat``, ...)."""
+    return pd.DataFrame({name: m.as_dict() for name, m in held.items()})

@@ -1,0 +1,43 @@
+"""The notebook's closing summary, written from the results computed above it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tiedlib.analysis.firing import HeldOutMetrics
+from tiedlib.config import BASE, CHAT
+from tiedlib.experiments.exp1.baseline import StandardBaseline
+from tiedlib.experiments.exp1.ground_truth import CornerConcepts, RefusalTriple
+from tiedlib.experiments.exp1.presets import Exp1Settings
+from tiedlib.experiments.exp1.ratios import RatioScatter
+
+
+def summary(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, scatter: RatioScatter, settings: Exp1Settings,
+            *, refusal: RefusalTriple | None = None, corners: CornerConcepts | None = None,
+            baseline: StandardBaseline | None = None) -> str:  # fmt: skip
+    """The run's findings, one sentence per line.
+
+    Args:
+        scale: the notebook's ``SCALE``.
+        pair: the model pair (``name`` and ``layer`` are read).
+        tied: the tied crosscoder (``cfg.n_latents`` and ``cfg.eta`` are read).
+        held: the tied crosscoder's metrics on the web + chat sample.
+        refusal, corners: the ground-truth results (lab pairs only; both or neither).
+        baseline: the standard-crosscoder baseline; its sentence needs ground truth and a query latent.
+    """
+    m = held
+    lines = [f"Scale: {scale} (pair {pair.name}, layer {pair.layer}, {tied.cfg.n_latents} x 3 latents, "
+             f"eta {tied.cfg.eta}).",
+             f"Held-out explained variance: base {m.explained_variance[BASE]:.3f}, chat "
+             f"{m.explained_variance[CHAT]:.3f}; L0 shared/base/chat {m.l0[0]:.1f}/{m.l0[1]:.1f}/{m.l0[2]:.1f}; dead "
+             f"{m.dead.tolist()} over {m.firing.n_tokens:,} tokens.",
+             f"Ratio scatter: {scatter.n_plotted} triples plotted, {scatter.n_rare} dropped as rare, "
+             f"{scatter.n_never_shared} never shared; most top-left {scatter.most_top_left}, most bottom-right "
+             f"{scatter.most_bottom_right}."]  # fmt: skip
+    if (refusal is None) != (corners is None):
+        raise ValueError("pass both ground-truth results (refusal and corners) or neither")
+    if refusal is not None and corners is not None:
+        lines += [refusal.verdict(settings.auroc_threshold), corners.verdict()]
+        if baseline is not None and baseline.verdict() is not None:
+            lines.append(baseline.verdict())
+    return "\n".join(lines)
