@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import pytest
 import torch
 
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap
+from tiedlib.activations import harvest as harvest_module
 from tiedlib.activations.buffer import ActivationBuffer, DataExhaustedError
 from tiedlib.activations.harvest import estimate_norm_factors, harvest_all
 
@@ -154,3 +156,141 @@ def test_errors(pair, seqs):
         make_buffer(pair, seqs, batch_size=4, norm_factors=torch.ones(2)).load_state_dict(state)
     with pytest.raises(ValueError, match="n_sequences"):
         make_buffer(pair, seqs[:5], norm_factors=torch.ones(2)).load_state_dict(state)
+
+
+class _Interrupt(KeyboardInterrupt):
+    """Stands for Ctrl-C / SIGTERM arriving at a chosen point."""
+
+
+def _interrupt_on_call(monkeypatch, owner, name: str, k: int) -> None:
+    """Make ``owner.name`` raise :class:`_Interrupt` on its ``k``-th call (counted from 1)."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise _Interrupt(f"interrupt at call {k} of {name}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+def _count_calls(monkeypatch, owner, name: str, counts: dict[str, int]) -> None:
+    """Count the calls of ``owner.name`` in ``counts[name]``."""
+    original = getattr(owner, name)
+    counts[name] = 0
+
+    def wrapped(*args, **kwargs):
+        counts[name] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+def _roundtrip(state: dict) -> dict:
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    blob.seek(0)
+    return torch.load(blob, weights_only=True)
+
+
+@pytest.mark.parametrize("on_exhausted", ["stop", "new_epoch"])
+def test_exact_resume_from_an_interrupt_at_every_refill_phase(pair, seqs, monkeypatch, on_exhausted):
+    """Interrupt a run at every model call (odd calls: before a harvest batch; even calls: inside one, after the base
+    model ran) and at every shuffle, in the first, later and last fills, across an epoch boundary. A resume from the
+    saved state, and the interrupted buffer itself, continue with exactly the batches of an uninterrupted run."""
+    data = seqs[:6] if on_exhausted == "new_epoch" else seqs  # 6 short sequences: the run crosses epochs
+    kw = dict(norm_factors=torch.ones(2), on_exhausted=on_exhausted)
+    n_total = 7  # three fills of three batches: the first, a later one, and one cut short
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # epoch warnings
+        calls: dict[str, int] = {}
+        with monkeypatch.context() as m:
+            for owner, name in ((harvest_module, "_trace_layer_input"), (torch, "randperm")):
+                _count_calls(m, owner, name, calls)
+            buf = make_buffer(pair, data, **kw)
+            reference, epochs = [], []
+            for _ in range(n_total):
+                reference.append(next(buf))
+                epochs.append(int(buf.last_positions[:, 0].max()))
+        # Three fills, of two or more harvest batches each.
+        assert calls["_trace_layer_input"] >= 8 and calls["randperm"] == 3
+        assert (max(epochs) > 0) == (on_exhausted == "new_epoch")
+        points = [(harvest_module, "_trace_layer_input", k) for k in range(1, calls["_trace_layer_input"] + 1)]
+        points += [(torch, "randperm", k) for k in range(1, calls["randperm"] + 1)]
+        for owner, name, k in points:
+            with monkeypatch.context() as m:
+                buf = make_buffer(pair, data, **kw)
+                _interrupt_on_call(m, owner, name, k)
+                head = []
+                with pytest.raises(_Interrupt):
+                    while True:
+                        head.append(next(buf))
+                state = _roundtrip(buf.state_dict())
+            resumed = make_buffer(pair, data, norm_factors=torch.ones(2), on_exhausted=on_exhausted, seed=9)
+            resumed.load_state_dict(state)
+            # The resumed buffer, and the interrupted one called again (a notebook cell run again), both continue.
+            for b in (resumed, buf):
+                assert b.tokens_consumed == 8 * len(head), (name, k)
+                tail = [next(b) for _ in range(n_total - len(head))]
+                for i, (got, want) in enumerate(zip(head + tail, reference, strict=True)):
+                    assert torch.equal(got, want), (name, k, i, b is buf)
+
+
+def _peak_cpu_bytes(fn) -> int:
+    """Peak of the CPU bytes allocated (net of frees) while ``fn`` runs, from the torch profiler's allocator events.
+
+    Frees of blocks allocated before ``fn`` are not reported, so this can only overestimate the peak."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())  # fmt: skip
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_refill_memory_stays_within_the_preallocated_buffer(monkeypatch, dtype):
+    """A refill writes into the preallocated buffer: its peak is the buffer plus one harvest batch, not the
+    3-5 buffer-sized copies of a concatenate + permute + scale refill. The harvest is replaced by random rows of
+    the right layout (this test measures the buffer's own copies; harvesting is tested above)."""
+    from tiedlib.activations import buffer as buffer_module
+    from tiedlib.activations.harvest import HarvestBatch
+
+    d, seq_len, model_batch, buffer_tokens = 256, 64, 4, 4096
+    tok = tiny_tokenizer()
+    base, chat = (wrap(tiny_gemma2(n_layers=2, d_model=d, seed=s), tok) for s in (0, 1))
+
+    def fake_harvest(base, chat, seqs, spec, device):
+        n = sum(len(s) - 1 for s in seqs)  # BOS dropped
+        doc = torch.cat([torch.full((len(s) - 1,), i) for i, s in enumerate(seqs)])
+        pos = torch.cat([torch.arange(1, len(s)) for s in seqs])
+        return HarvestBatch(torch.randn(n, 2, spec.d_model), torch.zeros(n, dtype=torch.long), doc, pos)
+
+    monkeypatch.setattr(buffer_module, "_harvest_batch", fake_harvest)
+    seqs = [[1] * seq_len for _ in range(3 * buffer_tokens // (seq_len - 1))]
+    kw = dict(batch_size=256, buffer_tokens=buffer_tokens, model_batch_size=model_batch, norm_factors=torch.ones(2),
+              dtype=dtype)  # fmt: skip
+    expected = buffer_tokens * 2 * d * dtype.itemsize  # the activations alone
+    harvest_batch = model_batch * seq_len * 2 * d * 4  # one float32 harvest batch
+    assert expected >= 8 * harvest_batch  # sizes where the buffer dominates
+
+    holder = {}
+    first = _peak_cpu_bytes(lambda: holder.update(buf=ActivationBuffer(base, chat, seqs, 1, **kw), x=None)
+                            or holder.update(x=next(holder["buf"])))  # fmt: skip
+    buf = holder["buf"]
+    assert ActivationBuffer.bytes_needed(buffer_tokens, d, dtype) == buf.nbytes >= expected
+    assert buf.nbytes <= 1.05 * expected  # position metadata and the permutation are small next to the rows
+    for _ in range(buffer_tokens // 256 - 1):
+        next(buf)  # spend the first fill
+    second = _peak_cpu_bytes(lambda: next(buf))  # a whole refill
+    assert first <= buf.nbytes + 3 * harvest_batch, (first, buf.nbytes)
+    assert second <= 3 * harvest_batch, (second, buf.nbytes)  # the buffer itself is reused, not reallocated
+    batch = next(buf)
+    assert batch.dtype == torch.float32 and batch.shape == (256, 2, d)
