@@ -206,3 +206,35 @@ def test_norm_factors_give_sqrt_d_model():
 
 def test_harvest_batch_fields():
     assert HarvestBatch._fields == ("acts", "token_ids", "doc_index", "position")
+
+
+def test_bos_inside_a_packed_sequence_is_dropped():
+    """Packed rows hold several documents, each introduced by BOS: every BOS is an attention-sink outlier, not only
+    the one at position 0."""
+    lm_base, lm_chat, tok, *_ = make_pair()
+    seqs = [[1, 7, 8, 1, 9, 10, 1, 11], [1, 12, 1]]
+    out = harvest_all(lm_base, lm_chat, seqs, 1, batch_size=2, progress=False)
+    assert out.token_ids.tolist() == [7, 8, 9, 10, 11, 12]
+    assert out.position.tolist() == [1, 2, 4, 5, 7, 1]
+    assert out.doc_index.tolist() == [0, 0, 0, 0, 0, 1]
+    # The tokens after an inner BOS keep the activations of the whole packed row (no reset at the boundary).
+    whole = harvest_all(lm_base, lm_chat, seqs[:1], 1, drop_bos=False, progress=False)
+    torch.testing.assert_close(out.acts[:5], whole.acts[[1, 2, 4, 5, 7]])
+
+
+def test_harvest_allocates_no_kv_cache():
+    from transformers.cache_utils import Cache
+
+    lm_base, lm_chat, tok, base, chat = make_pair()
+    seen = []
+
+    def pre_hook(module, args, kwargs):  # the cache's keyword has been renamed across versions: look at all of them
+        seen.append([type(v).__name__ for v in (*args, *kwargs.values()) if isinstance(v, Cache)] or None)
+
+    handles = [decoder_layers(m)[0].register_forward_pre_hook(pre_hook, with_kwargs=True) for m in (base, chat)]
+    try:
+        harvest_all(lm_base, lm_chat, random_sequences(3, 3, 8, len(tok)), 2, batch_size=3, progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(seen) == 2 and all(cache is None for cache in seen), seen

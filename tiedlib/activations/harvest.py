@@ -8,8 +8,9 @@ saved, so the layers above it (and the unembedding) never run.
 
 Padding convention: sequences are padded on the **left**, as nnsight's wrapper pads text itself, and
 explicit ``position_ids`` counted from each row's first real token are passed so that absolute-position
-models (GPT-2) see every real token at its true position whatever the padding. Padding, the BOS token at
-position 0 and any ``exclude_token_ids`` (e.g. chat-template tokens) are dropped from the output.
+models (GPT-2) see every real token at its true position whatever the padding. Padding, every BOS token (at
+position 0 and, in packed rows, at each later document start) and any ``exclude_token_ids`` (e.g. chat-template
+tokens) are dropped from the output. Forward passes run with ``use_cache=False``, so no KV cache is allocated.
 
 The refreshing, shuffling :class:`ActivationBuffer` lives in :mod:`tiedlib.activations.buffer`, which builds on
 this module (never the other way round).
@@ -205,7 +206,9 @@ def _pad_left(
 def _trace_layer_input(model: Any, path: str, layer: int, inputs: dict[str, Tensor]) -> Tensor:
     """Run ``model`` up to decoder layer ``layer`` and return that layer's input ``(batch, seq, d_model)``."""
     layers = _get_path(model, path)
-    with model.trace(inputs) as tracer:
+    # use_cache=False: a forward pass that is never continued needs no KV cache (transformers allocates one per
+    # layer by default, as big as the keys and values of the whole batch).
+    with model.trace(inputs, use_cache=False) as tracer:
         hidden = layers[layer].input.save()
         # Everything above this layer is wasted work for harvesting: end the forward here.
         tracer.stop()
@@ -268,8 +271,9 @@ def _harvest_batch(base: Any, chat: Any, seqs: list[list[int]], spec: _Spec, dev
             hidden.append(h.to(device=device if device is not None else h.device, dtype=torch.float32))
     keep = mask.bool()
     if spec.drop_bos and spec.bos_id is not None:
-        # The BOS activation is a norm outlier (attention sink); it is dropped for training AND normalisation.
-        keep &= ~((position == 0) & (ids == spec.bos_id))
+        # The BOS activation is a norm outlier (attention sink); it is dropped for training AND normalisation, at
+        # every position: a packed row holds several documents, each introduced by its own BOS.
+        keep &= ids != spec.bos_id
     if spec.exclude.numel():
         keep &= ~torch.isin(ids, spec.exclude)
     keep_dev = keep.to(hidden[0].device)
@@ -303,7 +307,7 @@ def harvest(
             each starting with BOS if the model uses one.
         layer: decoder layer whose *input* is read (``hidden_states[layer]``).
         batch_size: sequences per forward pass.
-        drop_bos: drop position 0 when it is the tokenizer's BOS token.
+        drop_bos: drop every token that is the tokenizer's BOS (position 0 and document starts in packed rows).
         exclude_token_ids: token ids to drop as well (e.g. chat-template tokens).
         pad_id: padding id (default: the tokenizer's pad, else EOS, else 0); padding is always dropped.
         progress: show a tqdm bar.
