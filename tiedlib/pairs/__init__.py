@@ -171,5 +171,7 @@ def heldout_sequences(pair: ModelPair, source: str, n: int, *, seq_len: int = 10
         return [d.input_ids for d in docs], docs
     from tiedlib.pairs.corpora import mixed_stream, take_sequences
 
-    stream = mixed_stream(pair.tokenizer, chat_fraction=1.0 if source == "chat" else 0.0, seq_len=seq_len, seed=1)
+    # One document per row (not packed): held-out contexts are read document by document.
+    stream = mixed_stream(pair.tokenizer, chat_fraction=1.0 if source == "chat" else 0.0, seq_len=seq_len, seed=1,
+                          pack=False)  # fmt: skip
     return take_sequences(stream, n, progress=progress), None

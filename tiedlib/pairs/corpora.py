@@ -6,19 +6,28 @@ Two routes lead to fixed-length token sequences for :func:`tiedlib.activations.h
 * :func:`pretokenized_stream` reads a dataset that already has an ``input_ids`` column; both public crosscoder
   runs used :data:`PAPER_PRETOKENIZED` (Pile and LMSys-Chat-1M mixed, Gemma-2 tokenizer, 1024 tokens a row).
 * :func:`mixed_stream` builds the same kind of mix from raw text: it streams a Pile-like dataset (a ``text``
-  column) and an LMSys-like one (a ``conversation`` column of ``{role, content}`` turns), picks a chat sample
-  with probability ``chat_fraction``, renders chat samples with the chat model's chat template, tokenises
-  and cuts every document to ``seq_len`` tokens, each starting with BOS.
+  column) and an LMSys-like one (a ``conversation`` column of ``{role, content}`` turns), renders chat samples
+  with the chat model's chat template, tokenises, and *packs* each source's documents into rows of exactly
+  ``seq_len`` tokens (:func:`pack_sequences`); each row is a chat row with probability ``chat_fraction``.
+
+BOS convention of packed rows: every document starts with BOS, and every row starts with BOS too (a row that
+continues a document gets one inserted: Gemma needs its attention sink at position 0). BOS tokens are never
+harvested (:mod:`tiedlib.activations.harvest` drops all of them), so a row yields ``seq_len`` minus its BOS tokens
+minus any excluded template tokens; :func:`take_tokens` counts exactly those to deliver the tokens a run asks for.
 
 Both are lazy iterators over ``datasets`` streams (``streaming=True``), so nothing is downloaded up front;
-:func:`take_sequences` materialises the first ``n`` into a compact :class:`TokenSequences` (one flat int32
-tensor), which the buffer can index and re-read for exact resume.
+:func:`take_sequences` / :func:`take_tokens` materialise them into a compact :class:`TokenSequences` (one flat int32
+tensor), which the buffer can index and re-read for exact resume, and which :func:`load_or_build_sequences` saves
+once (with a checksum) and reuses on resume instead of streaming again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, overload
@@ -113,10 +122,24 @@ def template_token_ids(tokenizer: Any) -> set[int]:
     return {int(i) for i in ids if i in special}
 
 
+def tokenize_documents(texts: Iterable[str], tokenizer: Any) -> Iterator[list[int]]:
+    """Tokenise documents one by one, each starting with exactly one BOS (if the tokenizer has one), uncut.
+
+    A chat template that writes BOS itself (Gemma's does) keeps it; others get it prepended.
+    """
+    bos = tokenizer.bos_token_id
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+        yield ids
+
+
 def tokenize_to_length(texts: Iterable[str], tokenizer: Any, seq_len: int, *, min_len: int = 2) -> Iterator[list[int]]:
     """Tokenise documents one by one, each starting with BOS (if the tokenizer has one), cut to ``seq_len``.
 
-    Each document stays its own sequence (no packing), so a chat sample keeps its template from the start.
+    Each document stays its own sequence (no packing), so a chat sample keeps its template from the start; the tokens
+    past ``seq_len`` are lost (use :func:`pack_sequences` to keep them).
 
     Args:
         texts: documents.
@@ -129,14 +152,50 @@ def tokenize_to_length(texts: Iterable[str], tokenizer: Any, seq_len: int, *, mi
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
-    bos = tokenizer.bos_token_id
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if bos is not None and (not ids or ids[0] != bos):
-            ids = [bos, *ids]
+    for ids in tokenize_documents(texts, tokenizer):
         ids = ids[:seq_len]
         if len(ids) >= min_len:
             yield ids
+
+
+def pack_sequences(documents: Iterable[Sequence[int]], seq_len: int, *, bos_id: int | None) -> Iterator[list[int]]:
+    """Pack tokenised documents into rows of exactly ``seq_len`` tokens, so no token of a document is lost.
+
+    Documents are laid end to end, each introduced by one BOS (a leading BOS of the document is kept, never
+    doubled). Every row starts with BOS: a row that opens with a document start uses that document's BOS, and a
+    row that continues a document gets a BOS inserted (Gemma's activations need BOS, the attention sink, at
+    position 0). Documents that start inside a row keep their BOS there; harvesting drops every BOS. Attention
+    crosses document boundaries inside a row, as in the public pre-tokenised mix. The last, incomplete row is
+    dropped.
+
+    Args:
+        documents: token-id lists (empty ones and lone BOS tokens are skipped).
+        seq_len: tokens per row (at least 2 when ``bos_id`` is set: a row is BOS plus content).
+        bos_id: the BOS id, or ``None`` for plain concatenation.
+
+    Yields:
+        Token-id lists of length exactly ``seq_len``.
+    """
+    if seq_len < (2 if bos_id is not None else 1):
+        raise ValueError(f"seq_len must be at least {2 if bos_id is not None else 1} to pack rows, got {seq_len}")
+    row: list[int] = []
+    for doc in documents:
+        ids = list(doc)
+        if bos_id is not None:
+            ids = ids[1:] if ids and ids[0] == bos_id else ids
+            if not ids:
+                continue
+            ids = [bos_id, *ids]
+        i = 0
+        while i < len(ids):
+            if not row and bos_id is not None and ids[i] != bos_id:
+                row.append(bos_id)  # this row continues a document: it still starts with BOS
+            take = min(seq_len - len(row), len(ids) - i)
+            row += ids[i : i + take]
+            i += take
+            if len(row) == seq_len:
+                yield row
+                row = []
 
 
 def mixed_stream(
@@ -152,21 +211,27 @@ def mixed_stream(
     lmsys_kwargs: Mapping[str, Any] | None = None,
     text_column: str = "text",
     conversation_column: str = "conversation",
+    pack: bool = True,
 ) -> Iterator[list[int]]:
-    """Stream a Pile/LMSys mix as token sequences of at most ``seq_len`` tokens.
+    """Stream a Pile/LMSys mix as token rows.
 
-    Each sequence is a chat sample with probability ``chat_fraction`` (a seeded Bernoulli draw), else a Pile
-    document. The stream ends when the source being drawn from runs out.
+    With ``pack=True`` (the default, for training) each source's documents are packed into rows of exactly
+    ``seq_len`` tokens (:func:`pack_sequences`: every row starts with BOS, documents inside it start with their own
+    BOS) and each row is a chat row with probability ``chat_fraction`` (a seeded Bernoulli draw), so
+    ``chat_fraction`` is also the expected share of chat *tokens*. With ``pack=False`` each row is one document cut
+    to ``seq_len`` (for held-out sets, where a row should be one document). The stream ends when the source being
+    drawn from runs out.
 
     Args:
         tokenizer: the chat model's tokenizer (shared with the base model; it renders the chat template).
         pile, lmsys: Hub names / builder names, or already-open iterables of rows.
-        chat_fraction: probability of a chat sample, in ``[0, 1]``.
-        seq_len: maximum tokens per sequence, BOS included.
+        chat_fraction: probability of a chat row, in ``[0, 1]``.
+        seq_len: tokens per row (packed), or at most (``pack=False``), BOS included.
         seed: seed of the mixing draws.
         split: split to stream when a name is given.
         pile_kwargs, lmsys_kwargs: extra ``load_dataset`` arguments (``data_files=...``, ``token=...``).
         text_column, conversation_column: column names of the two sources.
+        pack: pack documents into full rows (default) or keep one document per row.
 
     Yields:
         Token-id lists, each starting with BOS.
@@ -182,18 +247,25 @@ def mixed_stream(
     chat_rows = iter(_as_stream(lmsys, split, lmsys_kwargs)) if chat_fraction > 0 else iter(())
     rng = random.Random(seed)
 
-    def texts() -> Iterator[str]:
-        while True:
-            is_chat = rng.random() < chat_fraction
-            row = next(chat_rows if is_chat else pile_rows, None)
-            if row is None:
-                return
-            column = conversation_column if is_chat else text_column
+    def texts(rows: Iterator[Mapping[str, Any]], is_chat: bool) -> Iterator[str]:
+        column = conversation_column if is_chat else text_column
+        for row in rows:
             if column not in row:
                 raise ValueError(f"{'chat' if is_chat else 'text'} rows have no {column!r} column: {sorted(row)}")
             yield format_chat(row[column], tokenizer) if is_chat else row[column]
 
-    yield from tokenize_to_length(texts(), tokenizer, seq_len)
+    def rows_of(rows: Iterator[Mapping[str, Any]], is_chat: bool) -> Iterator[list[int]]:
+        if pack:
+            return pack_sequences(tokenize_documents(texts(rows, is_chat), tokenizer), seq_len,
+                                  bos_id=tokenizer.bos_token_id)  # fmt: skip
+        return tokenize_to_length(texts(rows, is_chat), tokenizer, seq_len)
+
+    sources = (rows_of(pile_rows, False), rows_of(chat_rows, True))
+    while True:
+        row = next(sources[rng.random() < chat_fraction], None)
+        if row is None:
+            return
+        yield row
 
 
 def pretokenized_stream(
@@ -278,19 +350,133 @@ class TokenSequences(Sequence[list[int]]):
     def n_tokens(self) -> int:
         return self.flat.numel()
 
-    def save(self, path: str | Path) -> None:
-        """Write to a safetensors file."""
+    def checksum(self) -> str:
+        """SHA-256 (hex) of the offsets and tokens: two files with the same checksum hold the same sequences."""
+        h = hashlib.sha256()
+        for t in (self.offsets, self.flat):
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | Path, *, meta: Mapping[str, Any] | None = None) -> str:
+        """Write to a safetensors file, atomically (a temporary file renamed into place).
+
+        Args:
+            path: the file.
+            meta: JSON-serialisable description of how the sequences were made (dataset, ``seq_len``, seed, token
+                count...), stored in the file and compared by :meth:`load`.
+
+        Returns:
+            The :meth:`checksum`, also stored in the file.
+        """
         from safetensors.torch import save_file
 
-        save_file({"flat": self.flat, "offsets": self.offsets}, str(path))
+        path = Path(path)
+        digest = self.checksum()
+        header = {"checksum": digest, "meta": json.dumps(dict(meta or {}), sort_keys=True)}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            save_file({"flat": self.flat, "offsets": self.offsets}, str(tmp), metadata=header)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return digest
+
+    @staticmethod
+    def read_meta(path: str | Path) -> dict[str, Any]:
+        """The ``meta`` a file was saved with (``{}`` if none), without reading the tokens."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            return json.loads((fh.metadata() or {}).get("meta", "{}"))
 
     @classmethod
-    def load(cls, path: str | Path) -> TokenSequences:
-        """Read a file written by :meth:`save`."""
+    def load(cls, path: str | Path, *, meta: Mapping[str, Any] | None = None) -> TokenSequences:
+        """Read a file written by :meth:`save`, verifying its checksum and, if given, its ``meta``.
+
+        Raises:
+            ValueError: the tokens do not match the stored checksum (a corrupt or altered file), the file has no
+                checksum, or ``meta`` differs from the stored one (the message names the differing keys).
+        """
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        if "checksum" not in header:
+            raise ValueError(f"{path} has no checksum: it was not written by TokenSequences.save")
+        if meta is not None:
+            stored = json.loads(header.get("meta", "{}"))
+            want = json.loads(json.dumps(dict(meta), sort_keys=True))  # compare as JSON (tuples are lists there)
+            diff = sorted(k for k in stored.keys() | want.keys() if stored.get(k) != want.get(k))
+            if diff:
+                details = ", ".join(f"{k}: file {stored.get(k)!r} vs asked {want.get(k)!r}" for k in diff)
+                raise ValueError(f"{path} holds other sequences than asked for ({details}); "
+                                 f"delete it or point to another file")  # fmt: skip
         tensors = load_file(str(path))
-        return cls(tensors["flat"], tensors["offsets"])
+        seqs = cls(tensors["flat"], tensors["offsets"])
+        if seqs.checksum() != header["checksum"]:
+            raise ValueError(f"{path} is corrupt: its tokens do not match the checksum stored with them")
+        return seqs
+
+
+def take_tokens(
+    stream: Iterable[Sequence[int]], n_tokens: int, *, drop_token_ids: Iterable[int] = (), progress: bool = True
+) -> TokenSequences:
+    """The first rows of a token stream that together hold at least ``n_tokens`` harvestable tokens.
+
+    A token counts unless its id is in ``drop_token_ids`` (pass BOS and the chat template's tokens: the ids the
+    harvester drops), so a run that asks for ``n_tokens`` activations gets them.
+
+    Raises:
+        ValueError: ``n_tokens`` is not positive, or the stream ends before enough tokens (the message says how many
+            it had).
+    """
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    drop = torch.tensor(sorted({int(t) for t in drop_token_ids}), dtype=torch.int32)
+    chunks, lengths, kept = [], [], 0
+    with tqdm(total=n_tokens, desc="tokens", unit="tok", unit_scale=True, disable=not progress) as bar:
+        for ids in stream:
+            row = torch.as_tensor(list(ids), dtype=torch.int32)
+            n = int((~torch.isin(row, drop)).sum()) if drop.numel() else row.numel()
+            chunks.append(row)
+            lengths.append(row.numel())
+            kept += n
+            bar.update(min(n, n_tokens - bar.n))
+            if kept >= n_tokens:
+                break
+    if kept < n_tokens:
+        raise ValueError(f"the stream ended after {len(chunks)} rows with {kept} harvestable tokens, "
+                         f"fewer than the {n_tokens} asked for")  # fmt: skip
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.int64).cumsum(0)
+    return TokenSequences(torch.cat(chunks), offsets)
+
+
+def load_or_build_sequences(
+    path: str | Path, build: Callable[[], TokenSequences], *, meta: Mapping[str, Any]
+) -> TokenSequences:
+    """Reuse the token file at ``path`` if it exists, else ``build()`` the sequences and save them there.
+
+    For a run's token data: the first run streams and tokenises once and saves the result with its checksum and
+    ``meta``; a resumed run reads the same file back (verified) instead of streaming again, so it trains on the very
+    same tokens even if the remote dataset changed meanwhile.
+
+    Args:
+        path: the token file (its folder is created).
+        build: makes the sequences when there is no file (e.g. ``lambda: take_tokens(mixed_stream(...), n)``).
+        meta: JSON-serialisable description of what ``build`` makes; a file saved with another ``meta`` is refused.
+
+    Raises:
+        ValueError: the file exists but is corrupt or was saved with another ``meta`` (see :meth:`TokenSequences.load`).
+    """
+    path = Path(path)
+    if path.exists():
+        return TokenSequences.load(path, meta=meta)
+    seqs = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seqs.save(path, meta=meta)
+    return seqs
 
 
 def take_sequences(stream: Iterable[Sequence[int]], n_sequences: int, *, progress: bool = True) -> TokenSequences:
