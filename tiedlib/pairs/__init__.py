@@ -64,7 +64,7 @@ def wrap(hf_model: Any, tokenizer: Any) -> Any:
     return TransformersModel(hf_model, tokenizer=tokenizer)
 
 
-def load_pair(name: str = "tiny", *, layer: int | None = None, device: str = "cpu", dtype: Any = None,
+def load_pair(name: str = "tiny", *, layer: int | None = None, device: Any = "cpu", dtype: Any = None,
               lab_config: Any = None) -> ModelPair:
     """Load a base/chat pair by name, wrapped for nnsight.
 
@@ -75,7 +75,9 @@ def load_pair(name: str = "tiny", *, layer: int | None = None, device: str = "cp
         layer: decoder layer whose input residual stream is harvested (default: the middle layer for lab pairs,
             14 for Gemma-2-2b).
         device: device both models are put on.
-        dtype: optional torch dtype for the paper pair (e.g. ``torch.bfloat16``); lab pairs stay float32.
+        dtype: weight dtype of the paper pair, a ``torch.dtype`` or its name (``"bfloat16"``, ``"float32"``...);
+            default bfloat16 on CUDA and float32 elsewhere (:func:`resolve_dtype`). The weights are read straight
+            into this dtype on ``device``. Lab pairs stay float32.
         lab_config: a :class:`tiedlib.lab.LabConfig` replacing the named lab preset (lab pairs only).
 
     Raises:
@@ -105,16 +107,57 @@ def load_pair(name: str = "tiny", *, layer: int | None = None, device: str = "cp
                      d_model=base_hf.config.hidden_size, base_hf=base_hf, chat_hf=chat_hf, config=source)
 
 
-def _load_hub_pair(base_id: str, chat_id: str, *, device: str, dtype: Any) -> tuple[Any, Any, Any]:
+_DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32",
+                "float16": "float16", "fp16": "float16", "half": "float16", "float": "float32"}  # fmt: skip
+
+
+def resolve_dtype(dtype: Any, device: Any) -> Any:
+    """The weight dtype to load a paper pair in.
+
+    Args:
+        dtype: a ``torch.dtype``, a name (``"bfloat16"``/``"bf16"``, ``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``)
+            or ``None`` for the default: bfloat16 on a CUDA device (half the memory of float32; Gemma-2 was trained in
+            it), float32 elsewhere (bfloat16 matmuls are slow on most CPUs).
+        device: where the model goes (``"cuda"``, ``"cuda:1"``, ``"cpu"``, a ``torch.device``).
+
+    Raises:
+        ValueError: an unknown dtype name or a non-floating dtype.
+    """
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        name = _DTYPE_NAMES.get(dtype.lower().removeprefix("torch."))
+        if name is None:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPE_NAMES)}")
+        return getattr(torch, name)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype or its name, got {dtype!r}")
+    return dtype
+
+
+def _load_hub_pair(base_id: str, chat_id: str, *, device: Any, dtype: Any) -> tuple[Any, Any, Any]:
+    """Tokenizer and both models, each read straight into ``dtype`` on ``device`` (Hub ids or local folders).
+
+    With ``accelerate`` installed, ``device_map`` places every weight on the device as it is read, so no full
+    float32 (or even CPU) copy of a model ever exists; without it a model is read on the CPU in ``dtype`` and moved
+    before the next one is read. Either way the two models are loaded one after the other.
+    """
+    import importlib.util
     import os
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype = resolve_dtype(dtype, device)
+    direct = importlib.util.find_spec("accelerate") is not None
+    kwargs: dict[str, Any] = {"dtype": dtype, **({"device_map": str(device)} if direct else {})}
     try:
         tok = AutoTokenizer.from_pretrained(base_id)
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        base = AutoModelForCausalLM.from_pretrained(base_id, **kwargs).to(device).eval()
-        chat = AutoModelForCausalLM.from_pretrained(chat_id, **kwargs).to(device).eval()
+        models = []
+        for repo in (base_id, chat_id):
+            model = AutoModelForCausalLM.from_pretrained(repo, **kwargs)
+            models.append((model if direct else model.to(device)).eval())
     except (OSError, ValueError) as e:  # transformers turns Hub, gating and missing-file errors into OSError
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         token = bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
@@ -124,7 +167,7 @@ def _load_hub_pair(base_id: str, chat_id: str, *, device: str, dtype: Any) -> tu
             f"licence accepted ({'HF_TOKEN is set' if token else 'no HF_TOKEN set'}), or both models already in the "
             f"local Hugging Face cache. Offline, use load_pair('tiny'). Underlying error: {type(e).__name__}: {e}"
         ) from e
-    return tok, base, chat
+    return tok, models[0], models[1]
 
 
 def is_lab(pair: ModelPair) -> bool:
