@@ -134,3 +134,29 @@ def test_firing_fractions_standard_and_tied():
     assert f.shape == (64,) and torch.allclose(f, (std.encode(x) > 0).float().mean(0))
     tied = make_model(architecture="tied")
     assert firing_fractions(tied, x).shape == (3, 64)
+
+
+def test_bf16_finetune_keeps_float32_master_weights():
+    """At lr 1e-5 Adam moves a weight by about 1e-5, under half a bfloat16 ulp of most weights: updating bfloat16
+    weights directly leaves most of them unchanged (17% moved here), float32 masters let the updates add up."""
+    import copy
+
+    examples = [([1, 4 + i % 3, 5 + i % 2], 7 if i % 2 else 8) for i in range(16)]
+    cfg = colours.FinetuneConfig(lr=1e-5, epochs=20, batch_size=16)  # 20 steps
+    init = tiny_gemma2(n_layers=2, d_model=32, vocab_size=len(WORDS), seed=0)
+    fp32, bf16 = copy.deepcopy(init), copy.deepcopy(init).to(torch.bfloat16)
+    before = {k: v.clone() for k, v in bf16.state_dict().items()}
+    colours.finetune_last_token(fp32, examples, cfg, pad_id=0, progress=False)
+    colours.finetune_last_token(bf16, examples, cfg, pad_id=0, progress=False)
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}  # the model stays bfloat16
+    n = moved = near = 0
+    for name, after in bf16.state_dict().items():  # every weight gets a gradient (the unembedding is tied)
+        ref, start = fp32.state_dict()[name], before[name]
+        n += after.numel()
+        moved += int((after != start).sum())
+        # Within a bfloat16 rounding of the float32 run's weights.
+        near += int(((after.float() - ref).abs() <= ref.abs() * 2**-8).sum())
+    assert moved > 0.9 * n, moved / n
+    assert near > 0.75 * n, near / n
+    with pytest.raises(ValueError, match="float16"):
+        colours.finetune_last_token(copy.deepcopy(init).half(), examples, cfg, pad_id=0, progress=False)

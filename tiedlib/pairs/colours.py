@@ -183,11 +183,26 @@ def finetune_last_token(
     model: Any, examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, *, pad_id: int,
     progress: bool = True,
 ) -> list[float]:
-    """Train ``model`` in place to predict each example's target after its prefix; returns the loss per step."""
+    """Train ``model`` in place to predict each example's target after its prefix; returns the loss per step.
+
+    A bfloat16 model keeps float32 *master weights*: the forward and backward passes run in bfloat16, AdamW updates
+    float32 copies of the weights and the model receives them rounded. Updating bfloat16 weights directly would lose
+    most updates: at the write-up's lr 1e-5, Adam's step of about ``lr`` is far below half a bfloat16 ulp of a weight
+    of size 0.01 (0.01 * 2**-9 = 2e-5), so the rounded weight would not move (mixed-precision training, Micikevicius
+    et al. 2018, arXiv:1710.03740, section 3.1).
+
+    Raises:
+        ValueError: a float16 model (it would need loss scaling; load it in bfloat16 or float32).
+    """
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(cfg.device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if any(p.dtype == torch.float16 for p in params):
+        raise ValueError("fine-tuning a float16 model needs loss scaling; load it in bfloat16 or float32")
+    # The optimiser works on float32 masters of the bfloat16 weights, and on float32 weights themselves.
+    masters = [p.detach().float().clone() if p.dtype == torch.bfloat16 else p for p in params]
+    opt = torch.optim.AdamW(masters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses = []
     n_steps = cfg.epochs * -(-len(examples) // cfg.batch_size)
     with tqdm(total=n_steps, desc="fine-tune", disable=not progress) as bar:
@@ -200,11 +215,24 @@ def finetune_last_token(
                 loss = torch.nn.functional.cross_entropy(logits, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                _step_with_masters_(opt, params, masters)
                 losses.append(float(loss.detach()))
                 bar.update(1)
     model.eval()
     return losses
+
+
+@torch.no_grad()
+def _step_with_masters_(opt: torch.optim.Optimizer, params: list[Tensor], masters: list[Tensor]) -> None:
+    """One optimiser step on ``masters`` with the gradients of ``params``; a parameter with a separate float32
+    master receives the updated master rounded to its own dtype."""
+    separate = [(p, m) for p, m in zip(params, masters, strict=True) if m is not p]
+    for p, m in separate:
+        m.grad = None if p.grad is None else p.grad.float()
+        p.grad = None
+    opt.step()
+    for p, m in separate:
+        p.copy_(m)
 
 
 def finetune_key(source: Any, examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, mode: str) -> str:
