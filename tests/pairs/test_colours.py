@@ -160,3 +160,34 @@ def test_bf16_finetune_keeps_float32_master_weights():
     assert near > 0.75 * n, near / n
     with pytest.raises(ValueError, match="float16"):
         colours.finetune_last_token(copy.deepcopy(init).half(), examples, cfg, pad_id=0, progress=False)
+
+
+def test_bf16_finetune_equals_one_adamw_over_float32_masters():
+    """The in-backward, per-parameter updates are the textbook master-weight step: one AdamW over float32 copies,
+    fed the bfloat16 gradients, and the model set to the rounded copies. No gradient is left behind."""
+    import copy
+
+    examples = [([1, 4 + i % 3, 5 + i % 2], 7 if i % 2 else 8) for i in range(8)]
+    cfg = colours.FinetuneConfig(lr=1e-3, epochs=3, batch_size=8)
+    init = tiny_gemma2(n_layers=2, d_model=32, vocab_size=len(WORDS), seed=2).to(torch.bfloat16)
+    fused, ref = copy.deepcopy(init), copy.deepcopy(init)
+    colours.finetune_last_token(fused, examples, cfg, pad_id=0, progress=False)
+    assert all(p.grad is None for p in fused.parameters())
+
+    params = list(ref.parameters())
+    masters = [p.detach().float() for p in params]
+    opt = torch.optim.AdamW(masters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ref.train()
+    for _ in range(cfg.epochs):
+        batch = [examples[i] for i in torch.randperm(len(examples), generator=gen).tolist()]
+        logits = colours.last_token_logits(ref, [p for p, _ in batch], 0)
+        torch.nn.functional.cross_entropy(logits, torch.tensor([t for _, t in batch])).backward()
+        for p, m in zip(params, masters, strict=True):
+            m.grad, p.grad = p.grad.float(), None
+        opt.step()
+        with torch.no_grad():
+            for p, m in zip(params, masters, strict=True):
+                p.copy_(m)
+    for (name, a), b in zip(fused.named_parameters(), params, strict=True):
+        assert torch.equal(a, b), name  # bitwise: the same arithmetic in another order of parameters
