@@ -29,3 +29,36 @@ def random_rows(n: int = 512, d_model: int = 16, seed: int = 0) -> torch.Tensor:
     codes = torch.relu(torch.randn(n, 32, generator=gen) - 1.0)
     dirs = torch.randn(32, 2, d_model, generator=gen)
     return torch.einsum("nk,kmd->nmd", codes, dirs) + 0.05 * torch.randn(n, 2, d_model, generator=gen)
+
+
+class Interrupt(KeyboardInterrupt):
+    """Stands for Ctrl-C or SIGTERM arriving at a chosen point (see :func:`interrupt_on_call`)."""
+
+
+def interrupt_on_call(monkeypatch, owner, name: str, k: int, exc: type[BaseException] = Interrupt) -> None:
+    """Make ``owner.name`` raise ``exc`` on its ``k``-th call (counted from 1), e.g.
+    ``interrupt_on_call(monkeypatch, tiedlib.activations.harvest, "_trace_layer_input", 3)`` interrupts the buffer
+    inside its second harvest batch, after the base model ran (odd calls are base models, even calls chat models)."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == k:
+            raise exc(f"interrupt at call {k} of {name}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+def count_calls(monkeypatch, owner, name: str, counts: dict[str, int]) -> None:
+    """Count the calls of ``owner.name`` in ``counts[name]`` (to enumerate the points :func:`interrupt_on_call` can
+    hit)."""
+    original = getattr(owner, name)
+    counts[name] = 0
+
+    def wrapped(*args, **kwargs):
+        counts[name] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)

@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from tests.helpers import Interrupt, count_calls, interrupt_on_call
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap
 from tiedlib.activations import harvest as harvest_module
 from tiedlib.activations.buffer import ActivationBuffer, DataExhaustedError
@@ -158,36 +159,6 @@ def test_errors(pair, seqs):
         make_buffer(pair, seqs[:5], norm_factors=torch.ones(2)).load_state_dict(state)
 
 
-class _Interrupt(KeyboardInterrupt):
-    """Stands for Ctrl-C / SIGTERM arriving at a chosen point."""
-
-
-def _interrupt_on_call(monkeypatch, owner, name: str, k: int) -> None:
-    """Make ``owner.name`` raise :class:`_Interrupt` on its ``k``-th call (counted from 1)."""
-    original = getattr(owner, name)
-    calls = {"n": 0}
-
-    def wrapped(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == k:
-            raise _Interrupt(f"interrupt at call {k} of {name}")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapped)
-
-
-def _count_calls(monkeypatch, owner, name: str, counts: dict[str, int]) -> None:
-    """Count the calls of ``owner.name`` in ``counts[name]``."""
-    original = getattr(owner, name)
-    counts[name] = 0
-
-    def wrapped(*args, **kwargs):
-        counts[name] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapped)
-
-
 def _roundtrip(state: dict) -> dict:
     blob = io.BytesIO()
     torch.save(state, blob)
@@ -208,7 +179,7 @@ def test_exact_resume_from_an_interrupt_at_every_refill_phase(pair, seqs, monkey
         calls: dict[str, int] = {}
         with monkeypatch.context() as m:
             for owner, name in ((harvest_module, "_trace_layer_input"), (torch, "randperm")):
-                _count_calls(m, owner, name, calls)
+                count_calls(m, owner, name, calls)
             buf = make_buffer(pair, data, **kw)
             reference, epochs = [], []
             for _ in range(n_total):
@@ -222,9 +193,9 @@ def test_exact_resume_from_an_interrupt_at_every_refill_phase(pair, seqs, monkey
         for owner, name, k in points:
             with monkeypatch.context() as m:
                 buf = make_buffer(pair, data, **kw)
-                _interrupt_on_call(m, owner, name, k)
+                interrupt_on_call(m, owner, name, k)
                 head = []
-                with pytest.raises(_Interrupt):
+                with pytest.raises(Interrupt):
                     while True:
                         head.append(next(buf))
                 state = _roundtrip(buf.state_dict())
