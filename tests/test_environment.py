@@ -15,7 +15,8 @@ from tiedlib.environment import MAIN_PACKAGES, Environment, NoGPUWarning, check,
 def make_env(gpu: str | None = None, in_colab: bool = False, **versions: str | None) -> Environment:
     found = {"tiedlib": "0.1.0", "torch": "2.13.0+cpu", "numpy": "2.3.5", "pandas": "2.3.3"}
     found.update(versions)
-    return Environment(python="3.11.7", versions=found, tiedlib_path="/site/tiedlib", gpu=gpu, in_colab=in_colab)
+    return Environment(python="3.11.7", versions=found, tiedlib_path="/venv/lib/python3.11/site-packages/tiedlib",
+                       gpu=gpu, in_colab=in_colab)
 
 
 def test_inspect_reads_the_installed_versions_and_tiedlibs_folder():
@@ -32,13 +33,16 @@ def test_inspect_reports_a_missing_distribution_as_none():
     assert env.versions == {"numpy": metadata.version("numpy"), "surely-not-installed-tiedlib-test": None}
 
 
-def test_summary_names_every_version_the_gpu_and_the_folder():
+def test_summary_names_every_version_the_gpu_and_the_kind_of_install():
     line = make_env(transformers=None).summary()
     assert "torch 2.13.0+cpu" in line and "numpy 2.3.5" in line and "pandas 2.3.3" in line
     assert "transformers missing" in line
-    assert "no CUDA GPU" in line and line.endswith("tiedlib from /site/tiedlib")
+    assert "no CUDA GPU" in line and line.endswith("tiedlib is an installed package")
     assert "GPU NVIDIA H100" in make_env(gpu="NVIDIA H100", in_colab=True).summary()
     assert "(Colab)" in make_env(in_colab=True).summary()
+    checkout = Environment(python="3.11.7", versions={}, tiedlib_path="/home/me/tiedlib/tiedlib", gpu=None,
+                           in_colab=False)
+    assert checkout.summary().endswith("tiedlib is a source checkout") and "/home/me" not in checkout.summary()
 
 
 def test_check_prints_the_versions(capsys):

@@ -16,6 +16,7 @@ PKG = ROOT / "tiedlib"
 # Stage of each top-level part of tiedlib: a module may import from its own stage or earlier ones.
 STAGES = {
     "config": 0,
+    "environment": 0,  # the install cell's report: versions, GPU check (imports only config)
     "lab": 0,  # the offline lab pair: standalone (imports only itself)
     "pairs": 1,
     "activations": 2,

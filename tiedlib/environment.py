@@ -43,11 +43,13 @@ class Environment:
     """Whether this runs inside Google Colab."""
 
     def summary(self) -> str:
-        """One line: Python, each main package's version (``missing`` where absent), the GPU, tiedlib's folder."""
+        """One line: Python, each main package's version (``missing`` where absent), the GPU, and whether tiedlib is
+        an installed package or a source checkout (not its folder: executed pages are published)."""
         found = ", ".join(f"{name} {version or 'missing'}" for name, version in self.versions.items())
         gpu = f"GPU {self.gpu}" if self.gpu else "no CUDA GPU (CPU only)"
         where = " (Colab)" if self.in_colab else ""
-        return f"Python {self.python}{where}: {found}; {gpu}; tiedlib from {self.tiedlib_path}"
+        kind = "an installed package" if "-packages" in Path(self.tiedlib_path).parts[-2] else "a source checkout"
+        return f"Python {self.python}{where}: {found}; {gpu}; tiedlib is {kind}"
 
 
 def _version(name: str) -> str | None:
