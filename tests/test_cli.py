@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -48,3 +50,62 @@ def test_train_then_resume_through_the_nnsight_buffer_is_exact(tmp_path, capsys)
     # an existing run folder is refused without --overwrite
     assert main(["train", *flags, "--out-dir", str(tmp_path / "a")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+class _SignalAt:
+    """Wraps a data source and sends this process SIGTERM when batch number ``at`` (1-based) is requested."""
+
+    def __init__(self, data, at: int):
+        self.data, self.at, self.requested = data, at, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.requested += 1
+        if self.requested == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.data)
+
+    def __getattr__(self, name):  # state_dict, load_state_dict, norm_factors
+        return getattr(self.data, name)
+
+
+def _rows_with_inner_bos(seq_len: int):
+    """Token rows as a stream may give them: every other row two lab documents joined (so BOS also appears inside
+    the row) and cut to ``seq_len``, the others one document shorter than ``seq_len``."""
+    from tiedlib import lab
+
+    docs = [d.input_ids for d in lab.crosscoder_mix(lab.LabConfig.smoke(), 400, split="train")]
+    pairs = zip(docs[::2], docs[1::2], strict=False)
+    return iter([(a + b)[:seq_len] if i % 2 == 0 else a[:seq_len] for i, (a, b) in enumerate(pairs)])
+
+
+def test_sigterm_near_the_end_then_resume_reads_the_saved_tokens_and_finishes_exactly(tmp_path, capsys, monkeypatch):
+    import tiedlib.cli as cli
+    import tiedlib.pairs.corpora as corpora
+
+    flags = ["--pair", "smoke", "--dataset", "mix", "--seq-len", "48", "--n-latents", "16", "--n-steps", "10",
+             "--batch-size", "32", "--buffer-tokens", "96", "--model-batch-size", "4", "--lr", "0.001",
+             "--log-every", "5", "--checkpoint-every", "4", "--no-progress"]
+    monkeypatch.setattr(corpora, "mixed_stream", lambda *a, **k: _rows_with_inner_bos(48))
+    # the run takes rows until they hold 320 harvestable tokens (counting 47 a row ran out in the last step)
+    assert main(["train", *flags, "--out-dir", str(tmp_path / "a")]) == 0
+    full = load_crosscoder(tmp_path / "a" / "crosscoder")
+
+    real_buffer = cli.make_buffer
+    monkeypatch.setattr(cli, "make_buffer", lambda *a: _SignalAt(real_buffer(*a), at=9))  # during step 9 of 10
+    assert main(["train", *flags, "--out-dir", str(tmp_path / "b")]) == 143
+    err = capsys.readouterr().err
+    assert f"python -m tiedlib.cli resume {tmp_path / 'b'}" in err
+    assert str(tmp_path / "b" / "crosscoder" / "checkpoints" / "step_0000009") in err
+
+    def restream(*_a, **_k):
+        raise AssertionError("resume streamed the dataset again instead of reading tokens.safetensors")
+
+    monkeypatch.setattr(cli, "make_buffer", real_buffer)
+    monkeypatch.setattr(corpora, "mixed_stream", restream)
+    assert main(["resume", str(tmp_path / "b")]) == 0  # one step left: the last fill is rebuilt from the file
+    resumed = load_crosscoder(tmp_path / "b" / "crosscoder")
+    for name, p in full.state_dict().items():
+        assert torch.equal(p, resumed.state_dict()[name]), name

@@ -24,6 +24,8 @@ Architecture = Literal["standard", "tied"]
 DecoderNorm = Literal["free", "equal", "unit"]
 Activation = Literal["relu", "batchtopk"]
 SharedPenalty = Literal["sum", "max"]
+ModelDtype = Literal["auto", "bfloat16", "float32", "float16"]
+BufferDtype = Literal["bfloat16", "float32"]
 
 
 class _JsonConfig:
@@ -142,8 +144,11 @@ class TrainConfig(_JsonConfig):
     n_steps: int
     """Number of optimizer steps (tokens seen = n_steps * the batch size of the data iterator)."""
     lr: float = 5e-5
+    """Adam learning rate (public replication: 5e-5)."""
     beta1: float = 0.9
+    """Adam beta1."""
     beta2: float = 0.999
+    """Adam beta2."""
     l1_coeff: float = 2.0
     """Final sparsity coefficient."""
     l1_warmup_frac: float = 0.05
@@ -153,13 +158,26 @@ class TrainConfig(_JsonConfig):
     grad_clip: float = 1.0
     """Maximum global gradient norm; 0 disables clipping."""
     seed: int = 0
+    """Seed of torch and Python's RNGs at the start of training."""
     device: str = "cpu"
+    """Device the crosscoder trains on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...)."""
     log_every: int = 50
     """Metrics are computed and passed to ``log`` every this many steps (and at the last step)."""
     checkpoint_every: int = 0
-    """Write a resumable checkpoint every this many steps (0: only at the end)."""
-    keep_checkpoints: int = 0
-    """How many intermediate checkpoints to keep (0: all)."""
+    """Write a resumable checkpoint every this many steps (0: by elapsed time only, see ``checkpoint_minutes``).
+    The last step always writes one."""
+    checkpoint_minutes: float = 30.0
+    """Also write a checkpoint once this many minutes have passed since the previous one (0: off), so that a long
+    run killed or preempted loses at most this much work, whatever ``checkpoint_every`` says."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep, newest first (0: all). At paper shapes one checkpoint (weights and Adam's two
+    moments, fp32) takes about 3.6 GB."""
+    tf32: bool = True
+    """On CUDA, allow TF32 matrix products (Ampere and newer: fp32 products several times faster, inputs rounded to
+    10 mantissa bits). Weights, gradients and Adam state stay fp32. No effect on CPU."""
+    bf16: bool = False
+    """Run the crosscoder's matrix products and latents in bfloat16 under ``torch.autocast`` (faster on GPUs with
+    bf16 tensor cores, half the latent memory); weights, optimizer state and the loss terms stay fp32."""
     wandb_project: str | None = None
     """Log to Weights & Biases under this project (needs ``wandb`` installed)."""
     progress: bool = True
@@ -178,34 +196,51 @@ class TrainConfig(_JsonConfig):
             raise ValueError("l1_coeff and grad_clip must be >= 0")
         if self.log_every <= 0:
             raise ValueError(f"log_every must be positive, got {self.log_every}")
-        if self.checkpoint_every < 0 or self.keep_checkpoints < 0:
-            raise ValueError("checkpoint_every and keep_checkpoints must be >= 0")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 0 or self.checkpoint_minutes < 0:
+            raise ValueError("checkpoint_every, checkpoint_minutes and keep_checkpoints must be >= 0")
 
 
 @dataclass
 class RunConfig(_JsonConfig):
-    """Everything a command-line training run needs (see ``python -m tiedlib.train --help``)."""
+    """Everything a command-line training run needs (see ``python -m tiedlib.cli train --help``)."""
 
     crosscoder: CrosscoderConfig
     train: TrainConfig
     pair: str = "tiny"
-    """Model pair for :func:`tiedlib.load_pair`."""
+    """Model pair for :func:`tiedlib.pairs.load_pair`: ``"tiny"``, ``"smoke"`` (offline lab pairs) or
+    ``"gemma-2-2b"``."""
+    layer: int | None = None
+    """Decoder layer whose input residual stream is read (default: the pair's, 14 for Gemma-2-2b)."""
+    dtype: ModelDtype = "auto"
+    """Weight dtype of the pair's models, loaded straight to the device in it; ``"auto"``: bfloat16 on CUDA, float32
+    elsewhere."""
     out_dir: str = "runs/crosscoder"
+    """Run folder: run.json, the token file and the crosscoder's run directory with its checkpoints."""
     batch_size: int = 4096
     """Activation rows (tokens) per optimizer step."""
-    buffer_tokens: int = 2**16
+    buffer_tokens: int = 2**19
+    """Tokens per activation-buffer fill, shuffled together (rounded down to whole batches; the public runs
+    shuffled 128 batches of 4,096). Gemma-2-2b in bf16: 9.2 KB a token, 4.8 GB for 2**19 tokens."""
+    buffer_dtype: BufferDtype = "bfloat16"
+    """Storage dtype of the activation buffer; batches are served as float32."""
+    buffer_device: str | None = None
+    """Where the buffer lives (default: the training device; ``"cpu"`` keeps it in pinned host memory)."""
     model_batch_size: int = 8
+    """Sequences per harvesting forward pass."""
     seq_len: int = 1024
-    dataset: str = "lab"
+    """Tokens per sequence (the public runs' 1,024), BOS included."""
+    dataset: str = "auto"
     """``"lab"`` (the lab pair's web/chat mix), ``"pretokenized"`` (the public runs' pre-tokenised Pile/LMSys mix)
-    or ``"mix"`` (Pile and LMSys-Chat streamed and tokenised here, chat samples through the chat template)."""
+    or ``"mix"`` (Pile and LMSys-Chat streamed and tokenised here, chat samples through the chat template);
+    ``"auto"``: ``"lab"`` for lab pairs, ``"pretokenized"`` for Gemma-2-2b."""
     n_sequences: int = 0
-    """Sequences to draw from the dataset; 0: enough for ``n_steps * batch_size`` tokens."""
+    """Sequences to draw from the dataset; 0: enough for ``n_steps * batch_size`` harvestable tokens."""
     chat_fraction: float = 0.5
     """Share of chat samples in the ``"mix"`` dataset."""
     on_exhausted: str = "stop"
     """When the sequences run out: ``"stop"`` with a clear error, or ``"new_epoch"`` (reuse them, with a warning)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes stored with the run."""
 
     def __post_init__(self) -> None:
         if self.on_exhausted not in ("stop", "new_epoch"):
@@ -214,6 +249,14 @@ class RunConfig(_JsonConfig):
             raise ValueError(f"chat_fraction must be in [0, 1], got {self.chat_fraction}")
         if min(self.batch_size, self.buffer_tokens, self.model_batch_size, self.seq_len) <= 0:
             raise ValueError("batch_size, buffer_tokens, model_batch_size and seq_len must be positive")
+        if self.n_sequences < 0:
+            raise ValueError(f"n_sequences must be >= 0, got {self.n_sequences}")
+        if self.dtype not in ("auto", "bfloat16", "float32", "float16"):
+            raise ValueError(f"dtype must be 'auto', 'bfloat16', 'float32' or 'float16', got {self.dtype!r}")
+        if self.buffer_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"buffer_dtype must be 'bfloat16' or 'float32', got {self.buffer_dtype!r}")
+        if self.layer is not None and self.layer < 0:
+            raise ValueError(f"layer must be >= 0, got {self.layer}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from tiedlib.config import BASE, CHAT, CrosscoderConfig
 from tiedlib.crosscoders import losses, variants
+from tiedlib.crosscoders.fused import ReluCrosscoderLoss, TiedDecode, compute_dtype
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -173,23 +174,37 @@ class _Crosscoder(nn.Module):
     def _penalty_weights(self, norms: Tensor) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _decode_and_sparsity(self, f: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        """``decode(f)`` and the per-group weighted L1 (:func:`losses.weighted_sparsity`) of the same latents."""
-        return self.decode(f), losses.weighted_sparsity(self._grouped(f), weights)
-
     def _grouped(self, f: Tensor) -> Tensor:
         """Latents as ``(batch, n_groups, n_latents)``."""
         return f.reshape(f.shape[0], self.cfg.n_groups, self.cfg.n_latents)
+
+    def _latents_reconstruction_sparsity(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Latents ``(batch, n_groups * n)``, reconstruction ``(batch, 2, d)`` and per-group weighted L1 ``(G,)``.
+
+        ReLU crosscoders take one fused autograd node (:class:`~tiedlib.crosscoders.fused.ReluCrosscoderLoss`);
+        BatchTopK goes through :meth:`encode` / :meth:`decode` and plain autograd.
+        """
+        if self.cfg.activation == "relu":
+            self._check_input(x)
+            W_enc = self.W_enc.reshape(2 * self.cfg.d_model, -1)
+            f, x_hat, per_group = ReluCrosscoderLoss.apply(
+                x.reshape(x.shape[0], -1), W_enc, self.b_enc.reshape(-1), self.W_dec, self.b_dec,
+                self._penalty_weights, compute_dtype(x, W_enc),
+            )
+            return f, x_hat, per_group
+        weights = self._penalty_weights(self.decoder_norms())
+        f = self.encode(x)
+        return f.reshape(x.shape[0], -1), self.decode(f), losses.weighted_sparsity(self._grouped(f), weights)
 
     def loss(self, x: Float[Tensor, "batch n_models d_model"], l1_coeff: float, *, metrics: bool = True) -> LossOutput:
         """Reconstruction + ``l1_coeff`` x decoder-norm-weighted L1, with the metrics the trainer logs.
 
         ``metrics=False`` skips the L0 and explained-variance passes over the batch (the trainer's non-logging
-        steps); those fields are then NaN. The loss terms are computed either way.
+        steps); those fields are then NaN. The loss terms are computed either way. Inside ``torch.autocast`` the
+        matrix products and latents use the autocast dtype; the loss terms are fp32.
         """
-        f = self.encode(x)
-        weights = self._penalty_weights(self.decoder_norms())
-        x_hat, per_group = self._decode_and_sparsity(f, weights)
+        f, x_hat, per_group = self._latents_reconstruction_sparsity(x)
+        x_hat = x_hat.to(x.dtype)
         batch = x.shape[0]
         se = losses.squared_error_per_model(x, x_hat)
         reconstruction = se.sum() / batch
@@ -342,58 +357,10 @@ class TiedCrosscoder(_Crosscoder):
     def decode(self, f: Float[Tensor, "batch 3 n_latents"]) -> Float[Tensor, "batch n_models d_model"]:
         if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
             raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
-        return _TiedDecode.apply(f, self.W_dec, self.b_dec)
-
-    def _decode_and_sparsity(self, f: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        # One autograd node for both uses of f: the penalty's gradient is added into the decoder's latent gradient
-        # in place, instead of autograd summing two (batch, 3, n) gradients into a third.
-        if f.ndim != 3 or tuple(f.shape[1:]) != (3, self.cfg.n_latents):
-            raise ValueError(f"expected latents of shape (batch, 3, {self.cfg.n_latents}), got {tuple(f.shape)}")
-        return _TiedDecode.apply(f, self.W_dec, self.b_dec, weights)
+        return TiedDecode.apply(f, self.W_dec, self.b_dec)
 
     def _penalty_weights(self, norms: Tensor) -> Tensor:
         return losses.tied_penalty_weights(norms, self.cfg.eta, self.cfg.shared_penalty)
-
-
-class _TiedDecode(torch.autograd.Function):
-    """``x_hat[:, m] = (f_shared + f_m) @ W_dec[:, m] + b_dec[m]`` with a hand-written backward.
-
-    Autograd's version (stack the two coefficient matrices, batched matmul, unbind) spent about a third of the
-    decoder's time on copies; here the coefficients are one broadcast add and the backward writes the latent
-    gradient in place (benchmarks/bench_crosscoder.py measures the step). Given penalty ``weights`` (3, n), it also
-    returns the per-group weighted L1 ``(f.sum(0) * weights).sum(-1) / batch`` and adds its gradient into the same
-    latent-gradient buffer.
-    """
-
-    @staticmethod
-    def forward(ctx, f: Tensor, W_dec: Tensor, b_dec: Tensor, weights: Tensor | None = None):
-        coeffs = f[:, 1:] + f[:, :1]  # (batch, 2, n): shared + base, shared + chat
-        out = torch.baddbmm(b_dec.unsqueeze(1), coeffs.transpose(0, 1), W_dec.transpose(0, 1))  # (2, batch, d)
-        if weights is None:
-            ctx.save_for_backward(coeffs, W_dec)
-            return out.transpose(0, 1)
-        f_sum = f.sum(dim=0)  # (3, n)
-        ctx.save_for_backward(coeffs, W_dec, f_sum, weights)
-        return out.transpose(0, 1), (f_sum * weights).sum(dim=-1) / f.shape[0]
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor, grad_sparsity: Tensor | None = None):
-        coeffs, W_dec, *penalty = ctx.saved_tensors
-        g = grad_out.transpose(0, 1)  # (2, batch, d)
-        d_coeffs = torch.bmm(g, W_dec.permute(1, 2, 0))  # (2, batch, n)
-        batch = coeffs.shape[0]
-        d_f = torch.empty(batch, 3, coeffs.shape[2], dtype=coeffs.dtype, device=coeffs.device)
-        d_f[:, 1:] = d_coeffs.transpose(0, 1)
-        torch.add(d_coeffs[0], d_coeffs[1], out=d_f[:, 0])  # the shared latent feeds both models
-        d_W = torch.bmm(coeffs.permute(1, 2, 0), g).transpose(0, 1)  # (n, 2, d)
-        if not penalty:
-            return d_f, d_W, grad_out.sum(dim=0)
-        f_sum, weights = penalty
-        if grad_sparsity is None:
-            return d_f, d_W, grad_out.sum(dim=0), None
-        scale = grad_sparsity / batch  # (3,)
-        d_f += (weights * scale[:, None]).unsqueeze(0)  # broadcast over the batch, in place
-        return d_f, d_W, grad_out.sum(dim=0), f_sum * scale[:, None]
 
 
 Crosscoder = _Crosscoder

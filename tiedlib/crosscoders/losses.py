@@ -95,5 +95,6 @@ def tied_penalty_weights(
 @torch.no_grad()
 def l0_per_group(f: Float[Tensor, "batch n_groups n_latents"]) -> Float[Tensor, " n_groups"]:
     """Mean number of firing (> 0) latents per token, per group."""
-    # count_nonzero avoids materialising a (batch, groups, latents) boolean mask; f >= 0 after the ReLU.
-    return torch.count_nonzero(f, dim=(0, 2)).to(f.dtype) / f.shape[0]
+    # count_nonzero avoids materialising a (batch, groups, latents) boolean mask; f >= 0 after the ReLU. The mean is
+    # at least fp32 (bf16 latents under autocast would round an L0 of 143.4 to 143).
+    return torch.count_nonzero(f, dim=(0, 2)).to(torch.promote_types(f.dtype, torch.float32)) / f.shape[0]
