@@ -67,6 +67,9 @@ class CrosscoderConfig(_JsonConfig):
     norm_factors: list[float] | None = None
     """Per-model scalars (base, chat) that the *inputs* were multiplied by during training, or None when the
     crosscoder reads raw activations. Stored so a checkpoint says what it expects."""
+    needs_norm_factors: bool = False
+    """True for a checkpoint trained on normalised activations that did not store its factors (the public
+    releases): it refuses raw activations until ``norm_factors`` are set. Cleared once they are."""
     decoder_norm: DecoderNorm = "free"
     """Tied only: constraint on the two decoder halves of each index, re-imposed after every optimizer step by
     :meth:`Crosscoder.apply_constraints_`. ``"free"`` (the write-up): no constraint. ``"equal"``: both halves are
@@ -105,6 +108,7 @@ class CrosscoderConfig(_JsonConfig):
             self.norm_factors = [float(v) for v in self.norm_factors]
             if len(self.norm_factors) != 2 or not all(v > 0 for v in self.norm_factors):
                 raise ValueError(f"norm_factors must be two positive numbers (base, chat), got {self.norm_factors}")
+            self.needs_norm_factors = False
         if self.decoder_norm not in ("free", "equal", "unit"):
             raise ValueError(f"decoder_norm must be 'free', 'equal' or 'unit', got {self.decoder_norm!r}")
         if self.shared_penalty not in ("sum", "max"):

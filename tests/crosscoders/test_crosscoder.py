@@ -231,3 +231,51 @@ def test_tied_hand_written_backward_matches_plain_autograd(shared_penalty):
     loss.backward()
     for k, p in params.items():
         torch.testing.assert_close(fused[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _plain_standard_loss(params, x, l1_coeff, n_designated=0, designated_scale=1.0):
+    f = torch.relu(torch.einsum("bmd,mdn->bn", x, params["W_enc"]) + params["b_enc"])
+    x_hat = torch.einsum("bn,nmd->bmd", f, params["W_dec"]) + params["b_dec"]
+    weights = params["W_dec"].norm(dim=-1).sum(-1)
+    scale = torch.ones_like(weights)
+    scale[:n_designated] = designated_scale
+    penalty = f @ (weights * scale)
+    return (x_hat - x).pow(2).sum(dim=(1, 2)).mean() + l1_coeff * penalty.mean()
+
+
+def test_standard_fused_loss_matches_plain_autograd_with_designated_latents_and_input_gradients():
+    model = make_model(n_designated_shared=5, designated_shared_penalty=0.2)
+    with torch.no_grad():
+        model.b_enc.normal_(std=0.05)
+        model.b_dec.normal_()
+    x = random_rows(96).requires_grad_()
+    model.loss(x, l1_coeff=0.3).total.backward()
+    fused = {k: p.grad.clone() for k, p in model.named_parameters()}
+    fused_x = x.grad.clone()
+
+    params = {k: p.detach().clone().requires_grad_() for k, p in model.named_parameters()}
+    x2 = x.detach().clone().requires_grad_()
+    _plain_standard_loss(params, x2, 0.3, 5, 0.2).backward()
+    for k, p in params.items():
+        torch.testing.assert_close(fused[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+    torch.testing.assert_close(fused_x, x2.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_autocast_loss_and_gradients_track_fp32(arch):
+    model = make_model(architecture=arch, d_model=64, n_latents=256)
+    x = random_rows(512, d_model=64)
+    ref = model.loss(x, l1_coeff=0.5)
+    ref.total.backward()
+    ref_grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.loss(x, l1_coeff=0.5)
+    out.total.backward()
+    assert out.total.dtype == torch.float32 and out.l0.dtype == torch.float32
+    torch.testing.assert_close(out.total, ref.total, rtol=2e-2, atol=0)
+    assert abs(out.l0 - ref.l0) <= 0.05 * ref.l0
+    for k, p in model.named_parameters():
+        assert p.grad.dtype == torch.float32
+        cos = torch.nn.functional.cosine_similarity(p.grad.flatten(), ref_grads[k].flatten(), dim=0)
+        assert cos > 0.99, (k, float(cos))

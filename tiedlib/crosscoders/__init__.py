@@ -1,6 +1,6 @@
 """Stage 3: the crosscoders: standard and tied models, their pure losses, variants and checkpoint loading."""
 
-from tiedlib.crosscoders.checkpoints import load_crosscoder
+from tiedlib.crosscoders.checkpoints import LatentRef, load_crosscoder, resolve_latent, weights_fingerprint
 from tiedlib.crosscoders.crosscoder import (
     Crosscoder,
     CrosscoderOutput,
@@ -12,10 +12,13 @@ from tiedlib.crosscoders.crosscoder import (
 
 __all__ = [
     "Crosscoder",
+    "LatentRef",
     "CrosscoderOutput",
     "LossOutput",
     "StandardCrosscoder",
     "TiedCrosscoder",
     "load_crosscoder",
     "make_crosscoder",
+    "resolve_latent",
+    "weights_fingerprint",
 ]

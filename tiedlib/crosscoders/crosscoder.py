@@ -15,6 +15,7 @@ Parameter names and shapes match the released checkpoints (REFERENCE.md): standa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,6 +76,8 @@ class _Crosscoder(nn.Module):
             name = type(self).__name__
             raise ValueError(f"{name} needs architecture={self.architecture!r}, got {cfg.architecture!r}")
         self.cfg = cfg
+        self.source: str | None = None
+        """Where the weights were loaded from (a folder, a file, or a release's ``repo/file``), if loaded."""
         n, d = cfg.n_latents, cfg.d_model
         # Public replication's init: W_dec ~ N(0, 1) with every per-model row rescaled to dec_init_norm, and the
         # encoder set to the decoder's transpose (the tied encoder: the same transpose for each of its 3 groups).
@@ -165,11 +168,36 @@ class _Crosscoder(nn.Module):
         return norms[:, CHAT] / norms.sum(dim=-1).clamp_min(torch.finfo(norms.dtype).tiny)
 
     def normalize(self, x: Float[Tensor, "batch n_models d_model"]) -> Float[Tensor, "batch n_models d_model"]:
-        """Scale raw activations by the stored per-model normalisation factors (identity when there are none)."""
+        """Scale raw activations by the stored per-model normalisation factors (identity when there are none).
+
+        Raises:
+            ValueError: the crosscoder was trained on normalised activations but its factors are unknown (a public
+                release); see :meth:`set_norm_factors_`.
+        """
+        self._require_factors("analyse raw activations")
         if self.cfg.norm_factors is None:
             return x
         factors = torch.tensor(self.cfg.norm_factors, dtype=x.dtype, device=x.device)
         return x * factors[None, :, None]
+
+    def _require_factors(self, what: str) -> None:
+        if self.cfg.needs_norm_factors and self.cfg.norm_factors is None:
+            raise ValueError(
+                f"cannot {what}: this crosscoder ({self.source or 'a released checkpoint'}) was trained on normalised "
+                "activations, and its checkpoint does not store the normalisation factors (the public releases do "
+                "not). Pass norm_factors=[base, chat] to load_crosscoder, or call set_norm_factors_ with an estimate "
+                "(tiedlib.estimate_norm_factors on harvested activations)"
+            )
+
+    def set_norm_factors_(self, factors: Sequence[float] | Tensor) -> None:
+        """Record the per-model factors (base, chat) the training inputs were scaled by; :meth:`normalize` then
+        applies them to raw activations.
+
+        Raises:
+            ValueError: not two positive numbers.
+        """
+        values = [float(v) for v in (factors.tolist() if isinstance(factors, Tensor) else factors)]
+        self.cfg = CrosscoderConfig.from_dict({**self.cfg.to_dict(), "norm_factors": values})
 
     def _penalty_weights(self, norms: Tensor) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -249,6 +277,7 @@ class _Crosscoder(nn.Module):
         (the public code folded the factors into the encoder only, leaving reconstructions in normalised units).
         The copy has ``norm_factors=None``. Its sparsity penalty is in raw units, so fold for analysis, not training.
         """
+        self._require_factors("fold the normalisation factors")
         if self.cfg.norm_factors is None:
             raise ValueError("this crosscoder has no normalisation factors to fold (cfg.norm_factors is None)")
         s = torch.tensor(self.cfg.norm_factors, dtype=self.W_dec.dtype, device=self.W_dec.device)
@@ -292,6 +321,7 @@ class _Crosscoder(nn.Module):
             raise ValueError(f"{path} holds a {cfg.architecture} crosscoder, not a {cls.architecture} one")
         model = model_cls(cfg)
         model.load_weights_(load_file(str(path / WEIGHTS_NAME)), source=str(path))
+        model.source = str(path)
         return model.to(device)
 
     @torch.no_grad()

@@ -218,7 +218,7 @@ def train_many(cfgs: Sequence[TrainConfig], models: Sequence[Crosscoder], data: 
     runs = []
     for i, (cfg, model, run_dir) in enumerate(zip(cfgs, models, run_dirs, strict=True)):
         if factors is not None and model.cfg.norm_factors is None:
-            model.cfg.norm_factors = [float(v) for v in factors]
+            model.set_norm_factors_(factors)
         model.to(cfg.device)
         opt, sched = make_optimizer(model, cfg)
         runs.append(_Run(cfg, model, opt, sched, run_dir, name=str(i) if len(cfgs) > 1 else ""))
