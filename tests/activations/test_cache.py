@@ -290,7 +290,8 @@ def test_reading_keeps_only_the_window_resident(tmp_path, monkeypatch):
     peak = _peak_cpu_bytes(lambda: [next(reader).shape for _ in range(reader.batches_per_epoch)])  # batches dropped
     assert reader.tokens_consumed == cache.n_tokens - cache.n_tokens % 128  # the whole cache was read
     assert reader.max_resident_shards == 2
-    assert peak <= 3.3 * shard_bytes, (peak, shard_bytes)  # window + one shard in flight + index/batch overhead
+    # Measured 3.26 shards: the 2-shard window, the shard being read into it, a batch (0.25 shard) and indices.
+    assert peak <= 3.5 * shard_bytes, (peak, shard_bytes)
     assert peak < cache.nbytes / 2  # far from holding the cache
 
 
