@@ -5,6 +5,7 @@
 - :mod:`~tiedlib.training.rundir`: run directories (checkpoints, metrics, final weights).
 """
 
+from tiedlib.config import TrainConfig  # re-exported: tiedlib.training has always offered it
 from tiedlib.training.loop import (
     TrainingInterrupted,
     apply_update,
@@ -38,6 +39,7 @@ __all__ = [
     "METRICS_NAME",
     "STATE_NAME",
     "TRAIN_CONFIG_NAME",
+    "TrainConfig",
     "TrainingInterrupted",
     "apply_update",
     "checkpoint_dir",
