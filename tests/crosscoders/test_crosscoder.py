@@ -279,3 +279,19 @@ def test_bf16_autocast_loss_and_gradients_track_fp32(arch):
         assert p.grad.dtype == torch.float32
         cos = torch.nn.functional.cosine_similarity(p.grad.flatten(), ref_grads[k].flatten(), dim=0)
         assert cos > 0.99, (k, float(cos))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_padding_the_ones_column_for_gpu_alignment_changes_no_gradient(arch, monkeypatch):
+    from tiedlib.crosscoders import fused
+
+    model = make_model(architecture=arch)
+    x = random_rows(64)
+    grads = []
+    for devices in (("cuda",), ("cpu", "cuda")):  # the second pads the (64, 33) rows to (64, 48) on this CPU
+        monkeypatch.setattr(fused, "ALIGNED_DEVICES", devices)
+        model.zero_grad()
+        model.loss(x, l1_coeff=0.5).total.backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], msg=k)

@@ -25,6 +25,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+ALIGNED_DEVICES = ("cuda",)
+"""Device types whose matrix products get 16-aligned leading dimensions (tensor cores want them)."""
+
 
 def compute_dtype(x: Tensor, param: Tensor) -> torch.dtype:
     """The dtype of the matrix products: the autocast dtype inside an autocast region on ``x``'s device, else the
@@ -66,8 +69,10 @@ class ReluCrosscoderLoss(torch.autograd.Function):
             weights = penalty_weights(norms)  # (G, n)
             groups = weights.shape[0]
             # x with a column of ones: the backward's encoder-gradient product then also yields the bias gradient
-            # (its last row), sparing a separate pass over the latent gradient.
-            x_aug = torch.empty(batch, two_d + 1, dtype=dtype, device=x.device)
+            # (that row of it), sparing a separate pass over the latent gradient. On GPUs zero columns pad the row
+            # length to a multiple of 16, so that the products' leading dimension stays aligned for tensor cores.
+            width = -(-(two_d + 1) // 16) * 16 if x.device.type in ALIGNED_DEVICES else two_d + 1
+            x_aug = torch.zeros(batch, width, dtype=dtype, device=x.device)
             x_aug[:, :two_d] = x
             x_aug[:, two_d] = 1
             We, Wd = W_enc.to(dtype), W_dec.to(dtype)
@@ -124,7 +129,8 @@ class ReluCrosscoderLoss(torch.autograd.Function):
                 d_x = torch.mm(d_pre, We.t()).to(ctx.x_dtype)
             if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
                 d_enc = torch.mm(x_aug.t(), d_pre).to(W_dec.dtype)
-                d_W_enc, d_b_enc = d_enc[:-1], d_enc[-1]  # (2d, G n) and the ones column's row: (G n,)
+                two_d = We.shape[0]
+                d_W_enc, d_b_enc = d_enc[:two_d], d_enc[two_d]  # (2d, G n) and the ones column's row: (G n,)
             d_W_dec = None
             if ctx.needs_input_grad[3]:
                 if groups == 3:

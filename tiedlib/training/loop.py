@@ -542,7 +542,7 @@ def train_crosscoder(
     """
     cc_cfg = CrosscoderConfig(d_model=acts.harvest.acts.shape[-1], n_latents=n_latents, architecture=architecture,
                               eta=eta)
-    train_cfg = TrainConfig(n_steps=n_steps, lr=lr, l1_coeff=l1_coeff, seed=seed, device=device, progress=False,
+    train_cfg = TrainConfig(n_steps=n_steps, lr=lr, l1_coeff=l1_coeff, seed=seed, device=device, progress=True,
                             log_every=max(1, n_steps // 20))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
