@@ -52,7 +52,8 @@ class ReluCrosscoderLoss(torch.autograd.Function):
         dtype: dtype of the matrix products and latents (see :func:`compute_dtype`).
 
     Returns:
-        f: ``(batch, n_groups * n_latents)`` latents, detached (for metrics).
+        f: ``(batch, n_groups * n_latents)`` latents, detached, for metrics: read them before the backward pass, which
+            reuses their memory for the latent gradient.
         x_hat: ``(batch, 2, d_model)`` reconstruction. Standard: ``f W_dec + b_dec``; tied (groups shared, base,
             chat): ``x_hat[:, m] = (f_shared + f_m) W_dec[:, m] + b_dec[m]`` (the write-up's decoder).
         sparsity: ``(n_groups,)`` mean over the batch of ``sum_i f[g, i] weights[g, i]``, fp32.
@@ -68,15 +69,19 @@ class ReluCrosscoderLoss(torch.autograd.Function):
             norms = W_dec.detach().float().norm(dim=-1)  # (n, 2)
             weights = penalty_weights(norms)  # (G, n)
             groups = weights.shape[0]
-            # x with a column of ones: the backward's encoder-gradient product then also yields the bias gradient
-            # (that row of it), sparing a separate pass over the latent gradient. On GPUs zero columns pad the row
-            # length to a multiple of 16, so that the products' leading dimension stays aligned for tensor cores.
+            # The encoder bias rides in the product as one more input row against a column of ones in x, so the
+            # latents are written once by the product (no bias copy into them first), and the backward's encoder
+            # product yields the bias gradient as that row (no pass over the latent gradient). On GPUs zero rows pad
+            # the depth to a multiple of 16, keeping leading dimensions aligned for tensor cores.
             width = -(-(two_d + 1) // 16) * 16 if x.device.type in ALIGNED_DEVICES else two_d + 1
             x_aug = torch.zeros(batch, width, dtype=dtype, device=x.device)
             x_aug[:, :two_d] = x
             x_aug[:, two_d] = 1
-            We, Wd = W_enc.to(dtype), W_dec.to(dtype)
-            f = torch.addmm(b_enc.to(dtype), x_aug[:, :two_d], We).clamp_min_(0)  # (batch, G n): ReLU in place
+            W_aug = torch.zeros(width, W_enc.shape[1], dtype=dtype, device=x.device)
+            W_aug[:two_d] = W_enc
+            W_aug[two_d] = b_enc
+            Wd = W_dec.to(dtype)
+            f = torch.mm(x_aug, W_aug).clamp_min_(0)  # (batch, G n): ReLU in place
             coeffs = None
             if groups == 3:
                 fg = f.view(batch, 3, n)
@@ -85,17 +90,21 @@ class ReluCrosscoderLoss(torch.autograd.Function):
                 x_hat = x_hat.transpose(0, 1)  # (batch, 2, d)
             else:
                 x_hat = torch.addmm(b_dec.to(dtype).reshape(-1), f, Wd.reshape(n, 2 * d)).view(batch, 2, d)
-            f_sum = f.view(batch, groups, n).sum(dim=0, dtype=torch.float32)  # (G, n)
+            # (G, n). Not sum(dtype=float32): that would first copy bf16 latents to a float32 tensor; a bf16 sum
+            # accumulates in float32 and rounds once.
+            f_sum = f.view(batch, groups, n).sum(dim=0).float()
             sparsity = (f_sum * weights).sum(dim=-1) / batch
-        ctx.save_for_backward(x_aug, We, Wd, W_dec, f, coeffs, f_sum, norms)
-        ctx.penalty_weights, ctx.dtype, ctx.x_dtype = penalty_weights, dtype, x.dtype
+        ctx.save_for_backward(x_aug, W_aug, Wd, W_dec, f, coeffs, f_sum, norms)
+        ctx.penalty_weights, ctx.dtype, ctx.x_dtype, ctx.two_d = penalty_weights, dtype, x.dtype, two_d
         ctx.mark_non_differentiable(f)
         return f, x_hat, sparsity
 
     @staticmethod
     def backward(ctx, _grad_f, grad_x_hat, grad_sparsity):
-        x_aug, We, Wd, W_dec, f, coeffs, f_sum, norms = ctx.saved_tensors
-        dtype, device = ctx.dtype, x_aug.device
+        # The latent gradient is written into the buffers of the saved latents and coefficients (both dead after
+        # this), so the backward allocates no (batch, G n) tensor: the returned latents are overwritten here.
+        x_aug, W_aug, Wd, W_dec, f, coeffs, f_sum, norms = ctx.saved_tensors
+        dtype, device, two_d = ctx.dtype, x_aug.device, ctx.two_d
         batch, n, d = x_aug.shape[0], W_dec.shape[0], W_dec.shape[2]
         with torch.autocast(device.type, enabled=False):
             norms_ = norms.detach().requires_grad_()
@@ -109,42 +118,43 @@ class ReluCrosscoderLoss(torch.autograd.Function):
             g = grad_x_hat.to(dtype)
             scale = grad_sparsity.float() / batch  # (G,)
             # d sparsity / d f[b, g, i] = weights[g, i] * scale[g], the same for every row: it is the bias of the
-            # decoder-gradient products below, which write each group's latent gradient into one buffer.
+            # decoder-gradient products below.
             w_grad = (weights.detach() * scale[:, None]).to(dtype)  # (G, n)
-            d_pre = torch.empty(batch, groups, n, dtype=dtype, device=device)
-            if groups == 3:
-                gt = g.transpose(0, 1)  # (2, batch, d)
-                for m in (0, 1):
-                    torch.addmm(w_grad[1 + m], gt[m], Wd[:, m].t(), out=d_pre[:, 1 + m])
-                # The shared latent feeds both models: dc_base + dc_chat + w_shared, with dc_m = d_pre[:, 1+m] - w_m.
-                torch.add(d_pre[:, 1], d_pre[:, 2], out=d_pre[:, 0])
-                d_pre[:, 0] += w_grad[0] - w_grad[1] - w_grad[2]
-            else:
-                torch.addmm(w_grad[0], g.reshape(batch, 2 * d), Wd.reshape(n, 2 * d).t(), out=d_pre.view(batch, n))
-            d_pre = d_pre.view(batch, groups * n)
-            # ReLU backward in place: zero where the latent did not fire (f = 0).
-            torch.ops.aten.threshold_backward.grad_input(d_pre, f, 0, grad_input=d_pre)
-            d_x = d_W_enc = d_b_enc = None
-            if ctx.needs_input_grad[0]:
-                d_x = torch.mm(d_pre, We.t()).to(ctx.x_dtype)
-            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-                d_enc = torch.mm(x_aug.t(), d_pre).to(W_dec.dtype)
-                two_d = We.shape[0]
-                d_W_enc, d_b_enc = d_enc[:two_d], d_enc[two_d]  # (2d, G n) and the ones column's row: (G n,)
             d_W_dec = None
-            if ctx.needs_input_grad[3]:
-                if groups == 3:
+            if groups == 3:
+                fg = f.view(batch, 3, n)
+                if ctx.needs_input_grad[3]:
                     d_W_dec = torch.empty(n, 2, d, dtype=dtype, device=device)
                     for m in (0, 1):  # written in place, in the parameter's layout
                         torch.mm(coeffs[:, m].t(), g[:, m], out=d_W_dec[:, m])
-                else:
+                raw = coeffs  # now free: d loss / d (f_shared + f_m), the penalty's share included
+                for m in (0, 1):
+                    torch.addmm(w_grad[1 + m], g[:, m], Wd[:, m].t(), out=raw[:, m])
+                    # ReLU backward into the latents' own buffer: zero where the latent did not fire.
+                    torch.ops.aten.threshold_backward.grad_input(raw[:, m], fg[:, 1 + m], 0, grad_input=fg[:, 1 + m])
+                # The shared latent feeds both models: raw_base + raw_chat + w_shared - w_base - w_chat.
+                shared = torch.add(raw[:, 0], raw[:, 1], out=raw[:, 0])
+                shared += w_grad[0] - w_grad[1] - w_grad[2]
+                torch.ops.aten.threshold_backward.grad_input(shared, fg[:, 0], 0, grad_input=fg[:, 0])
+            else:
+                if ctx.needs_input_grad[3]:
                     d_W_dec = torch.mm(f.t(), g.reshape(batch, 2 * d)).view(n, 2, d)
+                raw = torch.addmm(w_grad[0], g.reshape(batch, 2 * d), Wd.reshape(n, 2 * d).t())
+                torch.ops.aten.threshold_backward.grad_input(raw, f, 0, grad_input=f)
+            d_pre = f  # (batch, G n): the masked latent gradient
+            d_x = d_W_enc = d_b_enc = None
+            if ctx.needs_input_grad[0]:
+                d_x = torch.mm(d_pre, W_aug[:two_d].t()).to(ctx.x_dtype)
+            if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+                d_enc = torch.mm(x_aug.t(), d_pre).to(W_dec.dtype)
+                d_W_enc, d_b_enc = d_enc[:two_d], d_enc[two_d]  # (2d, G n) and the ones column's row: (G n,)
+            if d_W_dec is not None:
                 d_W_dec = d_W_dec.to(W_dec.dtype)
                 # The penalty weights depend on the decoder norms: d||w|| / dw = w / ||w|| (0 for a zero row).
                 (d_norms,) = torch.autograd.grad(weights, norms_, f_sum * scale[:, None])
                 coef = torch.where(norms > 0, d_norms / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0)
                 d_W_dec.addcmul_(W_dec, coef.unsqueeze(-1).to(W_dec.dtype))
-            d_b_dec = g.sum(dim=0, dtype=torch.float32).to(W_dec.dtype) if ctx.needs_input_grad[4] else None
+            d_b_dec = g.sum(dim=(0,), dtype=torch.float32).to(W_dec.dtype) if ctx.needs_input_grad[4] else None
         return d_x, d_W_enc, d_b_enc, d_W_dec, d_b_dec, None, None
 
 

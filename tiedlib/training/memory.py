@@ -28,19 +28,20 @@ def step_transient_nbytes(cfg: CrosscoderConfig, batch_size: int, *, bf16: bool 
     """Peak bytes one training step allocates on top of :func:`train_state_nbytes` (ReLU crosscoders).
 
     The fused loss (:class:`~tiedlib.crosscoders.fused.ReluCrosscoderLoss`) keeps the latents ``(batch, G n)`` and,
-    for the tied decoder, its coefficients ``(batch, 2, n)`` for the backward, which adds one latent gradient
-    ``(batch, G n)``; all in bf16 under autocast (then also bf16 copies of both weight matrices). The activations
-    ``(batch, 2, d)`` appear a few times (input, ones-augmented copy, reconstruction, error). At paper shapes
-    (batch 4096, tied, fp32) this is 2.3 GB.
+    for the tied decoder, its coefficients ``(batch, 2, n)`` for the backward, which writes the latent gradient into
+    those same buffers (the standard crosscoder needs one more ``(batch, n)``); all in bf16 under autocast. The
+    encoder weights get a bias-augmented copy ``(2 d + 1, G n)`` (and the decoder a bf16 copy under autocast). The
+    activations ``(batch, 2, d)`` appear a few times (input, ones-augmented copy, reconstruction, error). At paper
+    shapes (batch 4096, tied, fp32) this is 3.0 GB.
     """
     d, n, g = cfg.d_model, cfg.n_latents, cfg.n_groups
     item = 2 if bf16 else FP32
-    latents = batch_size * g * n * item  # f, saved for the backward
+    latents = batch_size * g * n * item  # f, saved for the backward, then the latent gradient
     coeffs = batch_size * 2 * n * item if g == 3 else 0  # tied decoder's coefficients, saved for the backward
-    latent_grad = batch_size * g * n * item
+    latent_grad = batch_size * n * item if g == 1 else 0
     rows = 4 * batch_size * 2 * d * FP32 + batch_size * (2 * d + 1) * item
-    weight_casts = (2 * d * g * n + 2 * n * d) * item if bf16 else 0
-    return latents + coeffs + latent_grad + rows + weight_casts
+    weight_copies = (2 * d + 1) * g * n * item + (2 * n * d * item if bf16 else 0)
+    return latents + coeffs + latent_grad + rows + weight_copies
 
 
 def paired_activation_nbytes(d_model: int, itemsize: int) -> int:
