@@ -40,9 +40,11 @@ def test_summary_names_every_version_the_gpu_and_the_kind_of_install():
     assert "no CUDA GPU" in line and line.endswith("tiedlib is an installed package")
     assert "GPU NVIDIA H100" in make_env(gpu="NVIDIA H100", in_colab=True).summary()
     assert "(Colab)" in make_env(in_colab=True).summary()
-    checkout = Environment(python="3.11.7", versions={}, tiedlib_path="/home/me/tiedlib/tiedlib", gpu=None,
+    checkout = Environment(python="3.11.7", versions={"tiedlib": None}, tiedlib_path="/home/me/tiedlib/tiedlib",
+                           gpu=None,
                            in_colab=False)
     assert checkout.summary().endswith("tiedlib is a source checkout") and "/home/me" not in checkout.summary()
+    assert "tiedlib missing" not in checkout.summary()
 
 
 def test_check_prints_the_versions(capsys):

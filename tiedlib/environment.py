@@ -45,7 +45,9 @@ class Environment:
     def summary(self) -> str:
         """One line: Python, each main package's version (``missing`` where absent), the GPU, and whether tiedlib is
         an installed package or a source checkout (not its folder: executed pages are published)."""
-        found = ", ".join(f"{name} {version or 'missing'}" for name, version in self.versions.items())
+        # tiedlib itself has no distribution metadata when it runs from a checkout: the last clause says which it is.
+        found = ", ".join(f"{name} {version or 'missing'}" for name, version in self.versions.items()
+                          if version or name != "tiedlib")
         gpu = f"GPU {self.gpu}" if self.gpu else "no CUDA GPU (CPU only)"
         where = " (Colab)" if self.in_colab else ""
         kind = "an installed package" if "-packages" in Path(self.tiedlib_path).parts[-2] else "a source checkout"
