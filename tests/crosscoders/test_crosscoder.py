@@ -295,3 +295,20 @@ def test_padding_the_ones_column_for_gpu_alignment_changes_no_gradient(arch, mon
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     for k in grads[0]:
         torch.testing.assert_close(grads[0][k], grads[1][k], msg=k)
+
+
+def test_tied_decode_backward_matches_plain_autograd():
+    """decode() outside the training loss (analysis, splicing) has its own hand-written backward."""
+    model = make_model(architecture="tied")
+    with torch.no_grad():
+        model.b_dec.normal_()
+    f = torch.relu(torch.randn(32, 3, 64)).requires_grad_()
+    target = torch.randn(32, 2, 16)
+    (model.decode(f) - target).pow(2).sum().backward()
+    W, b = model.W_dec.detach().clone().requires_grad_(), model.b_dec.detach().clone().requires_grad_()
+    f2 = f.detach().clone().requires_grad_()
+    x_hat = torch.stack([(f2[:, 0] + f2[:, 1]) @ W[:, 0], (f2[:, 0] + f2[:, 2]) @ W[:, 1]], dim=1) + b
+    (x_hat - target).pow(2).sum().backward()
+    torch.testing.assert_close(f.grad, f2.grad)
+    torch.testing.assert_close(model.W_dec.grad, W.grad)
+    torch.testing.assert_close(model.b_dec.grad, b.grad)
