@@ -5,7 +5,7 @@ seconds apart, so a slow phase of a shared machine hits both) and the median ove
 - tied step time / standard step time at equal n (latents per group = standard latents): target <= 2.4;
 - step time (loss, backward, clip, Adam) / time of the same matrix products alone, per architecture: target <= 1.3.
 
-Run: ``.venv/bin/python benchmarks/bench_crosscoder.py [--d-model 256 --n-latents 4096 --batch 1024]``.
+Run: ``.venv/bin/python benchmarks/bench_crosscoder.py [--d-model 256 --n-latents 4096 --batch 1024 --threads 1]``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4096, help="tokens per step (paper: 4096)")
     parser.add_argument("--repeats", type=int, default=5, help="rounds")
     parser.add_argument("--block", type=int, default=3, help="timed calls per workload and round")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 is steadier on a shared machine")  # fmt: skip
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch, 2, args.d_model)
     fns = {
