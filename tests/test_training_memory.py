@@ -3,6 +3,7 @@ with the torch profiler's allocator events on CPU at reduced sizes."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -17,15 +18,22 @@ from tiedlib.training.memory import crosscoder_n_params, step_transient_nbytes, 
 
 def peak_allocated(fn, trace_file) -> int:
     """Peak of the bytes allocated net of frees while ``fn`` runs: the running sum of the profiler's per-allocation
-    ``[memory]`` records, in time order (frees of blocks allocated before ``fn`` count as 0, so this can only
-    overestimate)."""
+    ``[memory]`` records in time order, counting only frees of blocks allocated while ``fn`` ran (a block allocated
+    before, e.g. by an earlier test, and freed now would otherwise lower the figure)."""
+    gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     prof.export_chrome_trace(str(trace_file))
     events = [e for e in json.loads(trace_file.read_text())["traceEvents"] if e.get("name") == "[memory]"]
+    live: dict[int, int] = {}
     current = peak = 0
     for e in sorted(events, key=lambda e: e["ts"]):
-        current += e["args"]["Bytes"]
+        nbytes, addr = e["args"]["Bytes"], e["args"]["Addr"]
+        if nbytes > 0:
+            live[addr] = live.get(addr, 0) + nbytes
+            current += nbytes
+        elif addr in live:
+            current -= live.pop(addr)
         peak = max(peak, current)
     return peak
 
