@@ -39,7 +39,8 @@ RUN_FILE = "run.json"
 CROSSCODER_DIR = "crosscoder"
 TOKENS_FILE = "tokens.safetensors"
 DATASETS = ("lab", "pretokenized", "mix")
-_SKIP = {"d_model", "norm_factors", "needs_norm_factors", "crosscoder", "train", "extra"}  # derived from the pair / the data, or nested
+# Derived from the pair, the data or the loader, or nested: no flags.
+_SKIP = {"d_model", "norm_factors", "needs_norm_factors", "crosscoder", "train", "extra"}
 
 
 class PairShape(NamedTuple):
