@@ -327,12 +327,12 @@ def test_bf16_autocast_keeps_fp32_weights_and_optimizer_state():
 
 
 def test_tf32_is_set_for_cuda_runs_only_and_restored():
-    from tiedlib.training.loop import _tf32
+    from tiedlib.training.runtime import tf32
 
     before = torch.backends.cuda.matmul.allow_tf32
-    with _tf32(True, ["cpu"]):
+    with tf32(True, ["cpu"]):
         assert torch.backends.cuda.matmul.allow_tf32 == before
-    with _tf32(not before, ["cuda"]):
+    with tf32(not before, ["cuda"]):
         assert torch.backends.cuda.matmul.allow_tf32 == (not before)
     assert torch.backends.cuda.matmul.allow_tf32 == before
 

@@ -1,11 +1,14 @@
 """Stage 4: training crosscoders, with checkpoints that resume exactly.
 
 - :mod:`~tiedlib.training.loop`: ``train``, ``train_many`` (several crosscoders on one activation stream),
-  ``resume``, ``resume_many``, ``train_step``, ``train_or_load``, ``train_crosscoder``, the paper's schedules;
+  ``resume``, ``resume_many``, ``train_step``, the paper's schedules;
+- :mod:`~tiedlib.training.cached`: ``train_or_load``, ``train_crosscoder`` (train once, load afterwards);
+- :mod:`~tiedlib.training.runtime`: SIGINT/SIGTERM handling and the TF32 switch;
 - :mod:`~tiedlib.training.rundir`: run directories (checkpoints, metrics, final weights).
 """
 
 from tiedlib.config import TrainConfig  # re-exported: tiedlib.training has always offered it
+from tiedlib.training.cached import train_crosscoder, train_or_load
 from tiedlib.training.loop import (
     TrainingInterrupted,
     apply_update,
@@ -16,9 +19,7 @@ from tiedlib.training.loop import (
     resume,
     resume_many,
     train,
-    train_crosscoder,
     train_many,
-    train_or_load,
     train_step,
 )
 from tiedlib.training.rundir import (

@@ -22,11 +22,8 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import signal
 import sys
-import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +32,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tiedlib.config import CrosscoderConfig, TrainConfig
+from tiedlib.config import TrainConfig
 from tiedlib.crosscoders.checkpoints import load_crosscoder
-from tiedlib.crosscoders.crosscoder import Crosscoder, LossOutput, make_crosscoder
+from tiedlib.crosscoders.crosscoder import Crosscoder, LossOutput
 from tiedlib.training import rundir
 from tiedlib.training.rundir import (
     METRICS_NAME,
@@ -46,10 +43,9 @@ from tiedlib.training.rundir import (
     checkpoint_dir,
     checkpoint_step,
     find_checkpoint,
-    is_finished,
     list_checkpoints,
-    read_metrics,
 )
+from tiedlib.training.runtime import StopSignals, tf32
 
 LogFn = Callable[[dict[str, float]], Any]
 
@@ -300,51 +296,6 @@ def resume_many(paths: Sequence[str | Path], data: Iterator[torch.Tensor], *,
     return [r.model for r in runs]
 
 
-class _StopSignals:
-    """While active (main thread only): the first SIGINT/SIGTERM asks the loop to stop after the current step; a
-    second one raises KeyboardInterrupt at once."""
-
-    SIGNALS = ("SIGINT", "SIGTERM")
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.requested is not None:
-            raise KeyboardInterrupt(f"second {name}: stopping at once")
-        self.requested = name
-        print(f"\n{name} received: finishing this step, writing a checkpoint, then stopping "
-              f"(send it again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                signum = getattr(signal, name, None)
-                if signum is not None:
-                    self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _tf32(enabled: bool, devices: Sequence[str]):
-    """Allow TF32 matrix products on CUDA for the duration (restored after); CPU products are never changed."""
-    if not any(str(d).startswith("cuda") for d in devices):
-        yield
-        return
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 def _data_state(data: Any) -> Any:
     return data.state_dict() if hasattr(data, "state_dict") else None
 
@@ -403,8 +354,8 @@ def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, lo
         if run.cfg.wandb_project:
             run.wandb_run = _init_wandb(run.cfg, run.model)
             stack.callback(run.wandb_run.finish)
-    stop = stack.enter_context(_StopSignals())
-    stack.enter_context(_tf32(cfg0.tf32, [r.cfg.device for r in runs]))
+    stop = stack.enter_context(StopSignals())
+    stack.enter_context(tf32(cfg0.tf32, [r.cfg.device for r in runs]))
     names = "+".join(r.model.architecture for r in runs)
     bar = stack.enter_context(tqdm(total=n_steps, initial=start_step, disable=not cfg0.progress, desc=f"train {names}"))
     for run in runs:
@@ -491,59 +442,3 @@ def _init_wandb(cfg: TrainConfig, model: Crosscoder):
     except ImportError as err:
         raise ImportError("TrainConfig.wandb_project is set but wandb is not installed: pip install wandb") from err
     return wandb.init(project=cfg.wandb_project, config={"train": cfg.to_dict(), "crosscoder": model.cfg.to_dict()})
-
-
-def train_or_load(
-    run_dir: str | Path,
-    crosscoder_cfg: CrosscoderConfig,
-    train_cfg: TrainConfig,
-    make_data: Callable[[], Iterator[torch.Tensor]],
-    *,
-    log: Callable[[dict], object] | None = None,
-) -> tuple[Crosscoder, list[dict]]:
-    """Load the finished run in ``run_dir`` if its config matches, resume it if it was interrupted, else train it.
-
-    Returns the crosscoder and its logged metrics. A finished run whose crosscoder config differs from
-    ``crosscoder_cfg`` is never replaced: the error says which fields differ, so the caller picks another folder.
-    """
-    run_dir = Path(run_dir)
-    if is_finished(run_dir):
-        model = load_crosscoder(run_dir)
-        _check_same(model.cfg, crosscoder_cfg, run_dir)
-        return model, read_metrics(run_dir)
-    if list_checkpoints(run_dir):
-        model = resume(run_dir, make_data(), log=log)
-        return model, read_metrics(run_dir)
-    # Seed the initialisation too (train() seeds only the optimisation), so a run folder is reproducible
-    # whatever the caller did with the global RNG before.
-    torch.manual_seed(train_cfg.seed)
-    model = make_crosscoder(crosscoder_cfg)
-    model = train(train_cfg, model, make_data(), out_dir=run_dir, log=log)
-    return model, read_metrics(run_dir)
-
-
-def _check_same(found: CrosscoderConfig, wanted: CrosscoderConfig, run_dir: Path) -> None:
-    a, b = found.to_dict(), wanted.to_dict()
-    diff = sorted(k for k in b if k != "norm_factors" and a.get(k) != b[k])
-    if diff:
-        details = ", ".join(f"{k}: saved {a.get(k)!r} vs requested {b[k]!r}" for k in diff)
-        raise ValueError(f"{run_dir} holds a finished run with a different config ({details}); use another run_dir")
-
-
-def train_crosscoder(
-    run_dir: str | Path, acts: Any, *, architecture: str, n_latents: int, n_steps: int, batch_size: int, lr: float,
-    l1_coeff: float, eta: float = 2.0, seed: int = 0, device: str = "cpu",
-) -> tuple[Any, list[dict]]:
-    """Train (or load, if ``run_dir`` holds the finished run) a crosscoder on harvested activations.
-
-    ``acts`` is a :class:`~tiedlib.activations.PairActivations`; rows are reused in new epochs as often as
-    ``n_steps`` needs (the write-up repeats its 80k prefixes up to 60M tokens). Returns the crosscoder and its logged
-    metrics.
-    """
-    cc_cfg = CrosscoderConfig(d_model=acts.harvest.acts.shape[-1], n_latents=n_latents, architecture=architecture,
-                              eta=eta)
-    train_cfg = TrainConfig(n_steps=n_steps, lr=lr, l1_coeff=l1_coeff, seed=seed, device=device, progress=True,
-                            log_every=max(1, n_steps // 20))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
-        return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(batch_size, seed=seed))
