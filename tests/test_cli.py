@@ -109,3 +109,18 @@ def test_sigterm_near_the_end_then_resume_reads_the_saved_tokens_and_finishes_ex
     resumed = load_crosscoder(tmp_path / "b" / "crosscoder")
     for name, p in full.state_dict().items():
         assert torch.equal(p, resumed.state_dict()[name]), name
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tmp_path, capsys):
+    from tiedlib.cli import build_parser, config_from_args
+
+    flags = ["train", "--pair", "smoke", "--n-latents", "16", "--n-steps", "3", "--batch-size", "32",
+             "--buffer-tokens", "96", "--model-batch-size", "4", "--no-progress", "--out-dir", str(tmp_path / "r")]
+    (tmp_path / "r").mkdir()
+    config_from_args(build_parser().parse_args(flags)).save_json(tmp_path / "r" / "run.json")  # what train wrote
+    assert main(["resume", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert "no checkpoint yet" in capsys.readouterr().out
+    assert main(["resume", str(tmp_path / "r")]) == 0
+    assert load_crosscoder(tmp_path / "r" / "crosscoder").cfg.n_latents == 16
+    assert main(["resume", str(tmp_path / "r")]) == 0
+    assert "finished already" in capsys.readouterr().out
