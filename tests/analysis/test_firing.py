@@ -66,6 +66,52 @@ def test_firing_counts_apply_normalisation():
     assert torch.equal(raw.counts, pre.counts)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.05, -0.01])
+@pytest.mark.parametrize("architecture", ["standard", "tied"])
+def test_firing_counts_raw_product_path_keeps_relu_semantics(architecture, threshold, monkeypatch):
+    """ReLU models count on the encoder product (no encode call) for threshold >= 0, with the same answer as
+    ``encode(...) > threshold``; a negative threshold, where ReLU's zeros fire, still goes through encode."""
+    model = make_model(architecture=architecture, norm_factors=[0.7, 1.3])
+    with torch.no_grad():
+        model.b_enc.normal_(0, 0.3)
+    acts = random_rows(200)
+    with torch.no_grad():
+        f = model.encode(model.normalize(acts)).reshape(200, model.cfg.n_groups, -1)
+    expected = (f > threshold).sum(dim=0).reshape(model.cfg.n_groups, -1)
+    calls = []
+    real_encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: calls.append(1) or real_encode(x))
+    got = firing_counts(model, [acts[:120], acts[120:]], threshold=threshold, chunk_size=50)
+    assert torch.equal(got.counts, expected)
+    assert bool(calls) == (threshold < 0)
+    if threshold < 0:
+        assert int(got.counts.min()) == 200  # every latent "fires" above a negative threshold
+    else:
+        assert 0 < int(expected.sum()) < expected.numel() * 200
+
+
+@pytest.mark.parametrize("architecture", ["standard", "tied"])
+def test_firing_counts_batchtopk_use_encode(architecture):
+    """BatchTopK keeps a batch-dependent set of latents: the counts are those of ``encode`` in eval mode."""
+    model = make_model(architecture=architecture, activation="batchtopk", k=4.0)
+    acts = random_rows(96)
+    model.train()
+    model(acts)  # a training forward estimates the inference threshold
+    model.eval()
+    with torch.no_grad():
+        expected = (model.encode(acts) > 0).sum(dim=0).reshape(model.cfg.n_groups, -1)
+        relu_only = (torch.relu(model._pre_activations(acts)) > 0).sum(dim=0).reshape(model.cfg.n_groups, -1)
+    got = firing_counts(model, [acts], chunk_size=40)
+    assert torch.equal(got.counts, expected)
+    assert not torch.equal(got.counts, relu_only)  # the raw-product shortcut would have been wrong here
+
+
+def test_firing_counts_refuse_wrong_width():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"\(n_tokens, 2, 16\)"):
+        firing_counts(model, [random_rows(10, d_model=8)])
+
+
 def test_evaluate_matches_whole_batch_loss_metrics():
     model = make_model(architecture="tied")
     acts = random_rows(256)

@@ -63,8 +63,11 @@ def iter_normalized(
     exclude = torch.tensor(sorted({int(t) for t in exclude_token_ids}), dtype=torch.long)
     for item in batches:
         acts, keep = _unpack(item, exclude)
-        if acts.ndim != 3 or acts.shape[1] != 2:
-            raise ValueError(f"expected activations of shape (n_tokens, 2, d_model), got {tuple(acts.shape)}")
+        if acts.ndim != 3 or acts.shape[1] != 2 or acts.shape[2] != model.cfg.d_model:
+            raise ValueError(
+                f"expected activations of shape (n_tokens, 2, {model.cfg.d_model}) = (n_tokens, n_models, d_model), "
+                f"got {tuple(acts.shape)}"
+            )
         if keep is not None:
             acts = acts[keep.to(acts.device)]
         for start in range(0, acts.shape[0], chunk_size):
@@ -74,6 +77,24 @@ def iter_normalized(
 
 def _flat_latents(model: Crosscoder, x: Tensor) -> Float[Tensor, "chunk n_groups_x_n_latents"]:
     return model.encode(x).reshape(x.shape[0], -1)
+
+
+def _fired_per_column(
+    x: Float[Tensor, "chunk n_models d_model"],
+    W_enc: Float[Tensor, "n_models_x_d_model n_groups_x_n_latents"],
+    b_enc: Float[Tensor, " n_groups_x_n_latents"],
+    threshold: float,
+) -> Int[Tensor, " n_groups_x_n_latents"]:
+    """Rows of ``x`` on which ``ReLU(x W_enc + b_enc) > threshold``, per flattened latent, for ``threshold >= 0``.
+
+    For ``t >= 0``, ``ReLU(p) > t`` exactly when ``p > t``, so no ReLU output is materialised: the encoder product is
+    compared in place. At ``t = 0`` it is compared with ``-b_enc`` (no bias pass): in IEEE round-to-nearest the sign
+    of ``fl(a + b)`` is the sign of the exact ``a + b``, so ``a > -b`` decides exactly what ``fl(a + b) > 0`` does.
+    The 0/1 floats are summed per column in float32 (exact below 2**24 rows) or float64 beyond.
+    """
+    p = x.reshape(x.shape[0], -1).to(W_enc.dtype) @ W_enc
+    fired = p.gt_(-b_enc) if threshold == 0 else p.add_(b_enc).gt_(threshold)
+    return fired.sum(dim=0, dtype=torch.float32 if x.shape[0] < 2**24 else torch.float64).long()
 
 
 class FiringCounts(NamedTuple):
@@ -107,8 +128,10 @@ def firing_counts(
 ) -> FiringCounts:
     """Count, per latent and group, the tokens on which it fires (activation > ``threshold``).
 
-    Vectorised: one ``encode`` per chunk of ``chunk_size`` rows, so memory is ``chunk_size x n_groups x n_latents``
-    floats whatever the sample size.
+    Vectorised: one encoder product per chunk of ``chunk_size`` rows, so memory is ``chunk_size x n_groups x
+    n_latents`` floats whatever the sample size. For a ReLU crosscoder and ``threshold >= 0`` the firings are counted
+    on the pre-activations in place (no ReLU output); BatchTopK crosscoders and negative thresholds go through
+    ``encode``.
 
     Args:
         model: a standard or tied crosscoder (put it in eval mode first if it is a BatchTopK one).
@@ -123,10 +146,17 @@ def firing_counts(
     """
     n_groups, n = model.cfg.n_groups, model.cfg.n_latents
     counts = torch.zeros(n_groups * n, dtype=torch.long, device=model.W_dec.device)
+    # ReLU crosscoders: count on the encoder product itself (see _fired_per_column); BatchTopK (whose kept set
+    # depends on the whole batch and the decoder norms) and negative thresholds (where ReLU's zeros count) encode.
+    raw_product = model.cfg.activation == "relu" and threshold >= 0
+    W_enc, b_enc = model.W_enc.reshape(2 * model.cfg.d_model, -1), model.b_enc.reshape(-1)
     total = 0
     for x in iter_normalized(model, batches, exclude_token_ids=exclude_token_ids, normalized=normalized,
                              chunk_size=chunk_size):  # fmt: skip
-        counts += (_flat_latents(model, x) > threshold).sum(dim=0)
+        if raw_product:
+            counts += _fired_per_column(x, W_enc, b_enc, threshold)
+        else:
+            counts += (_flat_latents(model, x) > threshold).sum(dim=0)
         total += x.shape[0]
     return FiringCounts(counts.reshape(n_groups, n).cpu(), total)
 
