@@ -145,6 +145,50 @@ def test_released_checkpoints_replace_training(tmp_path):
     torch.testing.assert_close(tied.W_enc, model.W_enc)
 
 
+def _write_tied_release(folder, model):
+    """A tied crosscoder in the released layout (torch.save state dict + <name>_cfg.json, no norm factors)."""
+    import json
+
+    folder.mkdir(parents=True)
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, folder / "tied_crosscoder_eta_2.pt")
+    (folder / "tied_crosscoder_eta_2_cfg.json").write_text(json.dumps({"d_in": model.cfg.d_model,
+                                                                      "dict_size": model.cfg.n_latents}))
+    return folder / "tied_crosscoder_eta_2.pt"
+
+
+def test_released_layout_gets_norm_factors_of_the_training_data(tmp_path, capsys):
+    model = make_model(architecture="tied", n_latents=8)
+    path = _write_tied_release(tmp_path / "release", model)
+    rows = random_rows(256)
+    td = exp1.TrainingData(PAIR, _settings(checkpoint=str(path)), [[2, 3]] * 4,
+                           lambda: InMemoryBatches(rows, 32, epochs=None, norm_factors=torch.tensor([0.5, 2.0])),
+                           [])  # fmt: skip
+    tied, log = exp1.tied_crosscoder(td, tmp_path / "never")
+    assert log == [] and not (tmp_path / "never").exists()
+    assert tied.source == exp1.presets.TIED_RELEASE and tied.cfg.norm_factors == [0.5, 2.0]
+    assert "normalisation factors (base, chat) [0.5, 2.0] estimated" in capsys.readouterr().out
+    evaluate(tied, [rows])  # analysis of raw activations now runs (it refuses without factors)
+    # a data source without factors: a clear error instead of a silently unnormalised analysis
+    td_bare = exp1.TrainingData(PAIR, td.settings, [[2, 3]] * 4, lambda: iter([rows]), [])
+    with pytest.raises(ValueError, match="no norm_factors"):
+        exp1.tied_crosscoder(td_bare, tmp_path / "never")
+
+
+def test_focus_latent_of_the_release_is_checked_against_the_crosscoder(tmp_path):
+    focus = pick(exp1.TABLE, "paper").focus_latent
+    assert focus == exp1.presets.LatentRef(10615, "sa7270/tied-crosscoder/tied_crosscoder_eta_2.pt")
+    model = make_model(architecture="tied", n_latents=8)
+    released = exp1.models.load_crosscoder(_write_tied_release(tmp_path / "release", model))
+    ref = exp1.presets.LatentRef(5, exp1.presets.TIED_RELEASE)
+    assert exp1.focus_triple(_scatter(), ref, model=released) == 5
+    with pytest.raises(ValueError, match="unrelated feature"):  # the same index in a crosscoder trained here
+        exp1.focus_triple(_scatter(), ref, model=model)
+    with pytest.raises(ValueError, match="model="):
+        exp1.focus_triple(_scatter(), ref)
+    with pytest.raises(ValueError, match="out of range"):
+        exp1.focus_triple(_scatter(), exp1.presets.LatentRef(10615, exp1.presets.TIED_RELEASE), model=released)
+
+
 def test_held_out_metrics_and_table():
     model = make_model(architecture="tied", n_latents=8)
     samples = {"web": _sample(seed=1), "chat": _sample(seed=2)}

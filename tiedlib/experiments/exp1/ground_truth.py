@@ -20,6 +20,7 @@ from tiedlib import lab
 from tiedlib.analysis import concepts as gt
 from tiedlib.analysis.firing import best_per_group
 from tiedlib.config import BASE_ONLY, CHAT_ONLY, GROUP_NAMES
+from tiedlib.crosscoders.checkpoints import LatentRef, resolve_latent
 from tiedlib.crosscoders.crosscoder import Crosscoder
 from tiedlib.experiments.exp1.data import HeldOutSamples
 from tiedlib.experiments.exp1.ratios import RatioScatter
@@ -104,12 +105,26 @@ def refusal_triple(scores: ConceptScores) -> RefusalTriple:
     return RefusalTriple(**gt.refusal_triple(scores.web, scores.chat, scores.concepts, scores.n_latents))
 
 
-def focus_triple(scatter: RatioScatter, focus_latent: int | None, refusal: RefusalTriple | None = None) -> int:
+def focus_triple(scatter: RatioScatter, focus_latent: LatentRef | int | None, refusal: RefusalTriple | None = None,
+                 model: Crosscoder | None = None) -> int:  # fmt: skip
     """The triple whose contexts are shown first: the refusal triple when there is ground truth, else
-    ``focus_latent`` (the write-up's 10615 at paper scale), else the most top-left triple."""
+    ``focus_latent`` (the write-up's 10615 at paper scale), else the most top-left triple.
+
+    A :class:`LatentRef` is checked against ``model`` (:func:`resolve_latent`).
+
+    Raises:
+        ValueError: ``focus_latent`` is a :class:`LatentRef` and ``model`` is not given, or is another checkpoint than
+            the one the latent was chosen in.
+    """
     if refusal is not None:
         return refusal.triple
-    return focus_latent if focus_latent is not None else scatter.most_top_left
+    if isinstance(focus_latent, LatentRef) and model is None:
+        raise ValueError(
+            f"focus_latent {focus_latent.index} was chosen in checkpoint {focus_latent.checkpoint!r}: pass the "
+            "crosscoder being analysed (model=...) so that it can be checked to be that checkpoint"
+        )
+    latent = resolve_latent(focus_latent, model) if model is not None else focus_latent
+    return latent if latent is not None else scatter.most_top_left
 
 
 def concept_share(names: Sequence[str], group: Collection[str]) -> float:

@@ -3,7 +3,7 @@ released checkpoints) and their held-out metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -38,10 +38,32 @@ def _train_or_checkpoint(checkpoint: str | None, run_dir: Path, cfg: CrosscoderC
                          data: TrainingData) -> tuple[Crosscoder, list[dict]]:  # fmt: skip
     if checkpoint:
         model, log = load_crosscoder(checkpoint, device=data.settings.device), []
+        if model.cfg.needs_norm_factors and model.cfg.norm_factors is None:
+            set_estimated_norm_factors(model, data)
     else:
         model, log = train_or_load(run_dir, cfg, train_cfg, data.make_data)
     model.eval()
     return model, log
+
+
+def set_estimated_norm_factors(model: Crosscoder, data: TrainingData, log: Callable[[str], None] = print) -> None:
+    """Give a released crosscoder (which stores no normalisation factors) the factors of this experiment's training
+    activations: :func:`tiedlib.activations.estimate_norm_factors` on the raw harvested training mix, as the
+    in-memory batches or activation buffer of ``data.make_data()`` carry them. Prints that they were estimated.
+
+    Raises:
+        ValueError: the training data carries no ``norm_factors`` to take.
+    """
+    factors = getattr(data.make_data(), "norm_factors", None)
+    if factors is None:
+        raise ValueError(
+            f"cannot estimate normalisation factors for {model.source or 'the released checkpoint'}: the training "
+            "data source has no norm_factors (expected InMemoryBatches or an ActivationBuffer)"
+        )
+    model.set_norm_factors_(factors)
+    log(f"{model.source or 'released checkpoint'}: normalisation factors (base, chat) "
+        f"{[round(float(f), 6) for f in model.cfg.norm_factors]} estimated on this experiment's training activations "
+        "(the release does not store them)")  # fmt: skip
 
 
 def tied_crosscoder(data: TrainingData, run_dir: str | Path) -> tuple[Crosscoder, list[dict]]:
