@@ -87,6 +87,39 @@ def test_standard_crosscoder_trains_on_the_pair_mix_then_reloads(tmp_path, monke
     torch.testing.assert_close(again.crosscoder.W_dec, run.crosscoder.W_dec)
 
 
+def test_released_layout_gets_norm_factors_estimated_on_the_pair(tmp_path, monkeypatch, capsys):
+    import json
+
+    from tiedlib.activations import estimate_norm_factors, harvest_all
+
+    tok = tiny_tokenizer()
+    base, chat = tiny_gemma2(n_layers=2, seed=0), tiny_gemma2(n_layers=2, seed=1)
+    pair = ModelPair("smoke", wrap(base, tok), wrap(chat, tok), tok, layer=1, d_model=32, base_hf=base, chat_hf=chat)
+    monkeypatch.setattr(exp4_pipeline, "load_pair", lambda name, *, layer, device: pair)
+    monkeypatch.setattr(exp4_pipeline, "training_sequences",
+                        lambda p, n, *, web_fraction, seed: random_sequences(n, 4, 9, len(tok), seed=seed))
+    model = make_model(d_model=32, n_latents=16)
+    folder = tmp_path / "repo" / "blocks.14.hook_resid_pre"  # the standard release's layout
+    folder.mkdir(parents=True)
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, folder / "cc_weights.pt")
+    (folder / "cfg.json").write_text(json.dumps({"d_in": 32, "dict_size": 16}))
+    settings = pick(TABLE, "smoke", checkpoint=str(folder / "cc_weights.pt"), norm_docs=5, seed=2)
+    run = standard_crosscoder(settings, tmp_path / "unused")
+    seqs = random_sequences(5, 4, 9, len(tok), seed=2)
+    expected = estimate_norm_factors(harvest_all(pair.base, pair.chat, seqs, 1, progress=False), 32)
+    assert run.crosscoder.cfg.norm_factors == pytest.approx(expected.tolist())
+    n_tokens = sum(len(s) - 1 for s in seqs)
+    assert f"estimated on {n_tokens:,} tokens of 5 documents" in run.data
+    assert "estimated on" in capsys.readouterr().out
+    torch.testing.assert_close(run.crosscoder.W_dec, model.W_dec)
+    # a pair of another width is refused by name
+    monkeypatch.setattr(exp4_pipeline, "load_pair", lambda name, *, layer, device: replace(pair, d_model=16))
+    with pytest.raises(ValueError, match="d_model 32"):
+        standard_crosscoder(settings, tmp_path / "unused")
+    with pytest.raises(ValueError, match="norm_docs"):
+        pick(TABLE, "paper", norm_docs=0)
+
+
 def _decoder() -> torch.Tensor:
     """Four latents in 4 dimensions: base-exclusive 0, chat-exclusive 1, shared 2 and 3 (cosines set by hand)."""
     e = torch.eye(4)

@@ -4,7 +4,7 @@ latents come to the other model's decoder vectors compared with its shared laten
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tiedlib.activations.collect import collect_activations
+from tiedlib.activations.harvest import estimate_norm_factors, harvest_all
 from tiedlib.analysis.cosines import ExclusiveVsShared, exclusive_vs_shared
 from tiedlib.crosscoders.checkpoints import load_crosscoder
 from tiedlib.pairs import load_pair, training_sequences
@@ -50,7 +51,10 @@ def standard_crosscoder(settings: Exp4Settings, run_dir: str | Path) -> Standard
     ``run_dir`` holds the finished run) a standard crosscoder."""
     if settings.checkpoint is not None:
         crosscoder = load_crosscoder(settings.checkpoint, device=settings.device)
-        return StandardRun(crosscoder, [], f"released crosscoder {settings.checkpoint}")
+        data = f"released crosscoder {settings.checkpoint}"
+        if crosscoder.cfg.needs_norm_factors and crosscoder.cfg.norm_factors is None:
+            data += "; " + estimate_released_norm_factors(crosscoder, settings)
+        return StandardRun(crosscoder, [], data)
     pair = load_pair(settings.pair, layer=settings.layer, device=settings.device)
     seqs = training_sequences(pair, settings.n_docs, web_fraction=settings.web_fraction, seed=settings.seed)
     acts = collect_activations(pair, seqs, progress=False)
@@ -61,6 +65,23 @@ def standard_crosscoder(settings: Exp4Settings, run_dir: str | Path) -> Standard
         batch_size=settings.batch_size, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
         device=settings.device)
     return StandardRun(crosscoder, metrics, data)
+
+
+def estimate_released_norm_factors(crosscoder: Any, settings: Exp4Settings, log: Callable[[str], None] = print) -> str:
+    """Set a released crosscoder's normalisation factors (the releases store none) to
+    :func:`tiedlib.activations.estimate_norm_factors` on the raw activations of ``settings.norm_docs`` documents of
+    the pair's training mix (BOS and padding dropped), print that they were estimated, and return that line."""
+    pair = load_pair(settings.pair, layer=settings.layer, device=settings.device)
+    if pair.d_model != crosscoder.cfg.d_model:
+        raise ValueError(f"{settings.checkpoint} has d_model {crosscoder.cfg.d_model} but pair {settings.pair!r} has "
+                         f"{pair.d_model} at layer {pair.layer}")  # fmt: skip
+    seqs = training_sequences(pair, settings.norm_docs, web_fraction=settings.web_fraction, seed=settings.seed)
+    h = harvest_all(pair.base, pair.chat, seqs, pair.layer, progress=False)
+    crosscoder.set_norm_factors_(estimate_norm_factors(h, pair.d_model))
+    line = (f"norm factors {[round(float(f), 6) for f in crosscoder.cfg.norm_factors]} estimated on "
+            f"{h.acts.shape[0]:,} tokens of {len(seqs)} documents (the release does not store them)")
+    log(line)
+    return line
 
 
 def max_cosine_panels(W_dec: Float[Tensor, "n_latents 2 d_model"], r: Float[Tensor, " n_latents"],

@@ -35,12 +35,17 @@ class Exp4Settings:
     bins: int = 40
     device: str = "cpu"
     seed: int = 0
+    norm_docs: int = 64
+    """Documents of the pair's training mix harvested to estimate a released checkpoint's normalisation factors
+    (the releases do not store them)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.low <= self.high <= 1:
             raise ValueError(f"need 0 <= low <= high <= 1, got low={self.low}, high={self.high}")
         if self.checkpoint is None and min(self.n_docs, self.n_latents, self.n_steps, self.batch_size) < 1:
             raise ValueError("training a crosscoder needs positive n_docs, n_latents, n_steps and batch_size")
+        if self.checkpoint is not None and self.norm_docs < 1:
+            raise ValueError("a released checkpoint needs norm_docs >= 1 documents to estimate its norm factors")
         if min(self.chunk_size, self.bins) < 1:
             raise ValueError("chunk_size and bins must be positive")
 
