@@ -13,6 +13,8 @@ from tiedlib.crosscoders.checkpoints import RELEASES, LatentRef, release_id
 
 TIED_RELEASE = release_id("sa7270/tied-crosscoder", RELEASES["sa7270/tied-crosscoder"])
 """:func:`~tiedlib.crosscoders.checkpoints.release_id` of the released tied crosscoder (the write-up's run)."""
+WRITEUP_REFUSAL_LATENT = LatentRef(10615, TIED_RELEASE)
+"""The write-up's refusal triple (Figure 3), valid only in the released tied checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,9 @@ class Exp1Settings:
     focus_latent: LatentRef | int | None = None
     """Triple whose contexts are shown when there is no ground truth to pick one. The write-up's 10615 (refusals)
     is a :class:`LatentRef` to the released tied checkpoint: :func:`focus_triple` refuses it for any other crosscoder
-    (a plain int is an index chosen in the crosscoder at hand)."""
+    (a plain int is an index chosen in the crosscoder at hand). The paper preset trains its own crosscoder, so it has
+    none; to read the write-up's latent, pass ``checkpoint=<tied_crosscoder_eta_2.pt>`` and
+    ``focus_latent=WRITEUP_REFUSAL_LATENT``."""
     checkpoint: str | None = None
     """A released tied checkpoint (folder or .pt) to analyse instead of training (see ``tiedlib.load_crosscoder``).
     The releases store no normalisation factors: they are estimated on this experiment's training activations."""
@@ -78,7 +82,7 @@ TABLE: dict[str, Exp1Settings] = {
     "paper": Exp1Settings(
         pair="gemma-2-2b", layer=14, n_latents=16384, train_docs=250_000, n_steps=61_035, batch_size=4096, lr=5e-5,
         l1_coeff=2.0, eval_docs=128, standard_n_latents=16384, standard_n_steps=61_035, model_batch_size=8,
-        device="cuda", log_every=500, top_k=10, focus_latent=LatentRef(10615, TIED_RELEASE),
+        device="cuda", log_every=500, top_k=10,
     ),
 }  # fmt: skip
 """Settings per scale; use ``tiedlib.config.pick(TABLE, SCALE, **overrides)``."""
