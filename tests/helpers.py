@@ -62,3 +62,20 @@ def count_calls(monkeypatch, owner, name: str, counts: dict[str, int]) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, wrapped)
+
+
+def peak_cpu_bytes(fn) -> int:
+    """Peak of the CPU bytes allocated (net of frees) while ``fn`` runs, from the torch profiler's allocator events.
+
+    Frees of blocks allocated before ``fn`` are not reported, so this can only overestimate the peak."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())  # fmt: skip
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak

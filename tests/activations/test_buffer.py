@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from tests.helpers import Interrupt, count_calls, interrupt_on_call
+from tests.helpers import Interrupt, count_calls, interrupt_on_call, peak_cpu_bytes
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap
 from tiedlib.activations import harvest as harvest_module
 from tiedlib.activations.buffer import ActivationBuffer, DataExhaustedError
@@ -209,23 +209,6 @@ def test_exact_resume_from_an_interrupt_at_every_refill_phase(pair, seqs, monkey
                     assert torch.equal(got, want), (name, k, i, b is buf)
 
 
-def _peak_cpu_bytes(fn) -> int:
-    """Peak of the CPU bytes allocated (net of frees) while ``fn`` runs, from the torch profiler's allocator events.
-
-    Frees of blocks allocated before ``fn`` are not reported, so this can only overestimate the peak."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())  # fmt: skip
-    current = peak = 0
-    for e in events:
-        current += e.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_refill_memory_stays_within_the_preallocated_buffer(monkeypatch, dtype):
     """A refill writes into the preallocated buffer: its peak is the buffer plus one harvest batch, not the
@@ -253,14 +236,14 @@ def test_refill_memory_stays_within_the_preallocated_buffer(monkeypatch, dtype):
     assert expected >= 8 * harvest_batch  # sizes where the buffer dominates
 
     holder = {}
-    first = _peak_cpu_bytes(lambda: holder.update(buf=ActivationBuffer(base, chat, seqs, 1, **kw), x=None)
+    first = peak_cpu_bytes(lambda: holder.update(buf=ActivationBuffer(base, chat, seqs, 1, **kw), x=None)
                             or holder.update(x=next(holder["buf"])))  # fmt: skip
     buf = holder["buf"]
     assert ActivationBuffer.bytes_needed(buffer_tokens, d, dtype) == buf.nbytes >= expected
     assert buf.nbytes <= 1.05 * expected  # position metadata and the permutation are small next to the rows
     for _ in range(buffer_tokens // 256 - 1):
         next(buf)  # spend the first fill
-    second = _peak_cpu_bytes(lambda: next(buf))  # a whole refill
+    second = peak_cpu_bytes(lambda: next(buf))  # a whole refill
     assert first <= buf.nbytes + 3 * harvest_batch, (first, buf.nbytes)
     assert second <= 3 * harvest_batch, (second, buf.nbytes)  # the buffer itself is reused, not reallocated
     batch = next(buf)

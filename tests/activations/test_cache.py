@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import Interrupt, interrupt_on_call
+from tests.helpers import Interrupt, interrupt_on_call, peak_cpu_bytes
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap
 from tiedlib.activations import cache as cache_module
 from tiedlib.activations import harvest as harvest_module
@@ -252,22 +252,6 @@ def test_resume_is_bit_exact(cache_dir, k):
         other.load_state_dict(first.state_dict())
 
 
-def _peak_cpu_bytes(fn) -> int:
-    """Peak of the CPU bytes allocated (net of frees) while ``fn`` runs, from the torch profiler's allocator events
-    (as in test_buffer)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())  # fmt: skip
-    current = peak = 0
-    for e in events:
-        current += e.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 def test_reading_keeps_only_the_window_resident(tmp_path, monkeypatch):
     """Reading a whole 8-shard cache holds one window of 2 shards (plus the shard being read and one batch), not the
     cache. The harvest is replaced by random rows of the right layout (only the reader's memory is measured)."""
@@ -287,7 +271,7 @@ def test_reading_keeps_only_the_window_resident(tmp_path, monkeypatch):
     cache = open_cache(path)
     shard_bytes = per_shard * (seq_len - 1) * 2 * d * 4
     reader = CacheBatches(cache, batch_size=128, window_shards=2, verify=False)
-    peak = _peak_cpu_bytes(lambda: [next(reader).shape for _ in range(reader.batches_per_epoch)])  # batches dropped
+    peak = peak_cpu_bytes(lambda: [next(reader).shape for _ in range(reader.batches_per_epoch)])  # batches dropped
     assert reader.tokens_consumed == cache.n_tokens - cache.n_tokens % 128  # the whole cache was read
     assert reader.max_resident_shards == 2
     # Measured 3.26 shards: the 2-shard window, the shard being read into it, a batch (0.25 shard) and indices.
