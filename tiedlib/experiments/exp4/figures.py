@@ -8,34 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from matplotlib.figure import Figure
 
 from tiedlib.analysis.cosines import ExclusiveVsShared
-
-CATEGORY_COLOURS = ("tab:orange", "tab:gray", "tab:purple")
-"""Base-exclusive, shared, chat-exclusive."""
-
-
-def relative_norm_histogram(r: torch.Tensor, *, low: float = 0.3, high: float = 0.7, title: str = "",
-                            bins: int = 50) -> Figure:  # fmt: skip
-    """Histogram of relative decoder norms ``r`` (``(n_latents,)``), stacked by exclusivity category (base-exclusive
-    ``r < low``, shared, chat-exclusive ``r > high``), thresholds marked, log count axis."""
-    values = r.detach().cpu().float().numpy()
-    labels = ["base-exclusive", "shared", "chat-exclusive"]
-    category = np.where(values < low, labels[0], np.where(values > high, labels[2], labels[1]))
-    data = pd.DataFrame({"r": values, "category": pd.Categorical(category, categories=labels)})
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    sns.histplot(data=data, x="r", hue="category", hue_order=labels, palette=list(CATEGORY_COLOURS), bins=bins,
-                 binrange=(0, 1), multiple="stack", ax=ax)
-    for x in (low, high):
-        ax.axvline(x, color="k", ls="--", lw=1)
-    ax.set_yscale("log")
-    ax.set_xlabel("relative decoder norm  ||d_chat|| / (||d_base|| + ||d_chat||)")
-    ax.set_ylabel("latents")
-    ax.set_title(title or "relative decoder norms")
-    fig.tight_layout()
-    return fig
+from tiedlib.analysis.figures import relative_norm_histogram  # noqa: F401 (re-exported for the notebook)
 
 
 def max_cosine_histograms(panels: Sequence[ExclusiveVsShared], *, bins: int = 40) -> Figure:
