@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tiedlib.lab.config import LabConfig
 from tiedlib.lab.docs import _tokenizer
 from tiedlib.lab.sets import cannot_can_prompts, colour_prefix_sets, crosscoder_mix, harmful_harmless_prompts
@@ -42,3 +44,28 @@ def test_crosscoder_mix():
     assert len(mix) == 100 and sum(d.source == "web" for d in mix) == 30
     assert [d.input_ids for d in mix] == [d.input_ids for d in crosscoder_mix(LabConfig.smoke(), 100, 0.3)]
     assert {d.source for d in mix[:20]} == {"web", "chat"}
+
+
+def test_heldout_sets_are_compositional_with_question_ids():
+    from tiedlib.lab import banks as B
+    from tiedlib.lab.sets import heldout_questions
+
+    cfg = LabConfig.smoke()
+    hh = harmful_harmless_prompts(cfg, 90)
+    cc = cannot_can_prompts(cfg, 85, split="heldout")
+    for kind, docs in {**hh, **cc}.items():
+        assert len(heldout_questions(kind)) >= 80
+        ids = [d.meta["question_id"] for d in docs]
+        assert len(set(ids)) >= 80, kind  # distinct questions first, name variants only after all are used
+        assert all(q in d.text and q in heldout_questions(kind) for q, d in zip(ids, docs, strict=True))
+    # No held-out request is a training wording: the training templates appear only at held-out keys.
+    train_requests = harmful_harmless_prompts(cfg, 60, split="train")
+    train_ids = {d.meta["question_id"] for v in train_requests.values() for d in v}
+    assert train_ids and not train_ids & {d.meta["question_id"] for v in hh.values() for d in v}
+    assert all(d.meta["question_id"].startswith(("Can you", "Can I")) for v in
+               cannot_can_prompts(cfg, 20).values() for d in v)
+    # Name variants share a question id: asking for more prompts than questions repeats questions with names.
+    many = cannot_can_prompts(cfg, 100, split="heldout")["can"]
+    assert len({d.text for d in many}) == 100 and len({d.meta["question_id"] for d in many}) == len(B.YES_ACTIONS) * 7
+    with pytest.raises(ValueError, match="kind must be"):
+        heldout_questions("colour")
