@@ -191,3 +191,46 @@ def test_bf16_finetune_equals_one_adamw_over_float32_masters():
                 p.copy_(m)
     for (name, a), b in zip(fused.named_parameters(), params, strict=True):
         assert torch.equal(a, b), name  # bitwise: the same arithmetic in another order of parameters
+
+
+def test_finetune_cache_key_carries_the_code_version(tmp_path, monkeypatch, capsys):
+    examples = [([1, 4, 5], 7), ([1, 5, 6], 8)]
+    cfg = colours.FinetuneConfig(lr=1e-3, epochs=1, batch_size=2)
+
+    def fresh():
+        return tiny_gemma2(n_layers=1, d_model=16, vocab_size=len(WORDS), seed=0)
+
+    assert colours.finetune_key("t", examples, cfg, "no-swap") == colours.finetune_key(
+        "t", examples, cfg, "no-swap", version=colours.FINETUNE_CODE_VERSION)
+    assert colours.finetune_key("t", examples, cfg, "no-swap", version=1) != colours.finetune_key(
+        "t", examples, cfg, "no-swap", version=2)
+    kw = dict(cache_dir=tmp_path, source="t", mode="no-swap", pad_id=0, progress=False)
+    _, first = colours.finetune_cached(fresh, examples, cfg, **kw)
+    assert first["version"] == colours.FINETUNE_CODE_VERSION
+    _, again = colours.finetune_cached(fresh, examples, cfg, **kw)
+    assert again["cached"] and again["key"] == first["key"]
+    # Neither saving nor a cached load shows transformers' bars, which are enabled again afterwards.
+    from transformers.utils import logging as hf_logging
+
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err and hf_logging.is_progress_bar_enabled()
+    # New fine-tuning code: the old folder is not reused, a new one is trained beside it.
+    monkeypatch.setattr(colours, "FINETUNE_CODE_VERSION", colours.FINETUNE_CODE_VERSION + 1)
+    _, bumped = colours.finetune_cached(fresh, examples, cfg, **kw)
+    assert not bumped["cached"] and bumped["key"] != first["key"]
+    assert len(list(tmp_path.glob("no-swap-*"))) == 2
+
+
+def test_quiet_transformers_bars_is_scoped():
+    from transformers.utils import logging as hf_logging
+
+    with colours.quiet_transformers_bars():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a caller that silenced the bars itself keeps them silenced
+    try:
+        with colours.quiet_transformers_bars():
+            pass
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

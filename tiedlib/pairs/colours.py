@@ -17,7 +17,8 @@ import json
 import random
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ SWAP_MODES = ("no-swap", "half-swap")
 ColourSets = dict[str, list[list[int]]]
 """``{"blue": [prefix ids, ...], "green": [...]}``; each prefix starts with BOS and stops before the colour token."""
 FINETUNE_INFO = "finetune.json"
+FINETUNE_CODE_VERSION = 2
+"""Version of the fine-tuning code, part of every cache key (:func:`finetune_key`): bump it whenever a change to
+:func:`finetune_last_token` (or what it is given) changes the weights it produces, so older fine-tunes are not reused.
+Version 2: bfloat16 models keep float32 master weights."""
 
 
 def colour_token_ids(tokenizer: Any) -> dict[str, int]:
@@ -264,11 +269,31 @@ class _Float32Masters:
             h.remove()
 
 
-def finetune_key(source: Any, examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, mode: str) -> str:
-    """16 hex digits over the source model id, the mode, the exact examples and the fine-tuning settings."""
-    payload = {"source": source, "mode": mode, "cfg": {k: v for k, v in asdict(cfg).items() if k != "device"},
+def finetune_key(source: Any, examples: Sequence[tuple[Sequence[int], int]], cfg: FinetuneConfig, mode: str, *,
+                 version: int | None = None) -> str:
+    """16 hex digits over the fine-tuning code version (default :data:`FINETUNE_CODE_VERSION`), the source model id,
+    the mode, the exact examples and the fine-tuning settings."""
+    version = FINETUNE_CODE_VERSION if version is None else version
+    payload = {"version": version, "source": source, "mode": mode,
+               "cfg": {k: v for k, v in asdict(cfg).items() if k != "device"},
                "examples": hashlib.sha256(json.dumps([[list(p), t] for p, t in examples]).encode()).hexdigest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def quiet_transformers_bars() -> Iterator[None]:
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards") inside the block (they would
+    land in the executed notebook), then restore their previous setting: loads elsewhere and tiedlib's own bars
+    (fine-tuning, training) are left as they were."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def finetune_cached(
@@ -303,16 +328,18 @@ def finetune_cached(
                                   "move it away (it is never overwritten)")
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(folder).to(cfg.device).eval()
+        with quiet_transformers_bars():
+            model = AutoModelForCausalLM.from_pretrained(folder).to(cfg.device).eval()
         return model, {**info, "cached": True}
     model = load_base()
     losses = finetune_last_token(model, examples, cfg, pad_id=pad_id, progress=progress)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        model.save_pretrained(tmp)
-        info = {"key": key, "mode": mode, "source": source, "n_examples": len(examples), "config": asdict(cfg),
-                "losses": losses}
+        with quiet_transformers_bars():
+            model.save_pretrained(tmp)
+        info = {"key": key, "version": FINETUNE_CODE_VERSION, "mode": mode, "source": source,
+                "n_examples": len(examples), "config": asdict(cfg), "losses": losses}
         (tmp / FINETUNE_INFO).write_text(json.dumps(info, default=str))
         tmp.rename(folder)  # fails rather than replacing if another process created the folder meanwhile
     finally:

@@ -20,6 +20,7 @@ from tiedlib.pairs.colours import (
     build_colour_toy,
     colour_choice_summary,
     colour_probabilities,
+    quiet_transformers_bars,
 )
 
 from .presets import Exp2Settings
@@ -33,7 +34,8 @@ def load_colour_toy(settings: Exp2Settings, *, cache_dir: Any = None) -> ColourT
     """
     cfg = settings.toy
     dtype = getattr(torch, cfg.dtype) if cfg.pair not in LAB_PAIRS else None
-    source = load_pair(cfg.pair, layer=cfg.layer, device=cfg.device, dtype=dtype)
+    with quiet_transformers_bars():  # no "Loading weights" bar in the executed notebook
+        source = load_pair(cfg.pair, layer=cfg.layer, device=cfg.device, dtype=dtype)
     return build_colour_toy(source, cfg, cache_dir=cache_dir)
 
 
