@@ -426,6 +426,8 @@ def open_cache(
     layer: int | None = None,
     tokenizer: Any = None,
     dataset: str | Mapping[str, Any] | None = None,
+    pair_name: str | None = None,
+    d_model: int | None = None,
 ) -> ActivationCache:
     """Open a finalised cache, refusing it when it was written for another pair, layer, tokenizer or dataset.
 
@@ -436,6 +438,8 @@ def open_cache(
         layer: the layer to compare (default: ``pair.layer``).
         tokenizer: a tokenizer to compare (default: ``pair.tokenizer``).
         dataset: the dataset description to compare (default: not compared).
+        pair_name, d_model: the pair's name and residual width to compare without loading the pair (the command
+            line checks a cache this way before training from it).
 
     Raises:
         FileNotFoundError: no manifest in ``path``.
@@ -454,6 +458,10 @@ def open_cache(
         wanted |= {"pair": pair.name, "layer": pair.layer, "d_model": pair.d_model}
     if layer is not None:
         wanted["layer"] = layer
+    if pair_name is not None:
+        wanted["pair"] = pair_name
+    if d_model is not None:
+        wanted["d_model"] = d_model
     tok = tokenizer if tokenizer is not None else (pair.tokenizer if pair is not None else None)
     if tok is not None:
         wanted["tokenizer_sha256"] = tokenizer_hash(tok)

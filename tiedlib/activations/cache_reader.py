@@ -14,6 +14,13 @@ window is released before the next one is read.
 Exact resume: the whole position is ``(epoch, rows served in the epoch)``; everything else (orders, windows) is
 recomputed from the seed, so :meth:`CacheBatches.state_dict` is a few integers and a resumed reader serves bitwise
 the same batches.
+
+Data parallel (``rank``, ``world_size``): every rank computes the same global order and the same global batches of
+``batch_size`` rows, and serves only its slice of each, rows ``[rank * b, (rank + 1) * b)`` for
+``b = batch_size / world_size``. The global batches, and the position in :meth:`CacheBatches.state_dict`, do not
+depend on the world size, so a run checkpointed on N ranks resumes exactly on M ranks. Each rank loads the windows
+its slices touch (every window, in practice): the I/O and host memory per rank are those of one reader, and the
+page cache shares the reads of ranks on one node.
 """
 
 from __future__ import annotations
@@ -57,10 +64,13 @@ class CacheBatches:
         device: where served batches live.
         normalise: multiply by the cache's ``norm_factors`` (default), or serve raw activations.
         verify: check each shard's sha256 the first time this reader loads it.
+        rank, world_size: serve only slice ``rank`` of ``world_size`` equal slices of each global batch (data
+            parallel; ``batch_size`` is the global batch and must be divisible by ``world_size``).
 
     Attributes:
-        last_positions: ``(batch_size, 3)`` int64 ``[epoch, doc_index, position]`` of the last served batch (CPU).
-        last_token_ids: ``(batch_size,)`` int64 token ids of the last served batch (CPU).
+        last_positions: ``(local_batch, 3)`` int64 ``[epoch, doc_index, position]`` of the last served batch (CPU).
+        last_token_ids: ``(local_batch,)`` int64 token ids of the last served batch (CPU).
+        local_batch: rows a batch holds on this rank (``batch_size // world_size``).
         norm_factors: the ``(2,)`` factors applied (ones when ``normalise=False``).
         max_resident_shards: the most shards held at once so far (for memory checks).
     """
@@ -76,6 +86,8 @@ class CacheBatches:
         device: str | torch.device = "cpu",
         normalise: bool = True,
         verify: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.cache = cache if isinstance(cache, ActivationCache) else open_cache(cache)
         if batch_size <= 0 or window_shards <= 0:
@@ -84,7 +96,14 @@ class CacheBatches:
             raise ValueError(f"epochs must be positive or None, got {epochs}")
         if self.cache.n_tokens < batch_size:
             raise ValueError(f"the cache holds {self.cache.n_tokens} tokens, fewer than one batch of {batch_size}")
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of world_size {world_size}")
+        if batch_size % world_size:
+            raise ValueError(f"the global batch_size {batch_size} is not divisible by world_size {world_size}: every "
+                             "rank needs an equal slice (change the batch size or the number of processes)")
         self.batch_size, self.seed, self.window_shards, self.epochs = batch_size, seed, window_shards, epochs
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = batch_size // world_size
         self.device = torch.device(device)
         self.verify = verify
         self.norm_factors = self.cache.norm_factors.clone() if normalise else torch.ones(2)
@@ -149,7 +168,8 @@ class CacheBatches:
         return self
 
     def __next__(self) -> Float[Tensor, "batch n_models d_model"]:
-        """The next shuffled, normalised ``(batch_size, 2, d_model)`` float32 batch on ``device``.
+        """The next shuffled, normalised ``(local_batch, 2, d_model)`` float32 batch on ``device`` (this rank's slice
+        of the global batch; the whole batch when ``world_size == 1``).
 
         Raises:
             DataExhaustedError: the last of ``epochs`` epochs is spent.
@@ -165,7 +185,8 @@ class CacheBatches:
                           stacklevel=2)  # fmt: skip
         self._plan(self._epoch)
         acts, meta = [], []
-        lo, hi = self._served, self._served + self.batch_size
+        lo = self._served + self.rank * self.local_batch
+        hi = lo + self.local_batch
         while lo < hi:
             w = int(torch.searchsorted(self._window_ends, lo, right=True))
             if w != self._window_index:
@@ -178,7 +199,7 @@ class CacheBatches:
             lo += take
         rows = acts[0] if len(acts) == 1 else torch.cat(acts)
         m = meta[0] if len(meta) == 1 else torch.cat(meta)
-        self._served = hi
+        self._served += self.batch_size
         self.last_positions = torch.cat([torch.full((m.shape[0], 1), self._epoch), m[:, :2]], dim=1)
         self.last_token_ids = m[:, 2].clone()
         # Cross to the device in the storage dtype (bf16: half the bytes), then widen and scale.

@@ -10,6 +10,9 @@ gives bitwise the same final weights on CPU as an uninterrupted run fed the same
 crosscoders (a tied and a standard one, say) on each batch of one stream, each with its own optimiser and run
 directory, so the activations are harvested once.
 
+Data parallel: when ``torch.distributed`` is initialised with several processes (``torchrun``), the loop trains
+through :mod:`tiedlib.training.distributed` (DDP gradients; rank 0 alone writes; see there).
+
 Stopping: the first Ctrl-C (SIGINT) or SIGTERM (how Colab and clusters preempt) lets the current step finish,
 writes a checkpoint and raises :class:`TrainingInterrupted` naming it; a second one stops at once. Any other
 exception (CUDA out of memory, a dataset error) writes a checkpoint too when the models are between steps (the
@@ -35,7 +38,7 @@ from tqdm.auto import tqdm
 from tiedlib.config import TrainConfig
 from tiedlib.crosscoders.checkpoints import load_crosscoder
 from tiedlib.crosscoders.crosscoder import Crosscoder, LossOutput
-from tiedlib.training import rundir
+from tiedlib.training import distributed, rundir
 from tiedlib.training.rundir import (
     METRICS_NAME,
     STATE_NAME,
@@ -86,10 +89,14 @@ def _autocast(batch: torch.Tensor, bf16: bool):
 
 
 def compute_gradients(model: Crosscoder, optimizer: torch.optim.Optimizer, batch: torch.Tensor, *, l1_coeff: float,
-                      metrics: bool = True, bf16: bool = False) -> LossOutput:  # fmt: skip
-    """Loss and backward pass on ``batch`` ``(batch, 2, d_model)``; the weights are not changed."""
+                      metrics: bool = True, bf16: bool = False,
+                      loss_fn: Callable[..., LossOutput] | None = None) -> LossOutput:  # fmt: skip
+    """Loss and backward pass on ``batch`` ``(batch, 2, d_model)``; the weights are not changed.
+
+    ``loss_fn`` replaces ``model.loss`` (same arguments): the DDP-wrapped loss of data-parallel training.
+    """
     with _autocast(batch, bf16):
-        out = model.loss(batch, l1_coeff=l1_coeff, metrics=metrics)
+        out = (loss_fn or model.loss)(batch, l1_coeff=l1_coeff, metrics=metrics)
     optimizer.zero_grad(set_to_none=True)
     out.total.backward()
     return out
@@ -136,6 +143,7 @@ class _Run:
     wandb_run: Any = None
     last_checkpoint: Path | None = None
     out: LossOutput | None = field(default=None, repr=False)
+    loss_fn: Callable[..., LossOutput] | None = field(default=None, repr=False)
 
 
 def _prepare_run_dir(out_dir: str | Path | None, overwrite: bool, hint: str) -> Path | None:
@@ -209,7 +217,8 @@ def train_many(cfgs: Sequence[TrainConfig], models: Sequence[Crosscoder], data: 
     torch.manual_seed(cfgs[0].seed)
     random.seed(cfgs[0].seed)
     hint = resume_command or _library_hint(given)
-    run_dirs = [_prepare_run_dir(d, overwrite, hint) for d in out_dirs]
+    writer = distributed.current() is None or distributed.current().is_main  # data parallel: rank 0 writes
+    run_dirs = [_prepare_run_dir(d, overwrite, hint) if writer else None for d in out_dirs]
     factors = getattr(data, "norm_factors", None)
     runs = []
     for i, (cfg, model, run_dir) in enumerate(zip(cfgs, models, run_dirs, strict=True)):
@@ -329,8 +338,14 @@ def _where(runs: list[_Run], hint: str) -> str:
     return f"last checkpoint: {', '.join(ckpts)}" + (f"; continue with {hint}" if ok else "")
 
 
-def _log_metrics(run: _Run, step: int, l1: float, bar: Any, log: LogFn | None) -> None:
-    metrics: dict[str, Any] = {"step": step, "lr": run.sched.get_last_lr()[0], "l1_coeff": l1, **run.out.scalars()}
+def _log_metrics(run: _Run, step: int, l1: float, bar: Any, log: LogFn | None,
+                 dp: distributed.DataParallel | None) -> None:  # fmt: skip
+    scalars = run.out.scalars()
+    if dp is not None:  # every rank takes part in the average; rank 0 reports it
+        scalars = dp.average(scalars)
+        if not dp.is_main:
+            return
+    metrics: dict[str, Any] = {"step": step, "lr": run.sched.get_last_lr()[0], "l1_coeff": l1, **scalars}
     if run.name:
         bar.set_postfix({f"ev{run.name}": f"{metrics['explained_variance']:.3f}"}, refresh=False)
     else:
@@ -347,17 +362,27 @@ def _log_metrics(run: _Run, step: int, l1: float, bar: Any, log: LogFn | None) -
 def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, log: LogFn | None, hint: str) -> None:
     cfg0 = runs[0].cfg
     n_steps = cfg0.n_steps
+    dp = distributed.current()
+    if dp is not None:
+        dp.check_data(data)
+        for run in runs:
+            run.loss_fn = dp.wrap(run.model)
+            if not dp.is_main:
+                run.run_dir = None  # rank 0 alone writes checkpoints, metrics and final weights
+    main = dp is None or dp.is_main
     stack = contextlib.ExitStack()
     for run in runs:
         if run.run_dir is not None:
             run.metrics_file = stack.enter_context(open(run.run_dir / METRICS_NAME, "a"))  # noqa: SIM115
-        if run.cfg.wandb_project:
+        if run.cfg.wandb_project and main:
             run.wandb_run = _init_wandb(run.cfg, run.model)
             stack.callback(run.wandb_run.finish)
     stop = stack.enter_context(StopSignals())
     stack.enter_context(tf32(cfg0.tf32, [r.cfg.device for r in runs]))
     names = "+".join(r.model.architecture for r in runs)
-    bar = stack.enter_context(tqdm(total=n_steps, initial=start_step, disable=not cfg0.progress, desc=f"train {names}"))
+    bar = stack.enter_context(
+        tqdm(total=n_steps, initial=start_step, disable=not (cfg0.progress and main), desc=f"train {names}")
+    )
     for run in runs:
         if run.run_dir is not None:
             bar.write(f"train: run directory {run.run_dir}; checkpoints {_cadence(run.cfg)}")
@@ -380,7 +405,9 @@ def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, lo
                 l1s = [l1_coeff_at(step, r.cfg) for r in runs]
                 for run, l1 in zip(runs, l1s, strict=True):
                     b = batch.to(run.cfg.device, non_blocking=True)
-                    run.out = compute_gradients(run.model, run.opt, b, l1_coeff=l1, metrics=logging, bf16=run.cfg.bf16)
+                    run.out = compute_gradients(
+                        run.model, run.opt, b, l1_coeff=l1, metrics=logging, bf16=run.cfg.bf16, loss_fn=run.loss_fn
+                    )
                     if not torch.isfinite(run.out.total):
                         raise FloatingPointError(
                             f"non-finite loss at step {step} (reconstruction={float(run.out.reconstruction)}, "
@@ -396,7 +423,7 @@ def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, lo
                 bar.update(1)
                 if logging:
                     for run, l1 in zip(runs, l1s, strict=True):
-                        _log_metrics(run, step, l1, bar, log)
+                        _log_metrics(run, step, l1, bar, log, dp)
                 now = time.monotonic()
                 due = step == n_steps or any(
                     (r.cfg.checkpoint_every and step % r.cfg.checkpoint_every == 0)
@@ -410,9 +437,14 @@ def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, lo
                         for run in runs:
                             if run.run_dir is not None:
                                 rundir.publish_final(run.run_dir, run.last_checkpoint)
-                if stop.requested is not None and step < n_steps:
+                requested = stop.requested
+                if dp is not None and dp.any(requested is not None) and requested is None:
+                    requested = "a stop signal on another rank"  # every rank stops after the same step
+                if requested is not None and step < n_steps:
                     _checkpoint_all(runs, step, safe[1])
-                    raise TrainingInterrupted(f"{stop.requested} at step {step} of {n_steps}: {_where(runs, hint)}")
+                    raise TrainingInterrupted(f"{requested} at step {step} of {n_steps}: {_where(runs, hint)}")
+            if dp is not None:
+                dp.barrier()  # rank 0 has written the final weights when any rank returns
         except TrainingInterrupted as err:
             print(f"training stopped: {err}", file=sys.stderr, flush=True)
             raise
