@@ -173,27 +173,36 @@ def harmful_harmless_prompts(cfg: LabConfig, n: int, split: str = "heldout") -> 
     """
     C.check_split(split)
     rng = C.make_rng(cfg.corpus.seed, "harm", split)
-
-    def render(question: str, harmful: bool, name: str | None) -> LabDoc:
-        content = [C.span(question, *C.QUESTION_CONCEPTS["harmful" if harmful else "harmless"])]
-        if name is not None:
-            content = [C.span("My name is"), C.span(f" {name}", "name"), C.span(". ")] + content
-        messages = [("user", content)]
-        meta = {"kind": "harmful" if harmful else "harmless", "split": split, "harmful": harmful,
-                "question_id": question, "messages": [{"role": "user", "content": "".join(t for t, _ in content)}]}
-        return encode_spans(chat_spans(messages, add_generation_prompt=True), "chat", meta)
-
     if split == "heldout":
         return {kind: _distinct_first(heldout_questions(kind), n, rng,
-                                      lambda q, name, h=(kind == "harmful"): render(q, h, name), kind)
+                                      lambda q, name, kind=kind: request_prompt(q, name, kind=kind), kind)
                 for kind in ("harmful", "harmless")}
 
     def make(harmful: bool) -> LabDoc:
         question, _ = C._sample_request(rng, split, harmful)
-        return render(question, harmful, rng.choice(B.NAMES) if rng.random() < 0.3 else None)
+        name = rng.choice(B.NAMES) if rng.random() < 0.3 else None
+        return request_prompt(question, name, kind="harmful" if harmful else "harmless", split=split)
 
     return {"harmful": _unique(lambda: make(True), n, "harmful"),
             "harmless": _unique(lambda: make(False), n, "harmless")}
+
+
+def request_prompt(question: str, name: str | None = None, *, kind: str = "harmless", split: str = "heldout"
+                   ) -> LabDoc:
+    """One user turn holding ``question`` (after "My name is <name>. " when ``name`` is given), rendered with the chat
+    template up to ``<start_of_turn>model\\n``.
+
+    ``kind`` is a question kind of :data:`tiedlib.lab.corpus.QUESTION_CONCEPTS` (it sets the question's labels).
+    ``meta``: kind, split, harmful, question_id (the question), name (or None) and messages (the user message).
+    """
+    if kind not in C.QUESTION_CONCEPTS:
+        raise ValueError(f"kind must be one of {sorted(C.QUESTION_CONCEPTS)}, got {kind!r}")
+    content = [C.span(question, *C.QUESTION_CONCEPTS[kind])]
+    if name is not None:
+        content = [C.span("My name is"), C.span(f" {name}", "name"), C.span(". ")] + content
+    meta = {"kind": kind, "split": split, "harmful": kind == "harmful", "question_id": question, "name": name,
+            "messages": [{"role": "user", "content": "".join(t for t, _ in content)}]}
+    return encode_spans(chat_spans([("user", content)], add_generation_prompt=True), "chat", meta)
 
 
 def crosscoder_mix(

@@ -1,0 +1,152 @@
+"""The probe suite: its machinery on planted directions, then the smoke pair's mechanisms where they hold."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tiedlib.lab.docs import LabDoc
+from tiedlib.lab.probes import (
+    Contrast,
+    auroc,
+    diff_of_means,
+    project_out,
+    question_split,
+    residuals,
+    run_probes,
+)
+
+
+def test_auroc_matches_pair_counting():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8, 0.4])
+    labels = torch.tensor([False, False, True, True, True])
+    # Positives 0.35, 0.8, 0.4 against negatives 0.1, 0.4: wins 1 + 2 + 1, one tie (0.4 = 0.4) -> (4 + 0.5) / 6.
+    assert auroc(scores, labels) == pytest.approx(4.5 / 6)
+    assert auroc(-scores, labels) == pytest.approx(1.5 / 6)
+    with pytest.raises(ValueError, match="both classes"):
+        auroc(scores, torch.ones(5, dtype=torch.bool))
+
+
+def test_question_split_keeps_questions_together_and_balances_classes():
+    groups = [f"q{i % 10}" for i in range(60)]  # six name variants of each of ten questions
+    labels = [int(g[1:]) < 5 for g in groups]
+    train = question_split(groups, labels)
+    for g in set(groups):
+        assert len({bool(t) for t, h in zip(train, groups, strict=True) if h == g}) == 1
+    for cls in (True, False):
+        sides = [bool(t) for t, y, g in zip(train, labels, groups, strict=True) if y == cls]
+        assert sorted([sum(sides), len(sides) - sum(sides)]) == [12, 18]  # 5 questions x 6 samples: 3 and 2
+    with pytest.raises(ValueError, match="distinct question"):
+        question_split(["a", "b", "b"], [True, False, False])
+
+
+def test_planted_direction_is_found_on_held_out_questions():
+    gen = torch.Generator().manual_seed(0)
+    d, n = 32, 200
+    planted = torch.randn(d, generator=gen)
+    planted /= planted.norm()
+    groups = [f"q{i % 40}" for i in range(n)]
+    labels = torch.tensor([int(g[1:]) % 2 == 0 for g in groups])
+    x = torch.randn(n, d, generator=gen) + 3.0 * labels[:, None] * planted
+    train = question_split(groups, labels.tolist())
+    direction = diff_of_means(x[train], labels[train])
+    assert float(direction @ planted) > 0.9
+    assert auroc(x[~train] @ direction, labels[~train]) > 0.98
+    with pytest.raises(ValueError, match="both classes"):
+        diff_of_means(x[labels], labels[labels])
+
+
+@pytest.fixture(scope="module")
+def random_gemma():
+    from transformers import Gemma2ForCausalLM
+
+    from tiedlib.lab.config import ModelConfig
+    from tiedlib.lab.train import make_model_config
+
+    torch.manual_seed(0)
+    cfg = make_model_config(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, context=32),
+                            40, pad_id=0, bos_id=2, eos_id=1)
+    return Gemma2ForCausalLM(cfg).eval()
+
+
+def _doc(ids: list[int], qid: str) -> LabDoc:
+    return LabDoc(text="", input_ids=ids, labels={}, source="web", meta={"question_id": qid})
+
+
+def test_residuals_read_the_layer_input_and_projection_removes_a_planted_direction(random_gemma):
+    model = random_gemma
+    gen = torch.Generator().manual_seed(1)
+    # Positives end in token 7, negatives in token 9; the other tokens (and lengths) vary with the question.
+    docs, labels = [], []
+    for i in range(24):
+        body = torch.randint(10, 40, (3 + i % 4,), generator=gen).tolist()
+        docs.append(_doc([2, *body, 7 if i % 2 else 9], f"q{i}"))
+        labels.append(bool(i % 2))
+    labels_t = torch.tensor(labels)
+    # The hook reads exactly Hugging Face's hidden_states[layer] (the input of decoder layer `layer`), batched with
+    # right padding as a single document would be.
+    deeper = residuals(model, docs, [-1] * len(docs), 1, batch_size=5)
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([docs[3].input_ids]), output_hidden_states=True).hidden_states[1][0, -1]
+    torch.testing.assert_close(deeper[3], ref, rtol=1e-4, atol=1e-5)
+    acts = residuals(model, docs, [-1] * len(docs), 0)  # the input of layer 0: the last token's embedding
+    train = question_split([d.meta["question_id"] for d in docs], labels)
+    direction = diff_of_means(acts[train], labels_t[train])
+    assert auroc(acts[~train] @ direction, labels_t[~train]) == 1.0
+    with torch.no_grad():
+        before = model(input_ids=torch.tensor([docs[0].input_ids])).logits
+    with project_out(model, 5.0 * direction, 0):
+        ablated = residuals(model, docs, [-1] * len(docs), 0)
+        with torch.no_grad():
+            changed = model(input_ids=torch.tensor([docs[0].input_ids])).logits
+    assert (ablated @ direction).abs().max() < 1e-4  # the planted direction is gone at every read position
+    assert not torch.allclose(before, changed)  # and the ablation sits in the forward path
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=torch.tensor([docs[0].input_ids])).logits, before)  # hook removed
+    with pytest.raises(ValueError, match="layer must be"):
+        residuals(model, docs, [-1] * len(docs), 2)
+    with pytest.raises(ValueError, match="non-zero"):
+        with project_out(model, torch.zeros(32), 0):
+            pass
+    with pytest.raises(ValueError, match="outside"):
+        residuals(model, docs[:1], [40], 0)
+
+
+@pytest.fixture(scope="module")
+def smoke_probes(smoke_path, smoke_cfg):
+    from tiedlib.lab.cache import load_models, load_tokenizer
+
+    torch.set_num_threads(1)
+    base, chat = load_models(smoke_cfg)
+    return run_probes(smoke_cfg, load_tokenizer(smoke_cfg), base, chat, n=40, n_refusal_prompts=20)
+
+
+def test_smoke_pair_probe_suite(smoke_probes):
+    frame = smoke_probes.frame()
+    rows = frame.to_dict("index")
+    assert list(frame.index)[-1] == "random direction (control)" and frame.attrs["layer"] == 1
+    assert smoke_probes.chat_refusal_baseline >= 0.8 and smoke_probes.n_refusal_prompts == 20
+    # Mechanisms the smoke pair (hidden 64, 2 layers) has at the input of layer 1, in both models. Measured: the
+    # decline, web-disclaimer and colour contrasts at AUROC 0.93-1.0 in each model, directions at cosine 0.8-0.92.
+    for name in ("about to decline (web)", "disclaimer (web)", "colour blue vs green"):
+        r = rows[name]
+        assert min(r["auroc_base"], r["auroc_chat"], r["auroc_chat_base_dir"]) >= 0.85, (name, r)
+        assert r["cos_base_chat"] >= 0.6, (name, r)
+        assert r["n_train_questions"] >= 2 and r["n_test_questions"] >= 2
+    assert rows["colour blue vs green"]["behaviour_chat"] >= 0.9
+    assert rows["harmful request"]["behaviour_chat"] >= rows["harmful request"]["behaviour_base"] + 0.4
+    # The transfer row fits nothing: every question is a test question.
+    assert rows["decline direction on harmful requests"]["n_train_questions"] == 0
+    # Not asserted, because the smoke pair does not have them (the tiny pair's figures are in notebook 00): a
+    # harmful-request direction at layer 1 (AUROC about 0.6-0.75), the base decline direction on harmful requests
+    # (about 0.65) and a 50-point refusal drop on ablation.
+    assert all(math.isfinite(v) for v in frame["refusal_drop_pts"])
+
+
+def test_transfer_needs_its_source_first(random_gemma):
+    docs = [_doc([2, 5, 7], "a"), _doc([2, 6, 7], "b")]
+    c = Contrast("t", "last", docs[:1], docs[1:], direction_from="missing")
+    with pytest.raises(ValueError, match="not measured before"):
+        run_probes(None, type("Tok", (), {"pad_token_id": 0})(), random_gemma, random_gemma, contrasts=[c], layer=0)

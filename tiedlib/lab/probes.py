@@ -1,0 +1,423 @@
+"""Probe suite of the lab pair: is each planted mechanism linearly present at the harvesting layer, in which model,
+and does removing it change what the chat model does? Measured on the models alone, before any crosscoder.
+
+For each *contrast* (two sets of prompts, each read at one position, e.g. the last token of a request):
+
+* a difference-of-means direction per model, fitted on a question-level train split (every name variant of a question
+  falls on the same side), the estimator of Arditi et al. 2024, "Refusal in language models is mediated by a single
+  direction" (arXiv 2406.11717, section 2.3);
+* AUROC of the projection on the held-out questions, in each model with its own direction, and in the chat model with
+  the base direction (is the base feature reused as is?);
+* the cosine of the base and chat directions;
+* one causal check: the chat direction is projected out of the chat model's residual stream at the input of the
+  harvesting layer, at every position, ``x <- x - (x . r) r`` (the same paper's directional ablation, restricted to
+  one layer), and the refusal rate on held-out harmful requests is measured again; the drop is reported in points;
+* a behaviour rate per model where the contrast has one (refusal, "I cannot", disclaimer, name copy, colour).
+
+The harvesting layer is the one :func:`tiedlib.pairs.load_pair` reads by default for a lab pair: the input of decoder
+layer ``num_layers // 2``. Activations are read with a plain forward pre-hook on that decoder layer (the lab pair is
+standalone: nothing here imports outside :mod:`tiedlib.lab`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tiedlib.lab import banks as B
+from tiedlib.lab import corpus as C
+from tiedlib.lab.config import LabConfig
+from tiedlib.lab.docs import LabDoc, encode_spans, web_spans
+from tiedlib.lab.evaluation import generate_replies, is_refusal
+from tiedlib.lab.sets import (
+    cannot_can_prompts,
+    colour_prefix_sets,
+    harmful_harmless_prompts,
+    heldout_questions,
+    request_prompt,
+)
+from tiedlib.lab.train import collate
+
+
+def harvest_layer(cfg: LabConfig) -> int:
+    """The decoder layer whose input residual stream is probed: ``num_layers // 2`` (the lab pairs' default)."""
+    return cfg.model.num_layers // 2
+
+
+def _layers(model) -> Any:
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__} has no .model.layers; the probe suite reads decoder-only HF models")
+    return layers
+
+
+def _check_layer(model, layer: int) -> None:
+    n = len(_layers(model))
+    if not 0 <= layer < n:
+        raise ValueError(f"layer must be in [0, {n}), got {layer}")
+
+
+@torch.no_grad()
+def residuals(model, docs: Sequence[LabDoc], positions: Sequence[int], layer: int, *, pad_id: int = 0,
+              batch_size: int = 64) -> torch.Tensor:
+    """The residual stream at the input of decoder layer ``layer`` at one position per document.
+
+    Args:
+        model: a Hugging Face decoder-only model with ``model.model.layers`` (the lab's `Gemma2ForCausalLM`).
+        docs: the documents, each run once (right-padded batches).
+        positions: one token index per document; negative indices count from the document's end (-1: last token).
+        layer: decoder layer whose input is read (``hidden_states[layer]`` in Hugging Face terms).
+    Returns:
+        ``(len(docs), d_model)`` float32 tensor on the CPU.
+    """
+    if len(docs) != len(positions):
+        raise ValueError(f"need one position per document, got {len(positions)} for {len(docs)} documents")
+    _check_layer(model, layer)
+    idx = [p + len(d) if p < 0 else p for d, p in zip(docs, positions, strict=True)]
+    if any(not 0 <= i < len(d) for d, i in zip(docs, idx, strict=True)):
+        raise ValueError("a position lies outside its document")
+    device = next(model.parameters()).device
+    caught: list[torch.Tensor] = []
+
+    def read(_module, args, kwargs):
+        caught.append(args[0] if args else kwargs["hidden_states"])
+
+    out = []
+    handle = _layers(model)[layer].register_forward_pre_hook(read, with_kwargs=True)
+    try:
+        model.eval()
+        for start in range(0, len(docs), batch_size):
+            batch = collate(list(docs[start:start + batch_size]), pad_id, str(device))
+            caught.clear()
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            rows = torch.arange(len(batch["input_ids"]), device=device)
+            cols = torch.tensor(idx[start:start + batch_size], device=device)
+            out.append(caught[0][rows, cols].float().cpu())
+    finally:
+        handle.remove()
+    return torch.cat(out)
+
+
+@contextlib.contextmanager
+def project_out(model, direction: torch.Tensor, layer: int) -> Iterator[None]:
+    """Within the block, remove ``direction`` from the input of decoder layer ``layer`` at every position.
+
+    ``x <- x - (x . r) r`` with ``r = direction / ||direction||`` (Arditi et al. 2024, directional ablation), applied
+    by a forward pre-hook, so generation with a KV cache sees it at every new token too.
+
+    Args:
+        direction: ``(d_model,)``, any non-zero length.
+    """
+    _check_layer(model, layer)
+    if direction.ndim != 1 or not torch.isfinite(direction).all() or direction.norm() == 0:
+        raise ValueError(f"direction must be a finite non-zero (d_model,) vector, got shape {tuple(direction.shape)}")
+    param = next(model.parameters())
+    r = (direction / direction.norm()).to(param.device, param.dtype)
+
+    def ablate(_module, args, kwargs):
+        if args:
+            h = args[0]
+            return (h - (h @ r)[..., None] * r, *args[1:]), kwargs
+        h = kwargs["hidden_states"]
+        return args, {**kwargs, "hidden_states": h - (h @ r)[..., None] * r}
+
+    handle = _layers(model)[layer].register_forward_pre_hook(ablate, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def diff_of_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Unit direction ``mean(x[labels]) - mean(x[~labels])``.
+
+    Args:
+        x: ``(n, d)`` activations.
+        labels: ``(n,)`` bool.
+    Returns:
+        ``(d,)`` unit vector.
+    """
+    labels = labels.bool()
+    if x.ndim != 2 or labels.shape != x.shape[:1]:
+        raise ValueError(f"need x (n, d) and labels (n,), got {tuple(x.shape)} and {tuple(labels.shape)}")
+    if labels.all() or not labels.any():
+        raise ValueError("both classes need at least one example")
+    d = x[labels].mean(0) - x[~labels].mean(0)
+    if d.norm() == 0:
+        raise ValueError("the two class means are identical: no direction")
+    return d / d.norm()
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for ``labels`` (bool), ties counted half: the Mann-Whitney U statistic
+    divided by ``n_pos * n_neg`` (Hanley and McNeil 1982). 1: every positive scores above every negative."""
+    labels = labels.bool()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both classes")
+    s = scores.double()
+    greater = (s[labels][:, None] > s[~labels][None, :]).double().sum()
+    ties = (s[labels][:, None] == s[~labels][None, :]).double().sum()
+    return float((greater + 0.5 * ties) / (n_pos * n_neg))
+
+
+def question_split(groups: Sequence[str], labels: Sequence[bool]) -> torch.Tensor:
+    """A question-level train/test split: ``(n,)`` bool, True = train.
+
+    Per class, the distinct groups (question ids) are ordered by crc32 and alternate train/test, so each class has
+    about half its questions on each side, and every sample of a group lands on the same side. A group that occurs
+    in both classes keeps the side it got first. Needs at least two groups per class.
+    """
+    if len(groups) != len(labels):
+        raise ValueError(f"need one group per label, got {len(groups)} and {len(labels)}")
+    side: dict[str, bool] = {}
+    for cls in (True, False):
+        distinct = sorted({g for g, y in zip(groups, labels, strict=True) if bool(y) == cls},
+                          key=lambda g: (zlib.crc32(g.encode()), g))
+        if len(distinct) < 2:
+            raise ValueError(f"class {cls} has {len(distinct)} distinct question(s); a question-level split needs 2")
+        for i, g in enumerate(distinct):
+            side.setdefault(g, i % 2 == 0)
+    return torch.tensor([side[g] for g in groups])
+
+
+# ------------------------------------------------------------------------------------------------------- contrasts
+@dataclass
+class Contrast:
+    """Two prompt sets read at one position each; positives are the mechanism's side."""
+
+    name: str
+    """Row name in the probe table."""
+    position: str
+    """Where the prompts are read, in words."""
+    positive: list[LabDoc]
+    negative: list[LabDoc]
+    group: Callable[[LabDoc], str] = field(default=lambda d: d.meta["question_id"])
+    """Question id of a prompt (name variants share it)."""
+    direction_from: str | None = None
+    """Name of another contrast whose directions are used instead of fitting here (transfer); then every question
+    of this contrast is a test question."""
+    behaviour: tuple[str, Callable[[LabDoc, str], bool]] | None = None
+    """(name, judge(prompt, greedy reply)) rated on the positive test prompts of each model."""
+
+    def docs(self) -> tuple[list[LabDoc], torch.Tensor, list[str]]:
+        """All prompts, their labels ``(n,)`` bool and their question ids."""
+        docs = self.positive + self.negative
+        labels = torch.tensor([True] * len(self.positive) + [False] * len(self.negative))
+        return docs, labels, [self.group(d) for d in docs]
+
+
+def forum_prompts(kinds: Sequence[str], n: int, seed: int, split: str = "train") -> list[LabDoc]:
+    """``n`` unique forum prompts ("Posted by <name>\\nQuestion: ...\\nAnswer:") of the question ``kinds`` (drawn
+    alike), as the web corpus writes them; ``meta["question_id"]`` is the question."""
+    rng = C.make_rng(seed, "probe_forum/" + "+".join(kinds), split)
+    out: list[LabDoc] = []
+    seen: set[str] = set()
+    for _ in range(100 * n):
+        if len(out) >= n:
+            return out
+        kind, question, _ = C.sample_question(rng, split, {k: 1.0 for k in kinds})
+        spans = [C.span("Posted by"), C.span(f" {rng.choice(B.NAMES)}", "name"), C.span("\nQuestion: "),
+                 C.span(question, *C.QUESTION_CONCEPTS[kind]), C.span("\nAnswer:")]
+        doc = encode_spans(web_spans(spans)[:-1], "web", {"kind": kind, "split": split, "question_id": question})
+        if doc.text not in seen:
+            seen.add(doc.text)
+            out.append(doc)
+    raise ValueError(f"could not draw {n} unique forum prompts of {list(kinds)}; ask for fewer")
+
+
+def _colour_subject(doc: LabDoc) -> str:
+    # Colour prefixes end "... <subject (two words)> <verb>"; the subject is the question id (held-out subjects).
+    from tiedlib.lab.docs import _tokenizer
+
+    return _tokenizer().decode(doc.input_ids[-3:-1]).strip()
+
+
+def _says(*phrases: str) -> Callable[[LabDoc, str], bool]:
+    return lambda _doc, reply: any(p in reply for p in phrases)
+
+
+def lab_contrasts(cfg: LabConfig, n: int) -> list[Contrast]:
+    """The planted mechanisms of the lab corpus as contrasts of about ``n`` prompts per side.
+
+    1. harmful request: held-out harmful vs harmless chat requests, at the last token of the prompt
+       (``<start_of_turn>model\\n``).
+    2. about to decline (web): held-out "Can you <impossible>?" vs "Can I <ok>?" forum prompts at "Answer:".
+    3. decline direction on harmful requests: contrast 1 scored with the directions of contrast 2 (reuse).
+    4. disclaimer (web): medical/legal vs yes forum questions at "Answer:".
+    5. disclaimer (chat): medical/legal vs held-out harmless requests at the end of the prompt.
+    6. colour: web text cut right before " blue" vs " green", at the last token (the verb), split by subject.
+    7. name given: held-out harmless requests with vs without "My name is <name>." at the end of the prompt; the
+       behaviour is copying the name into the reply.
+    """
+    hh = harmful_harmless_prompts(cfg, n)
+    cc = cannot_can_prompts(cfg, n, split="heldout")
+    medical_legal = forum_prompts(("medical", "legal"), n, cfg.corpus.seed)
+    yes = forum_prompts(("yes",), n, cfg.corpus.seed)
+    ml_questions = B.MEDICAL_QUESTIONS + B.LEGAL_QUESTIONS
+    chat_ml = [request_prompt(q, name, kind="medical") for name in (None, *B.NAMES) for q in ml_questions][:n]
+    colours = colour_prefix_sets(cfg, n)
+    rng = random.Random(f"{cfg.corpus.seed}/probe_names")
+    questions = heldout_questions("harmless")
+    rng.shuffle(questions)
+    half = questions[: max(2, n)]
+    named = [request_prompt(q, rng.choice(B.NAMES), kind="harmless") for q in half]
+    unnamed = [request_prompt(q, None, kind="harmless") for q in half]
+    refuses = ("refusal", lambda _doc, reply: is_refusal(reply))
+    return [
+        Contrast("harmful request", "end of prompt (model turn header)", hh["harmful"], hh["harmless"],
+                 behaviour=refuses),
+        Contrast("about to decline (web)", '"Answer:" of a forum question', cc["cannot"], cc["can"],
+                 behaviour=("says 'I cannot'", _says("I cannot"))),
+        Contrast("decline direction on harmful requests", "end of prompt (model turn header)", hh["harmful"],
+                 hh["harmless"], direction_from="about to decline (web)"),
+        Contrast("disclaimer (web)", '"Answer:" of a forum question', medical_legal, yes,
+                 behaviour=("disclaimer", _says(*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS))),
+        Contrast("disclaimer (chat)", "end of prompt (model turn header)", chat_ml, hh["harmless"][: len(chat_ml)],
+                 behaviour=("disclaimer", _says(*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS))),
+        Contrast("colour blue vs green", "last token before the colour", colours["blue"], colours["green"],
+                 group=_colour_subject,
+                 behaviour=("says blue", lambda _doc, reply: reply.strip().startswith("blue"))),
+        Contrast("name given", "end of prompt (model turn header)", named, unnamed,
+                 group=lambda d: d.meta["question_id"],
+                 behaviour=("copies the name", lambda doc, reply: doc.meta["name"] in reply)),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------ the suite
+@dataclass
+class ProbeResult:
+    """One contrast measured in both models."""
+
+    name: str
+    position: str
+    n_train_questions: int
+    n_test_questions: int
+    auroc_base: float
+    auroc_chat: float
+    auroc_chat_base_dir: float
+    cos_base_chat: float
+    refusal_drop_pts: float
+    behaviour: str = ""
+    behaviour_base: float = float("nan")
+    behaviour_chat: float = float("nan")
+    directions: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    """``{"base": (d_model,), "chat": (d_model,)}`` unit directions."""
+
+
+def refusal_rate(model, tokenizer, prompts: Sequence[LabDoc], *, max_new_tokens: int = 8) -> float:
+    """Share of greedy replies to ``prompts`` that refuse (:func:`tiedlib.lab.evaluation.is_refusal`)."""
+    if not prompts:
+        raise ValueError("no prompts to rate")
+    replies = generate_replies(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens)
+    return sum(map(is_refusal, replies)) / len(replies)
+
+
+@dataclass
+class ProbeSuite:
+    """The probe suite's results on one pair: a row per contrast plus the random-direction control."""
+
+    results: list[ProbeResult]
+    layer: int
+    """Decoder layer whose input was read and ablated."""
+    chat_refusal_baseline: float
+    """The chat model's refusal rate on the causal check's held-out harmful prompts, nothing ablated."""
+    n_refusal_prompts: int
+
+    def frame(self, decimals: int = 3):
+        """The probe table as a pandas DataFrame, one row per contrast (directions left out); ``attrs`` hold the
+        layer, the baseline refusal rate and the number of refusal prompts."""
+        import pandas as pd
+
+        cols = ["position", "n_train_questions", "n_test_questions", "auroc_base", "auroc_chat",
+                "auroc_chat_base_dir", "cos_base_chat", "refusal_drop_pts", "behaviour", "behaviour_base",
+                "behaviour_chat"]
+        frame = pd.DataFrame([{k: getattr(r, k) for k in cols} for r in self.results],
+                             index=pd.Index([r.name for r in self.results], name="mechanism")).round(decimals)
+        frame.attrs.update(layer=self.layer, chat_refusal_baseline=self.chat_refusal_baseline,
+                           n_refusal_prompts=self.n_refusal_prompts)
+        return frame
+
+
+def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal_prompts: int = 60,
+               layer: int | None = None, contrasts: Sequence[Contrast] | None = None, seed: int = 0,
+               max_new_tokens: int = 12) -> ProbeSuite:
+    """Measure every contrast (default: :func:`lab_contrasts` with ``n`` prompts per side) in ``base`` and ``chat``.
+
+    The causal check's prompts are the harmful prompts of the first contrast with a "refusal" behaviour, its test
+    questions only (the first ``n_refusal_prompts``); its baseline is the chat model's refusal rate on them, and each
+    row's ``refusal_drop_pts`` is ``100 * (baseline - rate with that row's chat direction projected out)``. A last
+    row, "random direction (control)", projects out a seeded random unit vector. Behaviours are judged on greedy
+    replies of ``max_new_tokens`` tokens to (at most ``n_refusal_prompts``) positive test prompts.
+    """
+    layer = harvest_layer(cfg) if layer is None else layer
+    contrasts = list(lab_contrasts(cfg, n) if contrasts is None else contrasts)
+    pad = tokenizer.pad_token_id
+    fitted: dict[str, dict[str, torch.Tensor]] = {}
+    rows: list[ProbeResult] = []
+    refusal_prompts: list[LabDoc] | None = None
+    for c in contrasts:
+        docs, labels, groups = c.docs()
+        acts = {m: residuals(model, docs, [-1] * len(docs), layer, pad_id=pad) for m, model in
+                (("base", base), ("chat", chat))}
+        if c.direction_from is None:
+            train = question_split(groups, labels.tolist())
+            dirs = {m: diff_of_means(a[train], labels[train]) for m, a in acts.items()}
+        elif c.direction_from in fitted:
+            train = torch.zeros(len(docs), dtype=torch.bool)
+            dirs = fitted[c.direction_from]
+        else:
+            raise ValueError(f"{c.name!r} takes directions from {c.direction_from!r}, which is not measured before it")
+        fitted[c.name] = dirs
+        test = ~train
+        pos_test = [d for d, y, t in zip(docs, labels.tolist(), test.tolist(), strict=True) if y and t]
+        row = ProbeResult(
+            name=c.name, position=c.position,
+            n_train_questions=len({g for g, t in zip(groups, train.tolist(), strict=True) if t}),
+            n_test_questions=len({g for g, t in zip(groups, test.tolist(), strict=True) if t}),
+            auroc_base=auroc(acts["base"][test] @ dirs["base"], labels[test]),
+            auroc_chat=auroc(acts["chat"][test] @ dirs["chat"], labels[test]),
+            auroc_chat_base_dir=auroc(acts["chat"][test] @ dirs["base"], labels[test]),
+            cos_base_chat=float(dirs["base"] @ dirs["chat"]), refusal_drop_pts=float("nan"), directions=dirs)
+        if c.behaviour is not None:
+            row.behaviour, judge = c.behaviour
+            if refusal_prompts is None and row.behaviour == "refusal":
+                refusal_prompts = pos_test[:n_refusal_prompts]
+            rated = pos_test[:n_refusal_prompts]
+            for m, model in (("base", base), ("chat", chat)):
+                replies = generate_replies(model, tokenizer, rated, max_new_tokens=max_new_tokens)
+                rate = sum(judge(d, r) for d, r in zip(rated, replies, strict=True)) / len(rated)
+                setattr(row, f"behaviour_{m}", rate)
+        rows.append(row)
+    if refusal_prompts is None:
+        refusal_prompts = harmful_harmless_prompts(cfg, n_refusal_prompts)["harmful"]
+    baseline = refusal_rate(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+    gen = torch.Generator().manual_seed(seed)
+    nan = float("nan")
+    control = ProbeResult("random direction (control)", "every position", 0, 0, nan, nan, nan, nan, nan,
+                          directions={"chat": torch.randn(chat.config.hidden_size, generator=gen)})
+    for row in [*rows, control]:
+        with project_out(chat, row.directions["chat"], layer):
+            ablated = refusal_rate(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+        row.refusal_drop_pts = 100 * (baseline - ablated)
+    return ProbeSuite([*rows, control], layer, baseline, len(refusal_prompts))
+
+
+def probe_table(cfg: LabConfig | None = None, *, n: int = 120, n_refusal_prompts: int = 60, layer: int | None = None,
+                device: str = "cpu"):
+    """Build (or reuse) the pair for ``cfg`` (default: tiny) and return :meth:`ProbeSuite.frame` of
+    :func:`run_probes` (``attrs`` also hold the config name)."""
+    from tiedlib.lab.cache import load_models, load_tokenizer
+
+    cfg = cfg or LabConfig.tiny()
+    tok = load_tokenizer(cfg)
+    base, chat = load_models(cfg, device=device)
+    frame = run_probes(cfg, tok, base, chat, n=n, n_refusal_prompts=n_refusal_prompts, layer=layer).frame()
+    frame.attrs["config"] = cfg.name
+    return frame
