@@ -99,3 +99,61 @@ def test_cache_root_env(monkeypatch, tmp_path):
     assert cache.cache_dir(LabConfig.smoke()).parent == tmp_path / "lab"
     monkeypatch.delenv("TIEDLIB_CACHE")
     assert cache.cache_root().name == "tiedlib"
+
+
+def test_weights_sha256_names_the_tensors_not_the_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a": torch.ones(4)}
+    for name, meta in (("one", {"format": "pt"}), ("two", {"format": "pt", "note": "other metadata"})):
+        (tmp_path / name).mkdir()
+        save_file(tensors, str(tmp_path / name / "model.safetensors"), metadata=meta)
+    assert cache.weights_sha256(tmp_path / "one") == cache.weights_sha256(tmp_path / "two")
+    one, two = ((tmp_path / n / "model.safetensors").read_bytes() for n in ("one", "two"))
+    assert one != two
+    tensors["a"][2] = 1.0000001
+    (tmp_path / "three").mkdir()
+    save_file(tensors, str(tmp_path / "three" / "model.safetensors"))
+    assert cache.weights_sha256(tmp_path / "three") != cache.weights_sha256(tmp_path / "one")
+
+
+def test_build_records_the_fingerprint_and_an_old_cache_gets_it_without_retraining(lab_cache, monkeypatch):
+    from transformers import Gemma2ForCausalLM
+
+    from tiedlib.lab import train
+    from tiedlib.lab.config import CorpusConfig, ModelConfig
+    from tiedlib.lab.docs import chat_conversations, web_documents
+
+    cfg = LabConfig(name="fake", corpus=CorpusConfig(n_web_train=30, n_chat_train=20),
+                    model=ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=16))
+
+    def quick_pair(cfg, tok, web, chat, **kw):  # random weights: the fingerprint, not training, is under test
+        mcfg = train.make_model_config(cfg.model, len(tok), pad_id=0, bos_id=2, eos_id=1)
+        models = [Gemma2ForCausalLM(mcfg) for _ in range(2)]
+        return models[0], models[1], {"base": [1.0], "chat": [1.0]}
+
+    monkeypatch.setattr(train, "train_pair", quick_pair)
+    folder = cache.build(cfg, progress=False)
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    fp = manifest.pop("fingerprint")
+    assert fp["recorded"] == "at build" and fp["base_weights_sha256"] != fp["chat_weights_sha256"]
+    assert fp["base_weights_sha256"] == cache.weights_sha256(folder / "base")
+    web, chat = web_documents(cfg, "train"), chat_conversations(cfg, "train")
+    assert fp["corpus_sha256"] == cache.corpus_sha256(web, chat) != cache.corpus_sha256(web[1:], chat)
+    assert isinstance(fp["num_threads"], int) and fp["torch_version"]
+    assert cache.fingerprint(cfg) == {"config": "fake", "hash": cfg.hash(), **fp}
+
+    path.write_text(json.dumps(manifest))  # a cache built before fingerprints existed
+    monkeypatch.setattr(cache, "_build_into", lambda *a, **k: pytest.fail("fingerprint must not rebuild"))
+    again = cache.fingerprint(cfg)
+    assert again["recorded"] == "after build"
+    assert {k: again[k] for k in fp if k.endswith("sha256")} == {k: fp[k] for k in fp if k.endswith("sha256")}
+    saved = json.loads(path.read_text())
+    assert saved["fingerprint"] == {k: v for k, v in again.items() if k not in ("config", "hash")}
+    assert saved["files"] == manifest["files"]
+    cache._verified.clear()
+    assert cache.is_valid(folder)  # the manifest still validates the files
+    mtime = path.stat().st_mtime
+    assert cache.fingerprint(cfg) == again and path.stat().st_mtime == mtime  # read back, not recomputed

@@ -15,18 +15,30 @@ Usage::
     convs = lab.chat_conversations(cfg, split="heldout", n=100)
     sets = lab.colour_prefix_sets(cfg, 50)    # {"blue": [...], "green": [...]}
     lab.evaluate(cfg)                         # losses and refusal/answer rates
+    lab.probe_table(cfg)                      # planted mechanisms in the activations (pandas DataFrame)
+    lab.fingerprint("tiny")                   # sha256 of both models' weights and the corpus, torch, threads
 
-Command line: ``python -m tiedlib.lab build|evaluate [--config tiny|smoke] [--json]``.
+Command line: ``python -m tiedlib.lab build|evaluate|probes|fingerprint [--config tiny|smoke] [--json]``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tiedlib.lab.cache import build, cache_dir, cache_root, is_valid, load_models, load_tokenizer, train_log
+from tiedlib.lab.cache import (
+    build,
+    cache_dir,
+    cache_root,
+    fingerprint,
+    is_valid,
+    load_models,
+    load_tokenizer,
+    train_log,
+)
 from tiedlib.lab.config import LAB_VERSION, CorpusConfig, LabConfig, ModelConfig, TrainConfig
 from tiedlib.lab.docs import CONCEPTS, LabDoc, chat_conversations, web_documents
 from tiedlib.lab.evaluation import is_answer, is_refusal
+from tiedlib.lab.probes import probe_table, run_probes
 from tiedlib.lab.sets import cannot_can_prompts, colour_prefix_sets, crosscoder_mix, harmful_harmless_prompts
 from tiedlib.lab.tokenizer import CHAT_TEMPLATE, build_tokenizer, template_token_ids
 
@@ -51,6 +63,7 @@ def evaluate(
 __all__ = [
     "CHAT_TEMPLATE", "CONCEPTS", "LAB_VERSION", "CorpusConfig", "LabConfig", "LabDoc", "ModelConfig", "TrainConfig",
     "build", "build_tokenizer", "cache_dir", "cache_root", "cannot_can_prompts", "chat_conversations",
-    "colour_prefix_sets", "crosscoder_mix", "evaluate", "harmful_harmless_prompts", "is_answer", "is_refusal",
-    "is_valid", "load_models", "load_tokenizer", "template_token_ids", "train_log", "web_documents",
+    "colour_prefix_sets", "crosscoder_mix", "evaluate", "fingerprint", "harmful_harmless_prompts", "is_answer",
+    "is_refusal", "is_valid", "load_models", "load_tokenizer", "probe_table", "run_probes", "template_token_ids",
+    "train_log", "web_documents",
 ]

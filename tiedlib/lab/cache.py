@@ -6,7 +6,9 @@ Layout of ``<root>/lab/<config-hash>/`` (``root`` is ``$TIEDLIB_CACHE`` or ``~/.
     tokenizer/       PreTrainedTokenizerFast.save_pretrained
     base/ chat/      Gemma2ForCausalLM.save_pretrained
     train_log.json   per-step losses and timings
-    manifest.json    sha256 of every other file - written last, so its presence marks a complete build
+    manifest.json    sha256 of every other file - written last, so its presence marks a complete build - and the
+                     pair's fingerprint (:func:`fingerprint`: checksums of both models' weights and of the training
+                     corpus, torch version, thread count)
 
 A build happens in a temporary sibling folder and is renamed into place, under a file lock, so a crash never leaves a
 half-written folder under the final name and two processes never build the same pair at once. A folder whose manifest
@@ -50,12 +52,48 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_manifest(folder: Path) -> None:
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _write_manifest(folder: Path, fingerprint: dict | None = None) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     manifest = {"files": {str(p.relative_to(folder)): _sha256(p) for p in files}, "created": time.time()}
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    if fingerprint is not None:
+        manifest["fingerprint"] = fingerprint
+    _write_json_atomic(folder / MANIFEST, manifest)
+
+
+def weights_sha256(model_folder: Path) -> str:
+    """sha256 over a saved model's tensors in name order (name, dtype, shape, then the raw bytes of each), so it names
+    the weights themselves, whatever metadata the safetensors file carries."""
+    import torch
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    tensors = load_file(str(model_folder / "model.safetensors"))
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def corpus_sha256(web: list, chat: list) -> str:
+    """sha256 over the token ids of the training documents (web first, then chat), one line per document."""
+    h = hashlib.sha256()
+    for source, docs in (("web", web), ("chat", chat)):
+        for doc in docs:
+            h.update(f"{source}:{','.join(map(str, doc.input_ids))}\n".encode())
+    return h.hexdigest()
+
+
+def _runtime() -> dict:
+    import torch
+
+    return {"torch_version": torch.__version__, "num_threads": torch.get_num_threads()}
 
 
 def is_valid(folder: Path) -> bool:
@@ -74,7 +112,7 @@ def is_valid(folder: Path) -> bool:
     return ok
 
 
-def _build_into(cfg: LabConfig, folder: Path, *, device: str, progress: bool) -> None:
+def _build_into(cfg: LabConfig, folder: Path, *, device: str, progress: bool) -> dict:
     from tiedlib.lab.docs import chat_conversations, web_documents
     from tiedlib.lab.tokenizer import build_tokenizer
     from tiedlib.lab.train import train_pair
@@ -84,6 +122,7 @@ def _build_into(cfg: LabConfig, folder: Path, *, device: str, progress: bool) ->
     web = web_documents(cfg, "train")
     chat = chat_conversations(cfg, "train")
     t_corpus = time.perf_counter() - t0
+    runtime = _runtime()  # before training: the thread count the weights were trained with
     base, chat_model, losses = train_pair(cfg, tok, web, chat, device=device, progress=progress)
     tok.save_pretrained(folder / "tokenizer")
     base.save_pretrained(folder / "base")
@@ -92,6 +131,9 @@ def _build_into(cfg: LabConfig, folder: Path, *, device: str, progress: bool) ->
     log = {"corpus_seconds": round(t_corpus, 2), "total_seconds": round(time.perf_counter() - t0, 2),
            "n_web_tokens": sum(map(len, web)), "n_chat_tokens": sum(map(len, chat)), "losses": losses}
     (folder / "train_log.json").write_text(json.dumps(log))
+    return {"base_weights_sha256": weights_sha256(folder / "base"),
+            "chat_weights_sha256": weights_sha256(folder / "chat"), "corpus_sha256": corpus_sha256(web, chat),
+            **runtime, "recorded": "at build"}
 
 
 def build(cfg: LabConfig | None = None, *, device: str = "cpu", progress: bool = True, force: bool = False) -> Path:
@@ -113,8 +155,8 @@ def build(cfg: LabConfig | None = None, *, device: str = "cpu", progress: bool =
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
         try:
-            _build_into(cfg, tmp, device=device, progress=progress)
-            _write_manifest(tmp)
+            fp = _build_into(cfg, tmp, device=device, progress=progress)
+            _write_manifest(tmp, fp)
             if final.exists():  # corrupt or forced: move aside first so the rename below is atomic
                 trash = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
                 os.replace(final, trash / "old")
@@ -145,3 +187,34 @@ def load_models(cfg: LabConfig | None = None, *, device: str = "cpu"):
 def train_log(cfg: LabConfig | None = None) -> dict:
     """The training log of a built pair (losses per step, timings)."""
     return json.loads((build(cfg) / "train_log.json").read_text())
+
+
+def fingerprint(cfg: LabConfig | str | None = None) -> dict:
+    """What identifies a built pair: its config name and hash, sha256 of the base and chat weights
+    (:func:`weights_sha256`) and of the training corpus (:func:`corpus_sha256`), the torch version and thread count.
+
+    Read from the cache manifest, where :func:`build` records them. A cache built before fingerprints existed gets
+    them computed now (nothing is retrained) and added to its manifest; there ``recorded`` says ``"after build"``
+    and the torch version and thread count are this process's, not the build's.
+
+    Args:
+        cfg: a LabConfig or a preset name (default: tiny); the pair is built first if it is not cached.
+    """
+    from tiedlib.lab.docs import chat_conversations, web_documents
+
+    cfg = LabConfig.from_name(cfg) if isinstance(cfg, str) else (cfg or LabConfig.tiny())
+    folder = build(cfg, progress=False)
+    path = folder / MANIFEST
+    manifest = json.loads(path.read_text())
+    if "fingerprint" not in manifest:
+        with FileLock(str(folder) + ".lock"):
+            manifest = json.loads(path.read_text())
+            if "fingerprint" not in manifest:
+                manifest["fingerprint"] = {
+                    "base_weights_sha256": weights_sha256(folder / "base"),
+                    "chat_weights_sha256": weights_sha256(folder / "chat"),
+                    "corpus_sha256": corpus_sha256(web_documents(cfg, "train"), chat_conversations(cfg, "train")),
+                    **_runtime(), "recorded": "after build"}
+                _write_json_atomic(path, manifest)
+                _verified.pop(str(folder), None)
+    return {"config": cfg.name, "hash": cfg.hash(), **manifest["fingerprint"]}
