@@ -78,6 +78,8 @@ def test_latent_decoupling_shows_in_the_base_reconstruction():
     assert ls.verdicts(0.4) == ["latent decoupling", "never fires"]
     table = ls.table()
     assert list(table.index) == [0, 2] and math.isnan(table.loc[2, "nu_error"])
+    fired = ls.select(ls.n_active > 0)
+    assert fired.latents.tolist() == [0] and fired.beta_error.shape == (2, 1)
 
 
 def test_tied_chat_part_adds_back_no_base_contribution():

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tiedlib.analysis.firing import Batch, iter_normalized
@@ -82,6 +82,12 @@ class LatentScaling(NamedTuple):
     def nu_error(self) -> Float[Tensor, " k"]:
         """``beta_err[base] / beta_err[chat]``: large means Complete Shrinkage."""
         return self.beta_error[BASE] / self.beta_error[CHAT]
+
+    def select(self, keep: Bool[Tensor, " k"]) -> LatentScaling:
+        """The latents where ``keep`` is True (e.g. ``ls.n_active >= 5``)."""
+        keep = torch.as_tensor(keep, dtype=torch.bool).cpu()
+        return LatentScaling(self.latents[keep], self.group, self.beta_reconstruction[:, keep],
+                             self.beta_error[:, keep], self.n_active[keep])  # fmt: skip
 
     def verdicts(self, threshold: float = 0.5) -> list[str]:
         """Per latent: ``"complete shrinkage"`` (``nu_error > threshold``), ``"latent decoupling"``
