@@ -4,6 +4,7 @@ triple and the summary (hand-made toys, decoders and unembeddings with known ans
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -13,7 +14,8 @@ import torch
 from torch import nn
 
 from tests.helpers import make_model, random_rows
-from tests.helpers_models import tiny_gemma2, tiny_tokenizer
+from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer
+from tiedlib.activations import collect as collect_module
 from tiedlib.activations.collect import PairActivations
 from tiedlib.activations.harvest import HarvestBatch
 from tiedlib.config import pick
@@ -145,6 +147,29 @@ def test_collect_harvests_two_toy_models_at_the_source_layer():
     assert acts.harvest.token_ids.tolist() == [10, 11, 12, 13, 14]
     assert not torch.allclose(acts.harvest.acts[:, 0], acts.harvest.acts[:, 1])
     assert acts_report(acts, len(seqs), 1) == "5 tokens from 2 entries at layer 1"
+
+
+def test_collect_streams_past_the_memory_limit_and_training_and_the_tied_triple_agree(tmp_path, monkeypatch):
+    tok = tiny_tokenizer()
+    models = {"no-swap": tiny_gemma2(n_layers=2, seed=1), "half-swap": tiny_gemma2(n_layers=2, seed=2)}
+    toy = _toy({}, models, source=SimpleNamespace(tokenizer=tok, layer=1, d_model=32, config=None))
+    ids = {"blue": tok.convert_tokens_to_ids("blue"), "green": tok.convert_tokens_to_ids("red")}
+    seqs = [s + [ids["blue" if i % 2 else "green"]] for i, s in enumerate(random_sequences(10, 3, 8, len(tok)))]
+    whole = collect(toy, "no-swap", "half-swap", seqs)
+    assert whole.in_memory
+    monkeypatch.setattr(collect_module, "MEMORY_LIMIT_BYTES", 1)  # nothing fits: stream
+    streamed = collect(toy, "no-swap", "half-swap", seqs, train_batch_size=16)
+    assert not streamed.in_memory
+    assert acts_report(streamed, 10, 1) == f"{whole.n_tokens} tokens from 10 entries at layer 1 (streamed)"
+    settings = pick(TABLE, "smoke", n_latents=8, train_tokens=8 * 16, batch_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the buffer's new epochs are expected, and not shown
+        tied, metrics = train(settings, tmp_path / "tied", streamed, "tied")
+    assert metrics[-1]["step"] == 8 and tied.cfg.norm_factors == pytest.approx(streamed.norm_factors.tolist())
+    g = torch.Generator().manual_seed(0)
+    W_U = {"a": torch.randn(32, len(tok), generator=g), "b": torch.randn(32, len(tok), generator=g)}
+    assert tied_colour_triple(tied, W_U, ("a", "b"), ids, streamed) == tied_colour_triple(tied, W_U, ("a", "b"), ids,
+                                                                                            whole)
 
 
 # ---------------------------------------------------------------------------------------------------------- training

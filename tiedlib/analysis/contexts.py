@@ -202,6 +202,8 @@ def eval_sample(
     """
     seqs, docs = heldout_sequences(pair, source, n, seq_len=seq_len, progress=progress)
     ones = torch.ones(2)  # raw activations are kept; analysis applies the crosscoder's own factors
+    # In memory by design (contexts index rows); bounded by n x seq_len tokens (paper: 128 x 1024, 2.4 GB per source,
+    # checked in tests/experiments/test_paper_memory.py).
     h = collect_activations(pair, seqs, exclude_token_ids=exclude_token_ids, batch_size=model_batch_size,
-                            norm_factors=ones, progress=progress).harvest  # fmt: skip
+                            norm_factors=ones, progress=progress, in_memory=True).harvest  # fmt: skip
     return TokenSample.from_harvest(h, seqs, source, docs)

@@ -15,6 +15,10 @@ from tiedlib.crosscoders.crosscoder import Crosscoder, make_crosscoder
 from tiedlib.training.loop import resume, train
 from tiedlib.training.rundir import is_finished, list_checkpoints, read_metrics
 
+EPOCH_WARNINGS = ("InMemoryBatches: starting epoch", "ActivationBuffer: all .* sequences consumed; starting epoch")
+"""Warnings (regular expressions) of a data source starting a new epoch over its rows: expected, not news, when a
+notebook repeats a small sample for as many steps as it trains."""
+
 
 def train_or_load(
     run_dir: str | Path,
@@ -57,16 +61,19 @@ def train_crosscoder(
     run_dir: str | Path, acts: Any, *, architecture: str, n_latents: int, n_steps: int, batch_size: int, lr: float,
     l1_coeff: float, eta: float = 2.0, seed: int = 0, device: str = "cpu",
 ) -> tuple[Any, list[dict]]:
-    """Train (or load, if ``run_dir`` holds the finished run) a crosscoder on harvested activations.
+    """Train (or load, if ``run_dir`` holds the finished run) a crosscoder on harvested activations, with a progress
+    bar (tqdm.auto: a widget in a notebook, text on a terminal).
 
-    ``acts`` is a :class:`~tiedlib.activations.PairActivations`; rows are reused in new epochs as often as
-    ``n_steps`` needs (the write-up repeats its 80k prefixes up to 60M tokens). Returns the crosscoder and its logged
+    ``acts`` is a :class:`~tiedlib.activations.collect.PairActivations` or a
+    :class:`~tiedlib.activations.collect.StreamedActivations` (anything with ``d_model`` and ``batches``); rows are
+    reused in new epochs as often as ``n_steps`` needs (the write-up repeats its 80k prefixes up to 60M tokens), and
+    the "starting epoch" warnings that this repetition raises are not shown. Returns the crosscoder and its logged
     metrics.
     """
-    cc_cfg = CrosscoderConfig(d_model=acts.harvest.acts.shape[-1], n_latents=n_latents, architecture=architecture,
-                              eta=eta)
+    cc_cfg = CrosscoderConfig(d_model=acts.d_model, n_latents=n_latents, architecture=architecture, eta=eta)
     train_cfg = TrainConfig(n_steps=n_steps, lr=lr, l1_coeff=l1_coeff, seed=seed, device=device, progress=True,
                             log_every=max(1, n_steps // 20))
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+        for message in EPOCH_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
         return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(batch_size, seed=seed))

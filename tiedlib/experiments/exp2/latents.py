@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tiedlib.activations.collect import PairActivations, collect_activations
+from tiedlib.activations.collect import Activations, collect_activations
 from tiedlib.analysis.cosines import Categories, exclusivity_categories, max_cosine
 from tiedlib.analysis.logit_lens import ColourLatents, colour_latents, logit_lens, top_tokens
 from tiedlib.config import BASE, CHAT
@@ -25,18 +25,26 @@ from tiedlib.training import train_crosscoder
 from .presets import Exp2Settings
 
 
-def collect(toy: ColourToy, base: str, chat: str, sequences: Sequence[Sequence[int]]) -> PairActivations:
+def collect(toy: ColourToy, base: str, chat: str, sequences: Sequence[Sequence[int]], *,
+            train_batch_size: int = 4096) -> Activations:  # fmt: skip
     """Activations of the toy models ``base`` and ``chat`` (e.g. ``"no-swap"``, ``"half-swap"``) on ``sequences``,
-    at the source pair's layer, normalised on these tokens."""
-    return collect_activations(toy.pair(base, chat), sequences, progress=False)
+    at the source pair's layer, normalised on these tokens.
+
+    Held in memory when they fit :data:`tiedlib.activations.collect.MEMORY_LIMIT_BYTES` (smoke, tiny), streamed
+    otherwise (paper: 80k prefixes of Gemma-2-2b; training then reads a bounded buffer sized for
+    ``train_batch_size``, and every analysis pass harvests again). A streamed harvest shows a progress bar.
+    """
+    return collect_activations(toy.pair(base, chat), sequences, progress=None, train_batch_size=train_batch_size)
 
 
-def acts_report(acts: PairActivations, n_entries: int, layer: int) -> str:
-    """``"<tokens> tokens from <n_entries> entries at layer <layer>"``."""
-    return f"{acts.harvest.acts.shape[0]:,} tokens from {n_entries} entries at layer {layer}"
+def acts_report(acts: Activations, n_entries: int, layer: int) -> str:
+    """``"<tokens> tokens from <n_entries> entries at layer <layer>"``, plus ``" (streamed)"`` when they are not held
+    in memory."""
+    return (f"{acts.n_tokens:,} tokens from {n_entries} entries at layer {layer}"
+            + ("" if acts.in_memory else " (streamed)"))
 
 
-def train(settings: Exp2Settings, run_dir: str | Path, acts: PairActivations, architecture: str
+def train(settings: Exp2Settings, run_dir: str | Path, acts: Activations, architecture: str
           ) -> tuple[Any, list[dict]]:
     """Train (or load, when ``run_dir`` holds the finished run) a ``"standard"`` or ``"tied"`` crosscoder on
     ``acts`` with the crosscoder settings of ``settings`` (:func:`tiedlib.training.train_crosscoder`)."""

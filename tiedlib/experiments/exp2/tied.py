@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tiedlib.activations.collect import PairActivations
-from tiedlib.analysis.firing import firing_fractions
+from tiedlib.activations.collect import Activations
+from tiedlib.analysis.firing import firing_counts
 from tiedlib.analysis.logit_lens import colour_latents
 from tiedlib.config import BASE, CHAT, GROUP_NAMES
 
@@ -54,7 +54,7 @@ class TiedColourTriple:
 
 
 def tied_colour_triple(
-    tied: Any, W_U: dict[str, Tensor], names: tuple[str, str], colour_ids: dict[str, int], acts: PairActivations,
+    tied: Any, W_U: dict[str, Tensor], names: tuple[str, str], colour_ids: dict[str, int], acts: Activations,
     *, top_k: int = 3,
 ) -> TiedColourTriple:
     """Find the blue/green indices of each decoder half of ``tied`` and measure the firing of one triple.
@@ -64,8 +64,12 @@ def tied_colour_triple(
         W_U: unembedding ``(d_model, vocab)`` per model name.
         names: the crosscoder's two models, base first (keys of ``W_U``).
         colour_ids: ``{"blue": id, "green": id}``.
-        acts: the training activations; firing is measured on the tokens that are a colour token and on all tokens.
+        acts: the training activations (in memory or streamed); firing is measured, in one pass over them, on the
+            tokens that are a colour token and on all tokens.
         top_k: blue/green criterion (both colours among the top ``top_k`` positive logits).
+
+    Raises:
+        ValueError: not a tied crosscoder, or no colour token among ``acts``.
     """
     if tied.cfg.n_groups != 3:
         raise ValueError(f"need a tied crosscoder (3 latent groups), got {tied.cfg.n_groups} group(s)")
@@ -80,8 +84,21 @@ def tied_colour_triple(
     else:  # the better best-ranked candidate of the two halves (the base half on a tie)
         pick = ranked_chat if int(ranked_chat.worst_rank[0]) < int(ranked_base.worst_rank[0]) else ranked_base
         triple = int(pick.indices[0])
-    on_colour = torch.isin(acts.harvest.token_ids, torch.tensor(list(colour_ids.values())))
-    rows = acts.normalized
-    firing = {"colour tokens": firing_fractions(tied, rows[on_colour])[:, triple].tolist(),
-              "all tokens": firing_fractions(tied, rows)[:, triple].tolist()}
+    firing = _triple_firing(tied, acts, triple, torch.tensor(list(colour_ids.values())))
     return TiedColourTriple(names, hits_base, hits_chat, triple, firing)
+
+
+def _triple_firing(tied: Any, acts: Activations, triple: int, colour: Tensor) -> dict[str, list[float]]:
+    """Fraction of the colour-token rows and of all rows of ``acts`` on which each group of ``triple`` fires, counted
+    chunk by chunk (:func:`tiedlib.analysis.firing.firing_counts`), so streamed activations are never held."""
+    counts = {"colour tokens": torch.zeros(3, dtype=torch.long), "all tokens": torch.zeros(3, dtype=torch.long)}
+    n = dict.fromkeys(counts, 0)
+    for chunk in acts.chunks():
+        on = torch.isin(chunk.token_ids, colour)
+        for key, rows in (("colour tokens", chunk.acts[on.to(chunk.acts.device)]), ("all tokens", chunk.acts)):
+            if rows.shape[0]:
+                counts[key] += firing_counts(tied, [rows], normalized=True, chunk_size=4096).counts[:, triple]
+                n[key] += rows.shape[0]
+    if n["colour tokens"] == 0:
+        raise ValueError(f"no colour token ({colour.tolist()}) among the {n['all tokens']} activation rows")
+    return {key: (counts[key].double() / n[key]).float().tolist() for key in counts}

@@ -13,8 +13,8 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
-from tiedlib.activations.collect import collect_activations
-from tiedlib.activations.harvest import estimate_norm_factors, harvest_all
+from tiedlib.activations.collect import collect_activations, count_kept_tokens
+from tiedlib.activations.harvest import estimate_norm_factors, harvest
 from tiedlib.analysis.cosines import ExclusiveVsShared, exclusive_vs_shared
 from tiedlib.crosscoders.checkpoints import load_crosscoder
 from tiedlib.pairs import load_pair, training_sequences
@@ -57,8 +57,8 @@ def standard_crosscoder(settings: Exp4Settings, run_dir: str | Path) -> Standard
         return StandardRun(crosscoder, [], data)
     pair = load_pair(settings.pair, layer=settings.layer, device=settings.device)
     seqs = training_sequences(pair, settings.n_docs, web_fraction=settings.web_fraction, seed=settings.seed)
-    acts = collect_activations(pair, seqs, progress=False)
-    data = (f"{acts.harvest.acts.shape[0]:,} tokens from {len(seqs)} documents, layer {pair.layer}, "
+    acts = collect_activations(pair, seqs, progress=False, train_batch_size=settings.batch_size)  # streamed if big
+    data = (f"{acts.n_tokens:,} tokens from {len(seqs)} documents, layer {pair.layer}, "
             f"d_model {pair.d_model}; norm factors {acts.norm_factors.tolist()}")
     crosscoder, metrics = train_crosscoder(
         run_dir, acts, architecture="standard", n_latents=settings.n_latents, n_steps=settings.n_steps,
@@ -70,16 +70,18 @@ def standard_crosscoder(settings: Exp4Settings, run_dir: str | Path) -> Standard
 def estimate_released_norm_factors(crosscoder: Any, settings: Exp4Settings, log: Callable[[str], None] = print) -> str:
     """Set a released crosscoder's normalisation factors (the releases store none) to
     :func:`tiedlib.activations.estimate_norm_factors` on the raw activations of ``settings.norm_docs`` documents of
-    the pair's training mix (BOS and padding dropped), print that they were estimated, and return that line."""
+    the pair's training mix (BOS and padding dropped; streamed, one model batch in memory at a time), print that they
+    were estimated, and return that line."""
     pair = load_pair(settings.pair, layer=settings.layer, device=settings.device)
     if pair.d_model != crosscoder.cfg.d_model:
         raise ValueError(f"{settings.checkpoint} has d_model {crosscoder.cfg.d_model} but pair {settings.pair!r} has "
                          f"{pair.d_model} at layer {pair.layer}")  # fmt: skip
     seqs = training_sequences(pair, settings.norm_docs, web_fraction=settings.web_fraction, seed=settings.seed)
-    h = harvest_all(pair.base, pair.chat, seqs, pair.layer, progress=False)
-    crosscoder.set_norm_factors_(estimate_norm_factors(h, pair.d_model))
+    crosscoder.set_norm_factors_(estimate_norm_factors(harvest(pair.base, pair.chat, seqs, pair.layer, progress=False),
+                                                       pair.d_model))  # fmt: skip
+    n_tokens = count_kept_tokens(seqs, bos_id=pair.tokenizer.bos_token_id)
     line = (f"norm factors {[round(float(f), 6) for f in crosscoder.cfg.norm_factors]} estimated on "
-            f"{h.acts.shape[0]:,} tokens of {len(seqs)} documents (the release does not store them)")
+            f"{n_tokens:,} tokens of {len(seqs)} documents (the release does not store them)")
     log(line)
     return line
 

@@ -11,16 +11,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tiedlib.activations.collect import PairActivations, collect_activations
+from tiedlib.activations.collect import Activations, collect_activations
 from tiedlib.analysis.firing import firing_fractions
 from tiedlib.analysis.logit_lens import unembedding
 from tiedlib.config import TrainConfig
@@ -35,6 +37,7 @@ from tiedlib.experiments.exp5.tying_lab import (
 )
 from tiedlib.pairs.colours import SWAP_MODES, ColourToy
 from tiedlib.training import train_or_load
+from tiedlib.training.cached import EPOCH_WARNINGS
 
 COLOUR_GROUPS = ("shared", "no-swap only", "half-swap only")
 """Group names of a colour crosscoder: its "base" model is the no-swap fine-tune, its "chat" model the half-swap."""
@@ -50,18 +53,24 @@ def finetune_lines(toy: ColourToy) -> list[str]:
     return out
 
 
-def colour_activations(toy: ColourToy) -> tuple[list[list[int]], PairActivations]:
+def colour_activations(toy: ColourToy, *, train_batch_size: int = 4096) -> tuple[list[list[int]], Activations]:
     """The colour crosscoders' data: :meth:`ColourToy.crosscoder_sequences` (blue set first) and their (no-swap,
-    half-swap) activations at the source pair's layer, normalised on themselves."""
+    half-swap) activations at the source pair's layer, normalised on themselves.
+
+    Held in memory when they fit :data:`tiedlib.activations.collect.MEMORY_LIMIT_BYTES` (smoke, tiny), streamed
+    otherwise (paper: 80k prefixes of Gemma-2-2b; training reads a bounded buffer sized for ``train_batch_size``, and
+    :func:`find_colour_triples` keeps only the rows around the colour tokens, in one pass)."""
     seqs = toy.crosscoder_sequences()
-    return seqs, collect_activations(toy.pair("no-swap", "half-swap"), seqs, progress=False)
+    return seqs, collect_activations(toy.pair("no-swap", "half-swap"), seqs, progress=None,
+                                     train_batch_size=train_batch_size)  # fmt: skip
 
 
 def colour_train_config(settings: Exp5Settings) -> TrainConfig:
-    """Training settings of each colour crosscoder: ``colour_n_steps`` steps (logged ten times) on ``colour.device``."""
+    """Training settings of each colour crosscoder: ``colour_n_steps`` steps (logged ten times) on ``colour.device``,
+    with a progress bar."""
     n_steps = settings.colour_n_steps
     return TrainConfig(n_steps=n_steps, lr=settings.colour_lr, l1_coeff=settings.colour_l1_coeff,
-                       seed=settings.colour_seed, device=settings.colour.device, progress=False,
+                       seed=settings.colour_seed, device=settings.colour.device, progress=True,
                        log_every=max(1, n_steps // 10))  # fmt: skip
 
 
@@ -71,8 +80,8 @@ class ColourRun:
 
     seqs: list[list[int]]
     """Colour prefixes, each followed by its true colour token."""
-    acts: PairActivations
-    """(no-swap, half-swap) activations of ``seqs``."""
+    acts: Activations
+    """(no-swap, half-swap) activations of ``seqs`` (in memory or streamed)."""
     variants: dict[str, str]
     """Label (``"tied"``, ``"fix"``) -> variant."""
     models: dict[str, Any]
@@ -81,21 +90,24 @@ class ColourRun:
     n_latents: int
 
     def summary(self) -> str:
-        return (f"{self.acts.harvest.acts.shape[0]:,} tokens from {len(self.seqs)} prefixes; {self.train_cfg.n_steps} "
+        streamed = "" if self.acts.in_memory else " (streamed)"
+        return (f"{self.acts.n_tokens:,} tokens from {len(self.seqs)} prefixes{streamed}; {self.train_cfg.n_steps} "
                 f"steps, {self.n_latents} triples")
 
 
-def train_colour_crosscoders(seqs: Sequence[Sequence[int]], acts: PairActivations, settings: Exp5Settings,
+def train_colour_crosscoders(seqs: Sequence[Sequence[int]], acts: Activations, settings: Exp5Settings,
                              results: str | Path, variants: dict[str, str]) -> ColourRun:  # fmt: skip
     """Train (or load) one tied crosscoder per ``variants`` entry (label -> variant, in order) on the normalised
     colour activations, in ``results/colour/<variant>/``, with ``colour_n_latents`` triples and ``colour_eta``."""
     train_cfg = colour_train_config(settings)
-    d_model = int(acts.harvest.acts.shape[-1])
     models = {}
     for label, variant in variants.items():
-        cfg = variant_config(variant, d_model, settings.colour_n_latents, eta=settings.colour_eta)
+        cfg = variant_config(variant, acts.d_model, settings.colour_n_latents, eta=settings.colour_eta)
         make_data = activation_data(acts, settings.colour_batch_size, seed=settings.colour_seed)
-        models[label], _ = train_or_load(Path(results) / "colour" / variant, cfg, train_cfg, make_data)
+        with warnings.catch_warnings():  # the colour data repeats for as many epochs as training needs
+            for message in EPOCH_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            models[label], _ = train_or_load(Path(results) / "colour" / variant, cfg, train_cfg, make_data)
         models[label].eval()
     return ColourRun(seqs=[list(s) for s in seqs], acts=acts, variants=dict(variants), models=models,
                      train_cfg=train_cfg, n_latents=settings.colour_n_latents)  # fmt: skip
@@ -149,13 +161,18 @@ def find_colour_triples(run: ColourRun, W_U: dict[str, Float[Tensor, "d_model vo
                         settings: Exp5Settings) -> ColourCheck:  # fmt: skip
     """For each colour crosscoder, the blue/green triple (:func:`~.tying_lab.colour_triple`, halves read through the
     ``W_U["no-swap"]`` and ``W_U["half-swap"]`` unembeddings, top ``colour_top_k``, only indices with a group firing on
-    at least ``min_colour_rate`` of the colour tokens) and its groups' firing on each colour mask."""
-    h = run.acts.harvest
+    at least ``min_colour_rate`` of the colour tokens) and its groups' firing on each colour mask.
+
+    Every mask lies in the last two tokens of its prefix, so only those rows (two per prefix) are read, kept in memory
+    in one pass over the activations (a pass of forward passes when they are streamed)."""
+    length = torch.tensor([len(s) for s in run.seqs], dtype=torch.long)
+    near = run.acts.select(lambda h: h.position >= length[h.doc_index] - 2)
+    h = near.harvest
     masks = colour_masks(h.token_ids, h.doc_index, h.position, run.seqs, colour_ids)
     on_colour = masks["blue token"] | masks["green token"]
+    rows = near.normalized
     result, fire = {}, {}
     for label, m in run.models.items():
-        rows = run.acts.normalized
         rate = firing_fractions(m, rows[on_colour].to(m.W_dec.device)).max(dim=0).values
         ct = colour_triple(m.W_dec, W_U["no-swap"], W_U["half-swap"], colour_ids, top_k=settings.colour_top_k,
                            colour_rate=rate, min_rate=settings.min_colour_rate)  # fmt: skip
