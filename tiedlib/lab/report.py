@@ -118,3 +118,32 @@ def summary_markdown(scale: str, cfg: LabConfig, phi: Mapping[str, float], ev: M
 - Next-token loss on chat data: base {ev['loss_base_on_chat']:.2f}, chat {ev['loss_chat_on_chat']:.2f} nats/token;
   on web data: base {ev['loss_base_on_web']:.2f}, chat {ev['loss_chat_on_web']:.2f}.
 """
+
+
+def probe_summary(frame) -> str:
+    """What the probe table (:func:`tiedlib.lab.probe_table`) says, in Markdown, read off its own numbers.
+
+    Needs the rows "harmful request", "about to decline (web)", "decline direction on harmful requests" and
+    "random direction (control)", and the frame's ``attrs`` (layer, chat_refusal_baseline, n_refusal_prompts).
+    """
+    need = ("harmful request", "about to decline (web)", "decline direction on harmful requests",
+            "random direction (control)")
+    missing = [r for r in need if r not in frame.index]
+    if missing or not {"layer", "chat_refusal_baseline", "n_refusal_prompts"} <= set(frame.attrs):
+        raise ValueError(f"not a probe table: rows {missing} or attrs layer/chat_refusal_baseline missing")
+    h, d, t, c = (frame.loc[r] for r in need)
+    a = frame.attrs
+    reuse = ("the chat model fires the base decline direction on harmful requests" if t["auroc_chat_base_dir"] >= 0.8
+             else "so the chat model does *not* reuse the base decline direction on harmful requests"
+             + (" (harmful requests sit on its *opposite* side)" if t["auroc_chat_base_dir"] < 0.3 else ""))
+    return f"""
+- Read at the input of decoder layer {a['layer']} (the harvesting layer), question-level held-out split.
+- Harmful vs harmless requests: AUROC {h['auroc_base']:.2f} in the base model, {h['auroc_chat']:.2f} in the chat model
+  (directions at cosine {h['cos_base_chat']:.2f}). Projecting the chat direction out of the chat model's residual
+  stream at that layer moves its refusal rate on {a['n_refusal_prompts']} held-out harmful prompts from
+  {a['chat_refusal_baseline']:.0%} by {h['refusal_drop_pts']:.0f} points (random direction:
+  {c['refusal_drop_pts']:.0f} points; the issue's bar is a 50-point drop).
+- "About to decline" in web forums (impossible vs yes questions at "Answer:"): AUROC {d['auroc_base']:.2f} base,
+  {d['auroc_chat']:.2f} chat. Scored on harmful vs harmless requests, that base direction gives AUROC
+  {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
+"""
