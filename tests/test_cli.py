@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,114 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_again(tmp_
     assert load_crosscoder(tmp_path / "r" / "crosscoder").cfg.n_latents == 16
     assert main(["resume", str(tmp_path / "r")]) == 0
     assert "finished already" in capsys.readouterr().out
+
+
+def test_make_buffer_never_serves_chat_template_tokens(monkeypatch):
+    import tiedlib.activations.buffer as buffer_module
+    from tiedlib.cli import make_buffer
+    from tiedlib.pairs import load_pair, template_ids
+
+    seen = {}
+    monkeypatch.setattr(buffer_module, "ActivationBuffer", lambda *a, **kw: seen.update(kw))
+    cfg = config_from_args(build_parser().parse_args(["train", "--pair", "smoke", "--no-progress"]))
+    pair = load_pair("smoke")
+    make_buffer(cfg, pair, [[1, 2, 3]])
+    assert list(seen["exclude_token_ids"]) == template_ids(pair) and len(template_ids(pair)) > 0
+
+
+CACHE_FLAGS = ["--pair", "smoke", "--n-steps", "8", "--batch-size", "32", "--seqs-per-shard", "16",
+               "--model-batch-size", "16", "--cache-dtype", "float32", "--no-progress"]  # 4 shards, 1 forward each
+TRAIN_FLAGS = ["--pair", "smoke", "--architecture", "tied", "--n-latents", "16", "--n-steps", "8", "--batch-size",
+               "32", "--lr", "0.001", "--log-every", "4", "--checkpoint-every", "4", "--cache-window-shards", "2",
+               "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> str:
+    cache = str(tmp_path_factory.mktemp("cli_cache") / "cache")
+    assert main(["cache", cache, *CACHE_FLAGS]) == 0
+    return cache
+
+
+def test_cache_in_shard_ranges_then_train_from_it_and_resume_exactly(tmp_path, capsys, smoke_cache):
+    from tiedlib.activations.cache import open_cache
+
+    cache = str(tmp_path / "cache")
+    assert main(["cache", cache, *CACHE_FLAGS, "--rank", "1", "--world-size", "2"]) == 0  # rank 1's share: 2, 3
+    assert "wrote shards 2..3; 2 of 4 shards done" in capsys.readouterr().out
+    assert main(["cache", cache, *CACHE_FLAGS, "--shard-range", "0:2"]) == 0  # the rest; its writer finalises
+    assert "cache complete" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest == json.loads((Path(smoke_cache) / "manifest.json").read_text())  # as written in one go
+    opened = open_cache(cache)
+    assert opened.n_tokens >= 8 * 32 and opened.pair == "smoke"
+    assert main(["finalize", cache]) == 0
+
+    assert main(["train", "--cache", cache, *TRAIN_FLAGS, "--out-dir", str(tmp_path / "a")]) == 0
+    full = load_crosscoder(tmp_path / "a" / "crosscoder")
+    assert full.cfg.norm_factors == opened.norm_factors.tolist()  # the cache's factors
+    assert not (tmp_path / "a" / "tokens.safetensors").exists()  # no models, no token file
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    cc = tmp_path / "b" / "crosscoder"
+    shutil.rmtree(cc / "checkpoints" / "step_0000008")
+    for name in ("model.safetensors", "config.json", "trainer_state.pt", "train_config.json"):
+        (cc / name).unlink()
+    assert main(["resume", str(tmp_path / "b")]) == 0
+    resumed = load_crosscoder(cc)
+    for name, p in full.state_dict().items():
+        assert torch.equal(p, resumed.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--pair", "tiny"], "pair: cache has 'smoke', asked for 'tiny'"),
+    (["--pair", "smoke", "--layer", "0"], "layer: cache has 1, asked for 0"),
+    (["--pair", "smoke", "--n-steps", "80"], "the run needs 2,560 tokens"),
+])  # fmt: skip
+def test_train_refuses_a_cache_of_another_pair_or_layer_or_too_small(flags, message, tmp_path, capsys, smoke_cache):
+    cache = smoke_cache
+    for extra in (["--dry-run"], []):
+        assert main(["train", "--cache", cache, "--n-latents", "16", "--batch-size", "32", *flags,
+                     "--out-dir", str(tmp_path / "r"), *extra]) == 2  # fmt: skip
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--cache", str(tmp_path / "none"), *TRAIN_FLAGS, "--out-dir", str(tmp_path / "r")]) == 2
+    assert "no activation cache at" in capsys.readouterr().err
+
+
+def _as_torchrun_rank(rank: int, world_size: int, port: int, commands: list[list[str]]) -> None:
+    """A forked child that runs CLI commands as process ``rank`` of ``torchrun --nproc-per-node world_size``."""
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    for args in commands:
+        assert main(args) == 0, args
+
+
+def test_two_torchrun_processes_train_and_resume_from_the_cache_like_one(tmp_path, smoke_cache):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    train = ["train", "--cache", smoke_cache, *TRAIN_FLAGS]
+    assert main([*train, "--out-dir", str(tmp_path / "one")]) == 0
+    shutil.copytree(tmp_path / "one", tmp_path / "cut")  # killed after step 4, resumed on two processes
+    shutil.rmtree(tmp_path / "cut" / "crosscoder" / "checkpoints" / "step_0000008")
+    for name in ("model.safetensors", "config.json", "trainer_state.pt", "train_config.json"):
+        (tmp_path / "cut" / "crosscoder" / name).unlink()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    commands = [[*train, "--out-dir", str(tmp_path / "two")], ["resume", str(tmp_path / "cut")]]
+    mp.start_processes(_as_torchrun_rank, args=(2, port, commands), nprocs=2, start_method="fork")
+    one = load_crosscoder(tmp_path / "one" / "crosscoder").state_dict()
+    for run in ("two", "cut"):
+        other = load_crosscoder(tmp_path / run / "crosscoder").state_dict()
+        for name, p in one.items():
+            torch.testing.assert_close(other[name], p, rtol=1e-5, atol=1e-6, msg=f"{run}: {name}")
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["cache"] == smoke_cache
+
+
+def test_torchrun_without_a_cache_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--pair", "smoke", "--out-dir", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert "pass --cache CACHE_DIR" in capsys.readouterr().err

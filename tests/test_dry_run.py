@@ -19,13 +19,14 @@ COMMAND = re.compile(r"(?:[\w./-]*python)?\s*-m tiedlib\.cli\s")
 
 
 def shown_commands(text: str) -> list[list[str]]:
-    """The argument lists of every ``python -m tiedlib.cli train|resume ...`` in ``text``: inline code (which may
-    wrap over lines) up to its closing backtick, code-block lines with their backslash continuations, comments
-    dropped. Mentions like ``train|resume`` are not commands."""
+    """The argument lists of every ``python -m tiedlib.cli train|resume|cache ...`` in ``text`` (also after
+    ``torchrun ... -m tiedlib.cli``): inline code (which may wrap over lines) up to its closing backtick, code-block
+    lines with their backslash continuations, comments dropped. Mentions like ``train|resume`` are not commands."""
     found = []
     for m in COMMAND.finditer(text):
         start = m.start()
-        inline = start > 0 and text[start - 1] == "`"
+        line = text[text.rfind("\n", 0, start) + 1 : start]  # e.g. "`" or "`torchrun --nproc-per-node 8 "
+        inline = line.count("`") % 2 == 1
         rest = text[m.end():]
         if inline:
             rest = rest[: rest.index("`")]
@@ -33,7 +34,7 @@ def shown_commands(text: str) -> list[list[str]]:
             rest = re.split(r"(?<!\\)\n", rest, maxsplit=1)[0]
         rest = rest.replace("\\\n", " ").replace("\n", " ")
         args = shlex.split(rest, comments=True)
-        if args and args[0] in ("train", "resume"):
+        if args and args[0] in ("train", "resume", "cache"):
             found.append(args)
     return found
 
@@ -47,6 +48,10 @@ def test_the_documents_show_commands_and_the_parser_finds_them():
     assert len(commands["README.md"]) >= 2 and len(commands["running.md"]) >= 2
     assert ["resume", "runs/tied_eta2", "--pair", "gemma-2-2b"] in commands["running.md"]
     assert shown_commands("see `python -m tiedlib.cli train|resume` for long runs") == []
+    doc = commands["tiedlib/cli.py docstring"]
+    assert sum(a[0] == "cache" for a in doc) >= 2 and any("--cache" in a for a in doc)
+    assert shown_commands("`torchrun --nproc-per-node 8 -m tiedlib.cli train --cache c --pair smoke`") == [
+        ["train", "--cache", "c", "--pair", "smoke"]]
 
 
 @pytest.fixture
@@ -77,7 +82,9 @@ def test_every_shown_command_passes_a_dry_run(source, tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     last_train: dict[str, list[str]] = {}
     for args in shown_commands(text):
-        if args[0] == "train":
+        if args[0] == "cache":
+            pass
+        elif args[0] == "train":
             if "--config" in args:
                 path = Path(args[args.index("--config") + 1])
                 if not path.exists():
@@ -89,9 +96,12 @@ def test_every_shown_command_passes_a_dry_run(source, tmp_path, monkeypatch, cap
         code = main([*args, "--dry-run"])
         captured = capsys.readouterr()
         assert code == 0, (args, captured.err)
-        assert "peak" in captured.out and "checkpoints" in captured.out, args
+        if args[0] == "cache":
+            assert "bytes per token" in captured.out and "cache size" in captured.out, args
+        else:
+            assert "peak" in captured.out and "checkpoints" in captured.out, args
         if "gemma-2-2b" in args:
-            assert "9,216 bytes per token in bf16 (9.2 KB)" in captured.out  # REFERENCE.md: 9.2 KB per token
+            assert "bytes per token in bf" in captured.out and "(9.2 KB" in captured.out  # REFERENCE.md: 9.2 KB
 
 
 def test_the_paper_plan_has_the_paper_numbers():
@@ -105,6 +115,25 @@ def test_the_paper_plan_has_the_paper_numbers():
     assert "10.46 GB for both models in torch.bfloat16" in lines["models"]
     peak = float(re.search(r"about ([\d.]+) GB", lines["peak GPU memory"]).group(1))
     assert 15 < peak < 40  # fits a 40 GB Colab A100 with the defaults
+
+
+def test_the_paper_cache_plan_has_the_paper_numbers(tmp_path, capsys, no_loading, monkeypatch):
+    flags = ["cache", str(tmp_path / "c"), "--pair", "gemma-2-2b", "--n-steps", "61035", "--batch-size", "4096",
+             "--device", "cuda", "--dry-run"]  # fmt: skip
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    # 2 models x 2304 x 2 bytes of bf16 + 3 int32 indices; 249,999,360 tokens x 9,228 bytes
+    assert "9,228 bytes per token in bfloat16 (9.2 KB: 9,216 of activations" in out
+    assert "2,306.99 GB for 249,999,360 tokens" in out and "about 3,819 shards of 64" in out
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "7")
+    assert main(flags) == 0
+    assert "rank 7 of 8: shards 3341..3818" in capsys.readouterr().out  # the last share ends at the last shard
+    assert main(["train", "--cache", str(tmp_path / "c"), "--pair", "gemma-2-2b", "--batch-size", "4096",
+                 "--out-dir", str(tmp_path / "r"), "--dry-run"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "8 processes (DDP) x 512 rows of each 4,096-row batch" in out and "holds no cache yet" in out
+    assert "none loaded" in out and "harvest pass" not in out
 
 
 def test_paper_pair_shape_matches_the_gemma2_config_defaults():
@@ -144,12 +173,17 @@ def test_dry_run_refuses_an_existing_run_folder_and_resume_checks_its_pair(tmp_p
 
 def test_each_flag_shows_its_config_fields_docstring(capsys):
     parser = build_parser()
-    train_p = parser._subparsers._group_actions[0].choices["train"]
-    by_dest = {a.dest: a for a in train_p._actions}
-    for cls, field, _ in cli.config_flags():
-        doc = field_docs(cls).get(field.name)
-        assert doc, f"{cls.__name__}.{field.name} has no docstring"
-        assert by_dest[field.name].help.replace("%%", "%") == doc
+    for command in ("train", "cache"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        by_dest = {a.dest: a for a in sub._actions}
+        for cls, field, _ in cli.config_flags(command):
+            doc = field_docs(cls).get(field.name)
+            assert doc, f"{cls.__name__}.{field.name} has no docstring"
+            assert by_dest[field.name].help.replace("%%", "%") == doc
+        assert by_dest["cache"].help.replace("%%", "%") == field_docs(RunConfig)["cache"]
+    subs = parser._subparsers._group_actions[0].choices
+    assert "seqs_per_shard" in {a.dest for a in subs["cache"]._actions}  # a setting of writing a cache only
+    assert "seqs_per_shard" not in {a.dest for a in subs["train"]._actions}
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())

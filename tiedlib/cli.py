@@ -11,17 +11,29 @@ its field's docstring::
     python -m tiedlib.cli resume runs/tied_eta2
     python -m tiedlib.cli train --config runs/tied_eta2/run.json --out-dir runs/again   # same settings
 
+Harvest once into an activation cache, then train any number of crosscoders from it, on one GPU or data-parallel
+on several (``torchrun``; each process takes an equal slice of every global batch, rank 0 writes the run folder)::
+
+    python -m tiedlib.cli cache caches/gemma_l14 --pair gemma-2-2b --n-steps 61035 --batch-size 4096 --device cuda \
+        --dataset pretokenized --dry-run
+    torchrun --nproc-per-node 8 -m tiedlib.cli cache caches/gemma_l14 --pair gemma-2-2b --n-steps 61035 \
+        --batch-size 4096 --device cuda --dataset pretokenized     # each process harvests its share of the shards
+    torchrun --nproc-per-node 8 -m tiedlib.cli train --cache caches/gemma_l14 --pair gemma-2-2b \
+        --architecture tied --n-latents 16384 --n-steps 61035 --batch-size 4096 --device cuda --out-dir runs/tied_ddp
+
 ``--dry-run`` checks every setting and prints the plan (steps, tokens, memory, checkpoints) without loading models
-or data. A run folder holds ``run.json`` (every setting), ``tokens.safetensors`` (the token sequences, so a resumed
-run reads the very same tokens instead of streaming them again) and ``crosscoder/``, the trainer's run directory
-(weights, config with normalisation factors, resumable checkpoints, metrics). Ctrl-C or SIGTERM writes a checkpoint
-and exits; ``resume`` continues from it.
+or data (``cache --dry-run``: the bytes per token and the cache's size). A run folder holds ``run.json`` (every
+setting), ``tokens.safetensors`` (the token sequences, so a resumed run reads the very same tokens instead of
+streaming them again; a run from a cache needs none) and ``crosscoder/``, the trainer's run directory (weights,
+config with normalisation factors, resumable checkpoints, metrics). Ctrl-C or SIGTERM writes a checkpoint and exits;
+``resume`` continues from it (on any number of processes for a run from a cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -36,11 +48,17 @@ from typing import Any, NamedTuple
 from tiedlib.config import CrosscoderConfig, RunConfig, TrainConfig
 
 RUN_FILE = "run.json"
+COMMANDS = ("train", "resume", "cache", "finalize")
 CROSSCODER_DIR = "crosscoder"
 TOKENS_FILE = "tokens.safetensors"
 DATASETS = ("lab", "pretokenized", "mix")
 # Derived from the pair, the data or the loader, or nested: no flags.
 _SKIP = {"d_model", "norm_factors", "needs_norm_factors", "crosscoder", "train", "extra"}
+# Settings of writing a cache (`cache` only), and every setting `cache` takes (the cache holds the tokens of a
+# run of n_steps x batch_size, drawn as `train` draws them).
+_CACHE_WRITE = {"cache_dtype", "seqs_per_shard"}
+_CACHE_FLAGS = {"pair", "layer", "dtype", "dataset", "seq_len", "n_sequences", "chat_fraction", "model_batch_size",
+                "n_steps", "batch_size", "seed", "device", "progress", *_CACHE_WRITE}  # fmt: skip
 
 
 class PairShape(NamedTuple):
@@ -87,14 +105,18 @@ def _scalar_type(tp: Any) -> Any:
     return tp if tp in (int, float, str, bool) else None
 
 
-def config_flags() -> list[tuple[type, dataclasses.Field, Any]]:
-    """Every (config class, field, argparse type) that becomes a ``train`` flag."""
+def config_flags(command: str = "train") -> list[tuple[type, dataclasses.Field, Any]]:
+    """Every (config class, field, argparse type) that becomes a flag of ``command`` (``train`` or ``cache``; the
+    cache folder of ``cache`` is its positional argument)."""
     out = []
     for cls in (CrosscoderConfig, TrainConfig, RunConfig):
         hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__ import annotations`
         for field in dataclasses.fields(cls):
             tp = _scalar_type(hints[field.name])
-            if field.name not in _SKIP and tp is not None:
+            if field.name in _SKIP or tp is None:
+                continue
+            wanted = field.name in _CACHE_FLAGS if command == "cache" else field.name not in _CACHE_WRITE
+            if wanted:
                 out.append((cls, field, tp))
     return out
 
@@ -107,24 +129,60 @@ def _choices(cls: type, name: str) -> list[str] | None:
     return None
 
 
+def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of :func:`config_flags`, each with its field's docstring as help."""
+    docs = {cls: field_docs(cls) for cls in (CrosscoderConfig, TrainConfig, RunConfig)}
+    groups: dict[type, Any] = {}
+    for cls, field, tp in config_flags(command):
+        group = groups.setdefault(cls, parser.add_argument_group(cls.__name__))
+        helptext = docs[cls].get(field.name, "").replace("%", "%%")
+        if tp is bool:
+            group.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=helptext)  # fmt: skip
+        else:
+            group.add_argument(_flag(field.name), dest=field.name, type=tp, default=None, help=helptext,
+                               choices=_choices(cls, field.name), metavar=field.name.upper())  # fmt: skip
+
+
+def _shard_range(text: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP (two integers), got {text!r}") from None
+    if not 0 <= start <= stop:
+        raise argparse.ArgumentTypeError(f"need 0 <= START <= STOP, got {text!r}")
+    return start, stop
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tiedlib.cli", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train_p = sub.add_parser("train", help="train a crosscoder into a new run folder")
+    train_p = sub.add_parser("train", help="train a crosscoder into a new run folder (torchrun: data parallel)")
     train_p.add_argument("--config", help="a run.json to start from (flags override it)")
     train_p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     train_p.add_argument("--dry-run", action="store_true",
                          help="check every setting and print the plan without loading models or data")  # fmt: skip
-    docs = {cls: field_docs(cls) for cls in (CrosscoderConfig, TrainConfig, RunConfig)}
-    groups = {cls: train_p.add_argument_group(cls.__name__) for cls in docs}
-    for cls, field, tp in config_flags():
-        helptext = docs[cls].get(field.name, "").replace("%", "%%")
-        if tp is bool:
-            groups[cls].add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
-                                     default=None, help=helptext)  # fmt: skip
-        else:
-            groups[cls].add_argument(_flag(field.name), dest=field.name, type=tp, default=None, help=helptext,
-                                     choices=_choices(cls, field.name), metavar=field.name.upper())  # fmt: skip
+    _add_config_flags(train_p, "train")
+    cache_doc = field_docs(RunConfig)["cache"].replace("%", "%%")
+    cache_p = sub.add_parser(
+        "cache", help="harvest a pair's paired activations into a cache folder (resumable; one shard range a process)",
+        description="Harvest the tokens a run of n_steps x batch_size would train on into an activation cache. "
+        "Completed shards are kept, so running it again resumes. Several processes each write a share of the shards "
+        "(--shard-range, --rank/--world-size, or torchrun's RANK/WORLD_SIZE); the process that writes the last shard "
+        "finalises the cache (or run `finalize`).",
+    )  # fmt: skip
+    cache_p.add_argument("cache", metavar="CACHE_DIR", help=cache_doc)
+    cache_p.add_argument("--shard-range", type=_shard_range, default=None, metavar="START:STOP",
+                         help="write only shards START..STOP-1 (default: this rank's share of all shards)")
+    cache_p.add_argument("--rank", type=int, default=None,
+                         help="this process's index among --world-size writers (default: $RANK, set by torchrun, or 0)")
+    cache_p.add_argument("--world-size", type=int, default=None,
+                         help="number of processes sharing the shards (default: $WORLD_SIZE or 1)")
+    cache_p.add_argument("--dry-run", action="store_true",
+                         help="print the cache's size, shards and bytes per token without loading models or data")
+    _add_config_flags(cache_p, "cache")
+    fin_p = sub.add_parser("finalize", help="merge a cache's shard records into its manifest (after all writers)")
+    fin_p.add_argument("cache", metavar="CACHE_DIR", help=cache_doc)
     resume_p = sub.add_parser("resume", help="continue an interrupted run folder")
     resume_p.add_argument("run_dir", help="the run folder `train --out-dir` made")
     resume_p.add_argument("--device", default=None, help="train on this device instead of the one in run.json")
@@ -136,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Merge ``--config`` (if any) with the flags that were given into a validated :class:`RunConfig`."""
-    base: dict[str, Any] = json.loads(Path(args.config).read_text()) if args.config else {}
+    config = getattr(args, "config", None)
+    base: dict[str, Any] = json.loads(Path(config).read_text()) if config else {}
     cc = dict(base.get("crosscoder", {"d_model": 1, "n_latents": 16384}))
     tr = dict(base.get("train", {"n_steps": 1000}))
     run = {k: v for k, v in base.items() if k not in ("crosscoder", "train")}
@@ -187,8 +246,9 @@ def model_dtype(cfg: RunConfig) -> Any:
     return resolve_dtype(None if cfg.dtype == "auto" else cfg.dtype, cfg.train.device)
 
 
-def validate(cfg: RunConfig) -> list[str]:
-    """Check what the dataclasses cannot check alone (pair, dataset, sizes, device) without loading anything.
+def validate(cfg: RunConfig, *, command: str = "train") -> list[str]:
+    """Check what the dataclasses cannot check alone (pair, dataset, sizes, device, the activation cache a run reads,
+    a ``torchrun`` launch) without loading models or data. ``command="cache"``: the checks of writing a cache.
 
     Returns:
         Warnings (things that will work but deserve a look).
@@ -210,13 +270,17 @@ def validate(cfg: RunConfig) -> list[str]:
         raise ValueError("the pretokenized dataset is in Gemma-2 token ids; lab pairs need --dataset lab or mix")
     if cfg.seq_len < 2:
         raise ValueError(f"seq_len must be at least 2 (BOS + one token), got {cfg.seq_len}")
-    if cfg.buffer_tokens < cfg.batch_size:
+    if command == "cache" or cfg.cache is not None:
+        pass  # no activation buffer
+    elif cfg.buffer_tokens < cfg.batch_size:
         warnings.append(f"buffer_tokens={cfg.buffer_tokens} is below one batch: each fill holds one batch "
                         f"({cfg.batch_size} tokens), so batches are barely shuffled")  # fmt: skip
     elif cfg.buffer_tokens < 16 * cfg.batch_size:
         warnings.append(f"the buffer holds {cfg.buffer_tokens // cfg.batch_size} batches: tokens of a batch come "
                         "from few sequences (the public runs shuffled 128 batches' worth)")  # fmt: skip
-    devices = {"model": cfg.train.device, "buffer": cfg.buffer_device or cfg.train.device}
+    devices = {"model": cfg.train.device}
+    if command == "train" and cfg.cache is None:
+        devices["buffer"] = cfg.buffer_device or cfg.train.device
     for what, dev in devices.items():
         try:
             device = torch.device(dev)
@@ -232,7 +296,58 @@ def validate(cfg: RunConfig) -> list[str]:
     model_dtype(cfg)  # raises on an unknown name
     if cfg.layer is not None and not 0 <= cfg.layer < shape.n_layers:
         raise ValueError(f"layer must be in [0, {shape.n_layers}) for pair {cfg.pair!r}, got {cfg.layer}")
+    if command == "train":
+        check_launch(cfg)
+        if cfg.cache is not None:
+            check_cache(cfg)
     return warnings
+
+
+def check_launch(cfg: RunConfig) -> int:
+    """The number of processes ``torchrun`` started (1 without it), checked against the run.
+
+    Raises:
+        ValueError: several processes but no ``--cache`` (each rank reads its share of a cache), a batch size they
+            cannot share equally, or a BatchTopK crosscoder.
+    """
+    from tiedlib.training.distributed import env_world
+
+    world = env_world()[1]
+    if world == 1:
+        return 1
+    if cfg.cache is None:
+        raise ValueError(f"data-parallel training ({world} processes) reads each rank's share of an activation "
+                         "cache: write one with `python -m tiedlib.cli cache CACHE_DIR --pair ...`, then pass "
+                         "--cache CACHE_DIR")  # fmt: skip
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} cannot be split equally over {world} processes")
+    if cfg.crosscoder.activation == "batchtopk":
+        raise ValueError("BatchTopK selects latents over the whole batch: train it on one process")
+    return world
+
+
+def check_cache(cfg: RunConfig):
+    """The activation cache a run trains from (``cfg.cache``), checked against the pair, layer and width without
+    loading them, and against the tokens the run needs; None when the folder holds no cache yet (a dry run plans the
+    run anyway; training refuses it).
+
+    Raises:
+        ValueError: the cache was written for another pair, layer or width (a ``CacheMismatchError`` naming each
+            field), is not finalised (``CacheCorruptError``), or holds fewer tokens than ``n_steps * batch_size`` while
+            ``on_exhausted`` is ``"stop"``.
+    """
+    from tiedlib.activations.cache import MANIFEST, open_cache
+
+    if cfg.cache is None or not (Path(cfg.cache) / MANIFEST).exists():
+        return None
+    shape = pair_shape(cfg.pair)
+    cache = open_cache(cfg.cache, pair_name=cfg.pair, layer=_layer(cfg, shape), d_model=shape.d_model)
+    need = cfg.train.n_steps * cfg.batch_size
+    if need > cache.n_tokens - cache.n_tokens % cfg.batch_size and cfg.on_exhausted == "stop":
+        raise ValueError(f"the run needs {need:,} tokens ({cfg.train.n_steps:,} steps x {cfg.batch_size:,}) but the "
+                         f"cache at {cfg.cache} serves {cache.n_tokens // cfg.batch_size * cfg.batch_size:,} in one "
+                         "epoch; lower --n-steps, cache more tokens, or pass --on-exhausted new_epoch")
+    return cache
 
 
 def _layer(cfg: RunConfig, shape: PairShape) -> int:
@@ -313,7 +428,93 @@ def plan(cfg: RunConfig, *, start_step: int = 0) -> list[tuple[str, str]]:
         ("paired cache", f"{per_token_bf16:,} bytes per token in bf16 ({per_token_bf16 / 1e3:.1f} KB); "
                          f"{_gb(per_token_bf16 * tokens)} for all {tokens:,} tokens"),
     ]  # fmt: skip
+    if cfg.cache is not None:
+        lines = _cache_reader_plan(cfg, lines, state + step)
     return lines
+
+
+def _cache_reader_plan(cfg: RunConfig, lines: list[tuple[str, str]], peak: int) -> list[tuple[str, str]]:
+    """The plan of a run that reads an activation cache: no models, no buffer, no token file; the cache's size,
+    the reader's resident shards, and the data-parallel split under torchrun."""
+    import torch
+
+    from tiedlib.activations.cache import bytes_per_token
+
+    shape = pair_shape(cfg.pair)
+    cache = check_cache(cfg)
+    tokens = cfg.train.n_steps * cfg.batch_size
+    dtype = cache.dtype if cache is not None else getattr(torch, cfg.cache_dtype)
+    bpt = bytes_per_token(shape.d_model, dtype)
+    per_token = f"{bpt:,} bytes per token in {str(dtype).removeprefix('torch.')} ({bpt / 1e3:.1f} KB)"
+    if cache is not None:
+        what = (f"{cfg.cache}: {cache.n_tokens:,} tokens in {len(cache.shards):,} shards ({_gb(cache.nbytes)}, "
+                f"{per_token}); the run reads {tokens:,}")
+        shard_tokens = max(s["n_tokens"] for s in cache.shards)
+    else:
+        what = (f"{cfg.cache} holds no cache yet: write it with `python -m tiedlib.cli cache {cfg.cache} --pair "
+                f"{cfg.pair} ...`; the run reads {tokens:,} tokens, {_gb(bpt * tokens)} at {per_token}")
+        shard_tokens = cfg.seqs_per_shard * (cfg.seq_len - 1)
+    window = cfg.cache_window_shards * shard_tokens * bpt
+    world = check_launch(cfg)
+    replace = {
+        "dataset": ("activation cache", what),
+        "buffer": ("cache reader", f"{cfg.cache_window_shards} shards resident, about {_gb(window)} of host memory; "
+                                   "rows shuffled within them"),
+        "models": ("models", "none loaded: activations are read from the cache"),
+    }  # fmt: skip
+    out = [replace.get(k, (k, v)) for k, v in lines if k not in ("harvest pass", "token file", "paired cache")]
+    out = [(k, f"about {_gb(peak)} on {cfg.train.device}") if k.startswith("peak") else (k, v) for k, v in out]
+    if world > 1:
+        out.append(("data parallel", f"{world} processes (DDP) x {cfg.batch_size // world:,} rows of each "
+                                     f"{cfg.batch_size:,}-row batch; rank 0 writes the run folder"))
+    return out
+
+
+def cache_plan(cfg: RunConfig, shards: tuple[int, int] | None, rank: int, world: int) -> list[tuple[str, str]]:
+    """What ``cache`` will write, from ``cfg`` alone: ``(name, value)`` lines for its ``--dry-run``."""
+    import torch
+
+    from tiedlib.activations.cache import bytes_per_token, cache_size, n_shards
+
+    shape = pair_shape(cfg.pair)
+    tokens = cfg.train.n_steps * cfg.batch_size
+    dtype = getattr(torch, cfg.cache_dtype)
+    bpt = bytes_per_token(shape.d_model, dtype)
+    acts = 2 * shape.d_model * dtype.itemsize
+    seq = cfg.seq_len
+    if cfg.n_sequences:
+        n_seqs, about = cfg.n_sequences, ""
+    elif cfg.dataset == "lab":
+        n_seqs, about = 0, ""
+    else:
+        n_seqs, about = -(-tokens // (seq - 1)), "about "  # full rows: seq_len - 1 harvestable tokens each
+    total = n_shards(n_seqs, cfg.seqs_per_shard) if n_seqs else 0
+    if shards is not None:
+        mine = f"shards {shards[0]}..{shards[1] - 1}"
+    elif world > 1:
+        mine = (f"rank {rank} of {world}: shards {total * rank // world}..{total * (rank + 1) // world - 1}" if total
+                else f"rank {rank} of {world}: its share of the shards")
+    else:
+        mine = "every shard"
+    m_dtype = model_dtype(cfg)
+    models = 2 * shape.n_params * m_dtype.itemsize
+    harvest = cfg.model_batch_size * seq * (3 * shape.intermediate + 8 * shape.d_model) * m_dtype.itemsize
+    harvest += cfg.model_batch_size * seq * shape.n_heads * seq * 4 * 2
+    return [
+        ("pair", f"{cfg.pair} (d_model {shape.d_model}, reading the input of layer {_layer(cfg, shape)}), weights "
+                 f"{m_dtype}"),
+        ("dataset", f"{cfg.dataset}: {tokens:,} harvestable tokens ({cfg.train.n_steps:,} steps x "
+                    f"{cfg.batch_size:,}) in rows of up to {seq} tokens"),
+        ("cache", f"{cfg.cache}: {about}{n_seqs:,} sequences in {about}{total:,} shards of {cfg.seqs_per_shard}"
+                  if n_seqs else f"{cfg.cache}: lab documents covering the tokens, {cfg.seqs_per_shard} a shard"),
+        ("bytes per token", f"{bpt:,} bytes per token in {cfg.cache_dtype} ({bpt / 1e3:.1f} KB: {acts:,} of "
+                            "activations, 12 of token id, document index and position)"),
+        ("cache size", f"{_gb(cache_size(tokens, shape.d_model, dtype))} for {tokens:,} tokens; about "
+                       f"{_gb(cfg.seqs_per_shard * (seq - 1) * bpt)} a full shard"),
+        ("this process", mine),
+        ("models", f"{_gb(models)} for both models in {m_dtype}" if shape.n_params else "lab pair: a few MB"),
+        ("peak memory", f"about {_gb(models + harvest)} on {cfg.train.device} (models and one harvest pass)"),
+    ]  # fmt: skip
 
 
 def _print_plan(lines: list[tuple[str, str]], warnings: list[str]) -> None:
@@ -367,16 +568,24 @@ def run_tokens(cfg: RunConfig, run_dir: Path, tokenizer: Any):
     the very same tokens, without streaming again), else built with :func:`token_sequences` and saved there."""
     from tiedlib.pairs.corpora import load_or_build_sequences
 
-    meta = {"pair": cfg.pair, "dataset": cfg.dataset, "seq_len": cfg.seq_len, "n_sequences": cfg.n_sequences,
+    return load_or_build_sequences(run_dir / TOKENS_FILE, lambda: token_sequences(cfg, tokenizer),
+                                   meta=token_meta(cfg))  # fmt: skip
+
+
+def token_meta(cfg: RunConfig) -> dict[str, Any]:
+    """What defines a run's token sequences (stored with the token file, and as the dataset of a cache)."""
+    return {"pair": cfg.pair, "dataset": cfg.dataset, "seq_len": cfg.seq_len, "n_sequences": cfg.n_sequences,
             "tokens": cfg.train.n_steps * cfg.batch_size, "chat_fraction": cfg.chat_fraction,
             "seed": cfg.train.seed}  # fmt: skip
-    return load_or_build_sequences(run_dir / TOKENS_FILE, lambda: token_sequences(cfg, tokenizer), meta=meta)
 
 
 def make_buffer(cfg: RunConfig, pair: Any, sequences: Any):
+    """The nnsight activation buffer of a run: chat-template tokens (turn markers, role words) are never served,
+    as in Experiment 1's training data (:func:`tiedlib.pairs.template_ids`)."""
     import torch
 
     from tiedlib.activations.buffer import ActivationBuffer
+    from tiedlib.pairs import template_ids
 
     return ActivationBuffer(
         pair.base,
@@ -392,7 +601,41 @@ def make_buffer(cfg: RunConfig, pair: Any, sequences: Any):
         progress=True,
         dtype=getattr(torch, cfg.buffer_dtype),
         buffer_device=cfg.buffer_device,
+        exclude_token_ids=template_ids(pair),
     )
+
+
+def cache_batches(cfg: RunConfig, device: str, rank: int = 0, world_size: int = 1):
+    """The shuffled batches of a run that reads ``cfg.cache`` (this rank's slice of each global batch).
+
+    Raises:
+        FileNotFoundError: no cache in ``cfg.cache`` yet.
+        ValueError: see :func:`check_cache`; a batch size the ranks cannot share.
+    """
+    from tiedlib.activations.cache_reader import CacheBatches
+
+    cache = check_cache(cfg)
+    if cache is None:
+        raise FileNotFoundError(f"no activation cache at {cfg.cache}: write it first with `python -m tiedlib.cli "
+                                f"cache {cfg.cache} --pair {cfg.pair} ...` (the same pair and layer)")  # fmt: skip
+    return CacheBatches(cache, cfg.batch_size, seed=cfg.train.seed, window_shards=cfg.cache_window_shards,
+                        epochs=None if cfg.on_exhausted == "new_epoch" else 1, device=device, rank=rank,
+                        world_size=world_size)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _data_parallel(cfg: RunConfig):
+    """Join torchrun's process group if it started several processes; yields ``(group or None, this rank's device)``.
+    On leaving: wait for every rank (rank 0 may still be writing), then leave the group."""
+    from tiedlib.training import distributed
+
+    group, device = distributed.init_from_env(cfg.train.device)
+    finished = False
+    try:
+        yield group, device
+        finished = True
+    finally:
+        distributed.shutdown(group, wait=finished)
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:
@@ -440,21 +683,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_plan(plan(cfg), warnings)
         return 0
     _require_device(cfg)
-    if exists:
-        shutil.rmtree(out)
-    pair = _load_pair(cfg)
-    cfg.crosscoder = CrosscoderConfig.from_dict({**cfg.crosscoder.to_dict(), "d_model": pair.d_model})
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save_json(out / RUN_FILE)
-    buffer = make_buffer(cfg, pair, run_tokens(cfg, out, pair.tokenizer))
-    torch.manual_seed(cfg.train.seed)  # the initialisation too: a run folder is reproducible from run.json
-    model = make_crosscoder(cfg.crosscoder)
-    try:
-        train(cfg.train, model, buffer, out_dir=out / CROSSCODER_DIR, log=_print_metrics,
-              resume_command=f"python -m tiedlib.cli resume {out}")  # fmt: skip
-    except TrainingInterrupted as err:
-        return _interrupted(err)
-    print(f"done: {out / CROSSCODER_DIR}")
+    with _data_parallel(cfg) as (group, device):
+        main = group is None or group.is_main
+        if cfg.cache is not None:
+            try:  # checked before anything is written
+                data = cache_batches(cfg, device, *((group.rank, group.world_size) if group else (0, 1)))
+            except (ValueError, FileNotFoundError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+        else:
+            pair = _load_pair(cfg)
+            cfg.crosscoder = CrosscoderConfig.from_dict({**cfg.crosscoder.to_dict(), "d_model": pair.d_model})
+        if main:
+            if exists:
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            cfg.save_json(out / RUN_FILE)
+        if cfg.cache is None:
+            data = make_buffer(cfg, pair, run_tokens(cfg, out, pair.tokenizer))
+        cfg.train.device = device  # this rank's GPU under torchrun (run.json keeps the device asked for)
+        torch.manual_seed(cfg.train.seed)  # the initialisation too: a run folder is reproducible from run.json
+        model = make_crosscoder(cfg.crosscoder)
+        try:
+            train(cfg.train, model, data, out_dir=out / CROSSCODER_DIR, log=_print_metrics if main else None,
+                  resume_command=f"python -m tiedlib.cli resume {out}")  # fmt: skip
+        except TrainingInterrupted as err:
+            return _interrupted(err)
+    if main:
+        print(f"done: {out / CROSSCODER_DIR}")
     return 0
 
 
@@ -494,31 +750,109 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _print_plan(lines, warnings)
         return 0
     _require_device(cfg)
-    pair = _load_pair(cfg)
-    buffer = make_buffer(cfg, pair, run_tokens(cfg, run_dir, pair.tokenizer))
-    try:
-        if ckpt is None:  # killed before the first checkpoint: start over in the same folder
-            import torch
-
-            from tiedlib.crosscoders.crosscoder import make_crosscoder
-            from tiedlib.training import train
-
-            cfg.crosscoder = CrosscoderConfig.from_dict({**cfg.crosscoder.to_dict(), "d_model": pair.d_model})
-            torch.manual_seed(cfg.train.seed)
-            train(cfg.train, make_crosscoder(cfg.crosscoder), buffer, out_dir=cc_dir, overwrite=True,
-                  log=_print_metrics, resume_command=f"python -m tiedlib.cli resume {run_dir}")  # fmt: skip
+    command = f"python -m tiedlib.cli resume {run_dir}"
+    with _data_parallel(cfg) as (group, device):
+        main = group is None or group.is_main
+        log = _print_metrics if main else None
+        if cfg.cache is not None:
+            try:
+                data = cache_batches(cfg, device, *((group.rank, group.world_size) if group else (0, 1)))
+            except (ValueError, FileNotFoundError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
         else:
-            resume(cc_dir, buffer, log=_print_metrics, device=args.device,
-                   resume_command=f"python -m tiedlib.cli resume {run_dir}")  # fmt: skip
-    except TrainingInterrupted as err:
-        return _interrupted(err)
-    print(f"done: {cc_dir}")
+            pair = _load_pair(cfg)
+            data = make_buffer(cfg, pair, run_tokens(cfg, run_dir, pair.tokenizer))
+        try:
+            if ckpt is None:  # killed before the first checkpoint: start over in the same folder
+                import torch
+
+                from tiedlib.crosscoders.crosscoder import make_crosscoder
+                from tiedlib.training import train
+
+                cfg.train.device = device
+                torch.manual_seed(cfg.train.seed)
+                train(cfg.train, make_crosscoder(cfg.crosscoder), data, out_dir=cc_dir, overwrite=True, log=log,
+                      resume_command=command)  # fmt: skip
+            else:
+                resume(cc_dir, data, log=log, device=device if group is not None else args.device,
+                       resume_command=command)  # fmt: skip
+        except TrainingInterrupted as err:
+            return _interrupted(err)
+    if main:
+        print(f"done: {cc_dir}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from tiedlib.activations.cache import MANIFEST, n_shards, write_cache
+    from tiedlib.pairs import template_ids
+    from tiedlib.pairs.corpora import load_or_build_sequences
+    from tiedlib.training.distributed import env_world
+
+    try:
+        cfg = config_from_args(args)
+        warnings = validate(cfg, command="cache")
+        env_rank, env_size, local = env_world()
+        rank = args.rank if args.rank is not None else env_rank
+        world = args.world_size if args.world_size is not None else env_size
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"need 0 <= --rank < --world-size, got rank {rank} of {world}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        _print_plan(cache_plan(cfg, args.shard_range, rank, world), warnings)
+        return 0
+    _require_device(cfg)
+    if env_size > 1 and cfg.train.device.startswith("cuda"):
+        cfg.train.device = f"cuda:{local}"  # torchrun: one GPU a process
+    pair = _load_pair(cfg)
+    root = Path(cfg.cache)
+    root.mkdir(parents=True, exist_ok=True)
+    meta = token_meta(cfg)
+    # Every writer builds (or reads back) the same sequences; the first to finish saves them, atomically.
+    seqs = load_or_build_sequences(root / TOKENS_FILE, lambda: token_sequences(cfg, pair.tokenizer), meta=meta)
+    total = n_shards(len(seqs), cfg.seqs_per_shard)
+    start, stop = args.shard_range or (total * rank // world, total * (rank + 1) // world)
+    try:
+        write_cache(pair, seqs, root, dataset=meta, seqs_per_shard=cfg.seqs_per_shard,
+                    model_batch_size=cfg.model_batch_size, dtype=cfg.cache_dtype, exclude_token_ids=template_ids(pair),
+                    shard_range=(start, stop), progress=cfg.train.progress)  # fmt: skip
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    manifest = json.loads((root / MANIFEST).read_text())
+    if manifest.get("complete"):
+        print(f"cache complete: {root}, {manifest['n_tokens']:,} tokens in {total} shards, norm factors "
+              f"{[round(f, 5) for f in manifest['norm_factors']]}")  # fmt: skip
+    else:
+        done = len(list((root / "records").glob("shard-*.json")))
+        print(f"wrote shards {start}..{stop - 1}; {done} of {total} shards done. The writer of the last shard "
+              f"finalises the cache (or run `python -m tiedlib.cli finalize {root}`)")  # fmt: skip
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from tiedlib.activations.cache import MANIFEST, finalize_cache
+
+    if not (Path(args.cache) / MANIFEST).exists():
+        print(f"error: no activation cache at {args.cache} ({MANIFEST} is missing)", file=sys.stderr)
+        return 2
+    try:
+        manifest = finalize_cache(args.cache)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"cache complete: {args.cache}, {manifest['n_tokens']:,} tokens in {manifest['n_shards']} shards, norm "
+          f"factors {[round(f, 5) for f in manifest['norm_factors']]}")  # fmt: skip
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": cmd_train, "resume": cmd_resume}[args.command](args)
+    commands = {"train": cmd_train, "resume": cmd_resume, "cache": cmd_cache, "finalize": cmd_finalize}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -164,8 +164,10 @@ def init_from_env(device: str) -> tuple[DataParallel | None, str]:
     return current(), device
 
 
-def shutdown(group: DataParallel | None) -> None:
-    """Wait for every rank (rank 0 may still be writing the final weights), then leave the process group."""
+def shutdown(group: DataParallel | None, *, wait: bool = True) -> None:
+    """Wait for every rank (rank 0 may still be writing the final weights; ``wait=False`` after an error, when the
+    other ranks may never arrive), then leave the process group."""
     if group is not None and dist.is_initialized():
-        group.barrier()
+        if wait:
+            group.barrier()
         dist.destroy_process_group()
