@@ -118,9 +118,13 @@ def test_residuals_read_the_layer_input_and_projection_removes_a_planted_directi
 def smoke_probes(smoke_path, smoke_cfg):
     from tiedlib.lab.cache import load_models, load_tokenizer
 
-    torch.set_num_threads(1)
-    base, chat = load_models(smoke_cfg)
-    return run_probes(smoke_cfg, load_tokenizer(smoke_cfg), base, chat, n=40, n_refusal_prompts=20)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hidden 64: one thread is as fast, and far faster on a busy machine
+    try:
+        base, chat = load_models(smoke_cfg)
+        return run_probes(smoke_cfg, load_tokenizer(smoke_cfg), base, chat, n=40, n_refusal_prompts=20)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_smoke_pair_probe_suite(smoke_probes):
