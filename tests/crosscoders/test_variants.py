@@ -163,3 +163,74 @@ def test_tie_designated_averages_the_halves():
     torch.testing.assert_close(W[:2, 0], mean)
     torch.testing.assert_close(W[:2, 1], mean)
     assert not math.isclose(float(W[2, 0, 0]), float(W[2, 1, 0]))
+
+
+# ---- issue 15: contrast init and the written-disagreement penalty ---------------------------------------------------
+def test_contrast_init_starts_exclusive_groups_where_only_their_model_has_the_direction():
+    from tiedlib.crosscoders.variants import contrast_init_
+
+    model = make_model(architecture="tied", n_latents=8)
+    contrast_init_(model.W_enc)
+    d = model.W_dec.detach()[3]  # index 3's two decoder halves (the encoder is their transpose)
+    both = torch.stack([d[0], d[1]]).unsqueeze(0) / 0.08**2  # both models have the direction
+    base_only = torch.stack([d[0], torch.zeros_like(d[1])]).unsqueeze(0) / 0.08**2
+    with torch.no_grad():
+        pre_both = model._pre_activations(both).reshape(3, 8)[:, 3]
+        pre_base = model._pre_activations(base_only).reshape(3, 8)[:, 3]
+    # shared reads +base +chat; base reads +base -chat; chat reads -base +chat (zero bias)
+    torch.testing.assert_close(pre_both, torch.tensor([2.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(pre_base, torch.tensor([1.0, 1.0, -1.0]), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="tied encoder"):
+        contrast_init_(make_model(n_latents=8).W_enc)
+
+
+def test_written_disagreement_penalty_by_hand():
+    from tiedlib.crosscoders.losses import written_disagreement_penalty
+
+    norms = torch.tensor([[1.0, 1.0], [2.0, 0.0]])  # index 0 equal halves, index 1 one-sided (chat half gone)
+    f = torch.zeros(1, 3, 2)
+    f[0, 0, 0] = 3.0  # shared firing on equal halves: write-up's shared term 3 * (1 + 1)
+    assert float(written_disagreement_penalty(f, norms, 2.0)) == pytest.approx(6.0)
+    g = torch.zeros(1, 3, 2)
+    g[0, 1, 0] = 3.0  # base-alone firing on equal halves: eta * 3 * 1, as in the write-up
+    assert float(written_disagreement_penalty(g, norms, 1.5)) == pytest.approx(4.5)
+    h = torch.zeros(1, 3, 2)
+    h[0, 0, 1] = 1.0  # the loophole: shared group of a one-sided triple writes base only; pays eta * 2, not 2
+    assert float(written_disagreement_penalty(h, norms, 2.0)) == pytest.approx(4.0)
+    assert float(tied_penalty_weights(norms, 2.0)[0, 1]) == pytest.approx(2.0)  # the write-up charges 2
+    both = f + g + h  # eta = 2: 2 max(w_base, w_chat) per index
+    w = torch.tensor([[6.0, 3.0], [2.0, 0.0]])  # (index, model) written amounts
+    assert float(written_disagreement_penalty(both, norms, 2.0)) == pytest.approx(float(2 * w.max(-1).values.sum()))
+    with pytest.raises(ValueError, match="need f"):
+        written_disagreement_penalty(torch.zeros(1, 2, 2), norms, 2.0)
+
+
+def test_written_penalty_tied_trains_with_its_own_penalty():
+    from tiedlib.crosscoders.losses import written_disagreement_penalty
+    from tiedlib.synthetic.dedicated import WrittenPenaltyTied
+
+    model = WrittenPenaltyTied(make_cfg(architecture="tied", n_latents=16, eta=1.5))
+    x = random_rows(64)
+    out = model.loss(x, l1_coeff=0.3)
+    expected = written_disagreement_penalty(model.encode(x), model.decoder_norms(), 1.5)
+    torch.testing.assert_close(out.sparsity, expected.detach())
+    torch.testing.assert_close(out.total, out.reconstruction + 0.3 * expected)
+    first = float(out.total.detach())
+    _steps(model, n=5)
+    assert float(model.loss(x, l1_coeff=0.3).total) < first
+
+
+def test_dedicated_crosscoder_keeps_one_model_latents_one_sided():
+    from tiedlib.synthetic.dedicated import DedicatedCrosscoder
+
+    model = DedicatedCrosscoder(make_cfg(n_latents=20), n_base_only=4, n_chat_only=6)
+    norms = model.decoder_norms()
+    assert (norms[:4, 1] == 0).all() and (norms[4:10, 0] == 0).all() and (norms[10:] > 0).all()
+    _steps(model, n=3)
+    norms = model.decoder_norms()
+    assert (norms[:4, 1] == 0).all() and (norms[4:10, 0] == 0).all()
+    assert (norms[:4, 0] > 0).all() and (norms[4:10, 1] > 0).all()
+    r = model.relative_decoder_norm()
+    assert (r[:4] == 0).all() and (r[4:10] == 1).all()
+    with pytest.raises(ValueError, match="shared latent"):
+        DedicatedCrosscoder(make_cfg(n_latents=10), n_base_only=5, n_chat_only=5)

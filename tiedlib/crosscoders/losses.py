@@ -98,3 +98,23 @@ def l0_per_group(f: Float[Tensor, "batch n_groups n_latents"]) -> Float[Tensor, 
     # count_nonzero avoids materialising a (batch, groups, latents) boolean mask; f >= 0 after the ReLU. The mean is
     # at least fp32 (bf16 latents under autocast would round an L0 of 143.4 to 143).
     return torch.count_nonzero(f, dim=(0, 2)).to(torch.promote_types(f.dtype, torch.float32)) / f.shape[0]
+
+
+def written_disagreement_penalty(
+    f: Float[Tensor, "batch 3 n_latents"], norms: Float[Tensor, "n_latents n_models"], eta: float
+) -> Float[Tensor, ""]:
+    """A tied penalty on what each triple *writes*, charging extra only where the two models disagree (issue 15).
+
+    With ``w_m = (f_shared + f_m) ||d_m||`` the amount index ``i`` writes into model ``m`` on a row, the charge is
+    ``w_base + w_chat + (eta - 1) |w_base - w_chat|`` (mean over the batch, summed over indices); at ``eta = 2`` that
+    is ``2 max(w_base, w_chat)``: the triple pays for the larger of its halves. Where both models get the same amount
+    (a shared firing on equal halves) it equals the write-up's shared term; a base-alone firing on equal halves
+    costs ``eta ||d_base||`` as in the write-up. Unlike the write-up's loss, a triple that shrinks its chat half and
+    fires its *shared* group writes base only and pays the full ``eta`` charge: the free-norm loophole of issue 8
+    is closed without fixing the norms.
+    """
+    if f.ndim != 3 or f.shape[1] != 3 or norms.shape != (f.shape[2], 2):
+        raise ValueError(f"need f (batch, 3, n) and norms (n, 2), got {tuple(f.shape)} and {tuple(norms.shape)}")
+    written = (f[:, 1:] + f[:, :1]) * norms.T.unsqueeze(0)  # (batch, 2, n)
+    wb, wc = written[:, 0], written[:, 1]
+    return (wb + wc + (eta - 1) * (wb - wc).abs()).sum() / f.shape[0]

@@ -85,3 +85,19 @@ def tie_designated_(W_dec: Float[Tensor, "n_latents n_models d_model"], n_design
     """In place: set both decoder halves of the first ``n_designated`` latents to their mean (one shared vector)."""
     if n_designated:
         W_dec[:n_designated] = W_dec[:n_designated].mean(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def contrast_init_(W_enc: Float[Tensor, "n_models d_model 3 n_latents"]) -> None:
+    """In place: give the tied encoder's exclusive groups a distinct start (issue 15).
+
+    The write-up's init copies one encoder into all three groups with zero bias, so at step 0 the shared, base and
+    chat latents of a triple fire on exactly the same rows, and the exclusive ones (dearer under eta > 1) die. Here
+    the base group reads ``+x_base`` and ``-x_chat`` along its index's direction (the chat group the mirror image):
+    it starts active where the base model has the direction and the chat model does not, and near zero where both
+    have it, which is where the shared group is meant to fire.
+    """
+    if W_enc.ndim != 4 or W_enc.shape[0] != 2 or W_enc.shape[2] != 3:
+        raise ValueError(f"expected a tied encoder (2, d_model, 3, n_latents), got {tuple(W_enc.shape)}")
+    W_enc[1, :, 1] = -W_enc[1, :, 1]  # base group: minus the chat reading
+    W_enc[0, :, 2] = -W_enc[0, :, 2]  # chat group: minus the base reading
