@@ -438,3 +438,84 @@ def test_figures_draw_what_they_are_given():
     plt.close(fig)
     with pytest.raises(ValueError, match="no query latent"):
         figures.baseline_neighbours(exp1.StandardBaseline(None, torch.tensor([]), None))  # type: ignore[arg-type]
+
+
+# ---- seeds and the glued findings -----------------------------------------------------------------------------------
+def test_prepare_training_on_a_lab_pair_harvests_once_for_every_consumer(monkeypatch):
+    harvested = []
+    rows = random_rows(64)
+
+    def fake_collect(pair, seqs, **kw):
+        harvested.append((len(seqs), kw))
+        return SimpleNamespace(batches=lambda bs, seed=0: InMemoryBatches(rows, bs, seed=seed, epochs=None))
+
+    monkeypatch.setattr(data_mod, "training_sequences", lambda pair, n, **kw: [[2, 3, 4]] * n)
+    monkeypatch.setattr(data_mod, "collect_activations", fake_collect)
+    monkeypatch.setattr(data_mod, "is_lab", lambda pair: True)
+    td = exp1.prepare_training(PAIR, _settings(train_docs=5, batch_size=16, model_batch_size=3))
+    assert harvested == []  # lazy: nothing is harvested before training asks
+    first, second = next(td.make_data()), next(td.make_data())
+    assert td.activations() is td.activations()
+    assert harvested == [(5, dict(exclude_token_ids=[], batch_size=3, progress=False))]
+    torch.testing.assert_close(first, second)  # seed-0 batches, as training_data(seed=0) serves them
+    assert first.shape == (16, 2, 16)
+
+
+def _held(l0_base, l0_chat, dead_base=0, dead_chat=0, ev=(0.9, 0.8)):
+    counts = torch.zeros(3, 4, dtype=torch.long)
+    counts[1, : 4 - dead_base] = 1
+    counts[2, : 4 - dead_chat] = 1
+    return HeldOutMetrics(torch.tensor(ev), torch.tensor([5.0, l0_base, l0_chat]), FiringCounts(counts, 100))
+
+
+def test_seed_runs_interval_and_verdict_on_hand_made_metrics():
+    up = exp1.SeedRuns([0, 1, 2], 10, [_held(0.1, 1.1), _held(0.2, 1.1, dead_chat=1), _held(0.1, 1.2)])
+    assert up.l0_chat_minus_base().mean == pytest.approx(1.0) and up.l0_chat_minus_base().n == 3
+    assert up.l0_verdict() == "the chat-only group fires more than the base-only group"
+    assert up.dead_chat_minus_base().mean == pytest.approx(1 / 3)
+    assert up.table()["dead_chat"] == [0, 1, 0]
+    mixed = exp1.SeedRuns([0, 1, 2], 10, [_held(0.1, 1.1), _held(1.0, 0.1), _held(0.5, 0.5)])
+    assert mixed.l0_verdict() == "inconclusive at this scale"
+    lines = mixed.summary().splitlines()
+    assert lines[0].startswith("3 tied crosscoders (seeds [0, 1, 2], 10 steps each); held-out explained variance "
+                               "base 0.900 [0.900, 0.900] (3 seeds)")  # fmt: skip
+    assert lines[1].endswith("-> inconclusive at this scale.")
+
+
+def test_seed_runs_train_one_tied_crosscoder_per_seed_then_load(tmp_path):
+    rows = random_rows(256)
+    acts = SimpleNamespace(harvest=SimpleNamespace(acts=rows), d_model=16,
+                           batches=lambda bs, seed=0: InMemoryBatches(rows, bs, seed=seed, epochs=None))  # fmt: skip
+    s = _settings(seeds=(0, 1), seed_steps=3)
+    td = exp1.TrainingData(PAIR, s, [[2, 3]] * 4, lambda: acts.batches(32), [], lambda: acts)
+    samples = exp1.HeldOutSamples.from_sources(_sample(seed=1), _sample(seed=2))
+    runs = exp1.seed_runs(td, samples, tmp_path)
+    assert runs.seeds == [0, 1] and runs.n_steps == 3 and len(runs.held) == 2
+    (folder,) = tmp_path.iterdir()  # keyed by the settings: other seed_steps would not load these runs
+    assert sorted(p.name for p in folder.iterdir()) == ["seed0", "seed1"]
+    assert not torch.equal(runs.held[0].l0, runs.held[1].l0)  # another init and batch order
+    again = exp1.seed_runs(td, samples, tmp_path)  # finished runs are loaded
+    torch.testing.assert_close(again.held[1].l0, runs.held[1].l0)
+    with pytest.raises(ValueError, match="seeds is empty"):
+        exp1.seed_runs(exp1.TrainingData(PAIR, _settings(seeds=()), [], td.make_data, []), samples, tmp_path)
+    with pytest.raises(ValueError, match="streams its activations"):
+        exp1.seed_runs(exp1.TrainingData(PAIR, s, [], td.make_data, []), samples, tmp_path)
+
+
+def test_findings_give_every_key_the_page_and_readme_paste():
+    from tests.test_findings import glued_keys
+
+    held = _held(0.3, 0.26, dead_base=1, ev=(0.97, 0.968))
+    tied = SimpleNamespace(cfg=SimpleNamespace(n_latents=4, eta=2.0))
+    seeds = exp1.SeedRuns([0, 1, 2], 10, [_held(0.1, 1.1), _held(1.0, 0.1), _held(0.5, 0.5)])
+    r, cc = exp1.RefusalTriple(7, 0.52, 0.52, 0.9, "refusal"), exp1.corner_concepts(_scores(n=4), _scatter())
+    out = exp1.findings("tiny", PAIR, tied, held, _settings(), refusal=r, corners=cc, seeds=seeds)
+    assert glued_keys("exp1_") <= set(out) and all(isinstance(v, str) for v in out.values())
+    assert out["exp1_ev"] == "base 0.970, chat 0.968"
+    assert out["exp1_dead"] == "base-only 1, chat-only 0 of 4"
+    assert out["exp1_refusal_recovered"] == "no: joint AUROC 0.52 < 0.75"
+    assert out["exp1_seed_verdict"] == "inconclusive at this scale" and out["exp1_seeds"] == "3 seeds x 10 steps"
+    assert out["exp1_baseline"] == "no firing chat-exclusive latent in the standard crosscoder"
+    bare = exp1.findings("paper", PAIR, tied, held, _settings())
+    assert set(bare) == set(out)
+    assert bare["exp1_refusal"].startswith("n/a") and bare["exp1_seed_l0"] == "no seed runs at this scale"

@@ -316,3 +316,22 @@ def test_latent_difference_frame_and_scatter():
     assert j == pytest.approx(1 / 3) and fig.axes[0].get_title().startswith("base: Jaccard 0.33")
     assert "(3 active latents)" in fig.axes[1].get_title()
     plt.close(fig)
+
+
+def test_findings_give_every_key_the_page_and_readme_paste():
+    from tests.test_findings import glued_keys
+    from tiedlib.experiments.exp3.report import WRITE_UP_RULE, OverlapReport
+
+    truth = {"web": {"phi": 0.391}, "chat": {"phi": 0.866}}
+    rows = [_row(WRITE_UP_RULE, 0.30, 0.32, -0.03), _row("top 5", 0.20, 0.28, 0.02)]
+    data = _data({"base": {}, "chat": {}}, truth)
+    out = OverlapReport("tiny", data, rows, {"base": 0.1, "chat": 0.2}, 0.95).findings()
+    assert glued_keys("exp3_") <= set(out) and all(isinstance(v, str) for v in out.values())
+    assert out["exp3_jaccard"] == "base 0.30 [0.25, 0.35], chat 0.32 [0.27, 0.37]"
+    assert out["exp3_diff"] == "+0.02 [-0.03, +0.17] (95% bootstrap over prompts)"
+    assert out["exp3_verdict"] == "inconclusive at this scale" and out["exp3_recovered"] == "no"
+    assert out["exp3_robust"] == "1 of 2 rules (top 5)"
+    assert out["exp3_planted"] == "phi 0.39 in web vs 0.87 in chat documents"
+    rows[0] = _row(WRITE_UP_RULE, 0.30, 0.45, 0.05)
+    out = OverlapReport("paper", _data({"base": {}, "chat": {}}), rows, {"base": 0.1, "chat": 0.2}, 0.9).findings()
+    assert out["exp3_verdict"] == "chat overlaps more than base" and out["exp3_recovered"].startswith("n/a")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import pytest
@@ -18,10 +19,13 @@ from tiedlib.config import pick
 from tiedlib.experiments.exp4 import (
     TABLE,
     PanelStats,
+    SeedRuns,
     StandardRun,
     figures,
+    findings,
     max_cosine_panels,
     panel_stats,
+    seed_runs,
     standard_crosscoder,
     stats_table,
     summary,
@@ -200,3 +204,64 @@ def test_figures_draw_the_histograms():
     bars = [p for p in fig.axes[1].patches if p.get_height() > 0]
     assert sum(p.get_height() * p.get_width() for p in bars) == pytest.approx(2.0)
     plt.close("all")
+
+
+# ---- seeds and the glued findings -----------------------------------------------------------------------------------
+def test_seed_runs_reseed_short_runs_on_one_harvest(tmp_path, monkeypatch):
+    from tiedlib.experiments.exp4 import seeds as seeds_mod
+
+    harvested, trained = [], []
+
+    def fake_train(run_dir, acts, *, seed, n_steps, architecture, **kw):
+        trained.append((run_dir, acts, seed, n_steps, architecture))
+        torch.manual_seed(seed)
+        W = _decoder() + 0.05 * torch.randn(4, 2, 4)
+        norms = W.norm(dim=-1)
+        return SimpleNamespace(W_dec=W, relative_decoder_norm=lambda: norms[:, 1] / norms.sum(-1)), []
+
+    monkeypatch.setattr(seeds_mod, "harvest", lambda s: harvested.append(s.seed) or "acts")
+    monkeypatch.setattr(seeds_mod, "train_crosscoder", fake_train)
+    runs = seed_runs(pick(TABLE, "smoke", seeds=(0, 1, 2), seed_steps=7, seed=5), tmp_path)
+    assert harvested == [5]  # one harvest, of the headline run's documents
+    assert [t[1:] for t in trained] == [("acts", s, 7, "standard") for s in (0, 1, 2)]
+    assert [t[0] for t in trained] == [tmp_path / f"seed{s}" for s in (0, 1, 2)]
+    chat = runs.difference("chat")
+    assert chat.n == 3 and chat.mean > 0  # the chat-exclusive latent has a partner at cosine ~1, shared ones less
+    assert runs.summary().splitlines()[0] == "3 standard crosscoders (seeds [0, 1, 2], 7 steps each)."
+    with pytest.raises(ValueError, match="query must be"):
+        runs.difference("both")
+    with pytest.raises(ValueError, match="seeds is empty"):
+        seed_runs(pick(TABLE, "smoke", seeds=()), tmp_path)
+    with pytest.raises(ValueError, match="released checkpoint"):
+        seed_runs(pick(TABLE, "smoke", checkpoint="x"), tmp_path)
+
+
+def _stats(ex, sh):
+    return [PanelStats("base", 3, 5, ex, sh, 0.0, 0.0), PanelStats("chat", 3, 5, ex, sh, 0.0, 0.0)]
+
+
+def test_seed_verdicts_and_findings_keys():
+    from tests.test_findings import glued_keys
+
+    closer = SeedRuns([0, 1, 2], 5, [_stats(0.8, 0.5), _stats(0.7, 0.5), _stats(0.75, 0.5)])
+    assert closer.verdict("chat") == "chat-exclusive latents have closer partners than shared ones"
+    mixed = SeedRuns([0, 1, 2], 5, [_stats(0.8, 0.5), _stats(0.3, 0.5), _stats(0.5, 0.5)])
+    assert mixed.verdict("base") == "inconclusive at this scale"
+    nan = math.nan
+    none = SeedRuns([0, 1], 5, [_stats(nan, 0.5), _stats(nan, 0.5)])
+    assert none.difference("chat") is None and none.difference_text("chat").startswith("n/a")
+    assert none.verdict("chat") == "no chat-exclusive latents to compare: inconclusive at this scale"
+    assert "n/a (no base-exclusive latent in any seed)" in none.summary()
+    W = _decoder()
+    settings = pick(TABLE, "smoke")
+    panels = max_cosine_panels(W, None, settings)
+    run = StandardRun(None, [{"explained_variance": 0.8, "l0": 12.34}], "data")
+    out = findings(settings, run, panels, panel_stats(panels), scale="smoke", seeds=closer)
+    assert glued_keys("exp4_") <= set(out) and all(isinstance(v, str) for v in out.values())
+    assert out["exp4_categories"] == "1 base-exclusive, 2 shared, 1 chat-exclusive"
+    assert out["exp4_chat_medians"] == "exclusive 1.00 (n=1) vs shared 0.71 (n=2)"
+    assert out["exp4_seed_chat"] == closer.difference_text("chat") and out["exp4_seeds"] == "3 seeds x 5 steps"
+    bare = findings(settings, replace(run, metrics=[]), panels, panel_stats(panels), scale="paper")
+    assert set(bare) == set(out) and bare["exp4_seed_verdict"] == "no seed runs at this scale"
+    with pytest.raises(ValueError, match="base and chat panel"):
+        findings(settings, run, panels, panel_stats(panels)[::-1], scale="smoke")

@@ -1,7 +1,8 @@
 """Experiment 1 (notebook 01): the tied crosscoder, firing-count ratios, top activations of a triple's parts.
 
 The notebook imports only this package: the pipeline modules (:mod:`.data`, :mod:`.models`, :mod:`.ratios`,
-:mod:`.ground_truth`, :mod:`.baseline`, :mod:`.summary`), :mod:`.figures`, the settings of :mod:`.presets`, and the
+:mod:`.ground_truth`, :mod:`.baseline`, :mod:`.seeds`, :mod:`.summary`,
+:mod:`.findings`), :mod:`.figures`, the settings of :mod:`.presets`, and the
 core names it calls directly (re-exported below).
 """
 
@@ -17,6 +18,7 @@ from tiedlib.experiments.exp1.baseline import (
     standard_baseline,
 )
 from tiedlib.experiments.exp1.data import HeldOutSamples, TrainingData, heldout_samples, prepare_training, quiet_logs
+from tiedlib.experiments.exp1.findings import findings
 from tiedlib.experiments.exp1.ground_truth import (
     ConceptScores,
     CornerConcepts,
@@ -38,6 +40,7 @@ from tiedlib.experiments.exp1.models import (
 )
 from tiedlib.experiments.exp1.presets import TABLE, Exp1Settings
 from tiedlib.experiments.exp1.ratios import RatioScatter, ratio_scatter
+from tiedlib.experiments.exp1.seeds import SeedRuns, seed_runs
 from tiedlib.experiments.exp1.summary import summary
 from tiedlib.pairs import is_lab, load_pair
 
@@ -52,6 +55,7 @@ __all__ = [
     "LatentBrowser",
     "RatioScatter",
     "RefusalTriple",
+    "SeedRuns",
     "StandardBaseline",
     "TrainingData",
     "best_tied_triple",
@@ -60,6 +64,7 @@ __all__ = [
     "concept_share",
     "corner_concepts",
     "figures",
+    "findings",
     "focus_triple",
     "held_out_metrics",
     "held_out_table",
@@ -72,6 +77,7 @@ __all__ = [
     "quiet_logs",
     "ratio_scatter",
     "refusal_triple",
+    "seed_runs",
     "standard_baseline",
     "standard_config",
     "standard_crosscoder",

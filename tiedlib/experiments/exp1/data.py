@@ -6,6 +6,7 @@ Everything branches on the pair only (lab or not), never on the scale: the lab p
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tiedlib.activations.collect import training_data
+from tiedlib.activations.collect import PairActivations, collect_activations, training_data
 from tiedlib.analysis.contexts import TokenSample, concat_samples, eval_sample
 from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.pairs import is_lab, template_ids, training_sequences
@@ -43,6 +44,9 @@ class TrainingData:
     rows; the activations are harvested on the first call only and shared by every later call."""
     exclude_token_ids: list[int]
     """Token ids dropped from training and analysis (chat-template tokens if the settings ask for it, else none)."""
+    activations: Callable[[], PairActivations] | None = None
+    """Lab pairs: the harvested training activations (harvested on the first call, shared with ``make_data``), which
+    the seed runs reshuffle with their own seeds; None for the paper pair (a refreshing buffer, never all in memory)."""
 
     @property
     def n_tokens(self) -> int:
@@ -68,9 +72,15 @@ def prepare_training(pair: Any, settings: Exp1Settings) -> TrainingData:
     lazy data source both crosscoders train on (in memory for lab pairs, a refreshing buffer for the paper pair)."""
     exclude = template_ids(pair) if settings.exclude_template_tokens else []
     seqs = training_sequences(pair, settings.train_docs, web_fraction=settings.web_fraction, seq_len=settings.seq_len)
-    make_data = training_data(pair, seqs, batch_size=settings.batch_size, exclude_token_ids=exclude,
-                              model_batch_size=settings.model_batch_size, in_memory=is_lab(pair))  # fmt: skip
-    return TrainingData(pair, settings, seqs, make_data, exclude)
+    if not is_lab(pair):
+        make_data = training_data(pair, seqs, batch_size=settings.batch_size, exclude_token_ids=exclude,
+                                  model_batch_size=settings.model_batch_size, in_memory=False)  # fmt: skip
+        return TrainingData(pair, settings, seqs, make_data, exclude)
+    # In memory: harvested once, on the first call; batches shuffled with seed 0 as training_data(seed=0) serves them.
+    activations = functools.cache(functools.partial(collect_activations, pair, seqs, exclude_token_ids=exclude,
+                                                    batch_size=settings.model_batch_size, progress=False))  # fmt: skip
+    return TrainingData(pair, settings, seqs, lambda: activations().batches(settings.batch_size, seed=0), exclude,
+                        activations)  # fmt: skip
 
 
 @dataclass

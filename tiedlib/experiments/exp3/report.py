@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from tiedlib.analysis.stats import Interval, verdict
 from tiedlib.experiments.exp3.overlap import MODELS, difference_correlation, overlap_table
 from tiedlib.experiments.exp3.presets import Exp3Settings
 from tiedlib.experiments.exp3.run import Exp3Data
@@ -112,6 +113,34 @@ class OverlapReport:
                 f"(chat - base {w['chat_minus_base']:+.2f}, interval [{w['chat_minus_base_low']:+.2f}, "
                 f"{w['chat_minus_base_high']:+.2f}]).")
         return "\n".join(lines)
+
+
+    def findings(self) -> dict[str, str]:
+        """Every headline number of notebook 03, formatted, under a stable ``exp3_*`` key (glued by the notebook for
+        the book's Findings page and the README). The verdict names a direction only when the bootstrap interval of
+        chat - base excludes zero (:func:`tiedlib.analysis.stats.verdict`)."""
+        w = self.write_up
+        # A bootstrap interval over prompts, not over seeds (n = 0 seeds): only its bounds are read by verdict().
+        diff = Interval(w["chat_minus_base"], w["chat_minus_base_low"], w["chat_minus_base_high"], 0)
+        t = self.data.truth
+        out = {
+            "exp3_setup": f"{self.scale} scale: {self.data.description}",
+            "exp3_jaccard": f"base {w['base']:.2f} [{w['base_low']:.2f}, {w['base_high']:.2f}], chat {w['chat']:.2f} "
+                            f"[{w['chat_low']:.2f}, {w['chat_high']:.2f}]",
+            "exp3_chance": f"base {w['base_chance']:.2f}, chat {w['chat_chance']:.2f}",
+            "exp3_diff": f"{w['chat_minus_base']:+.2f} [{w['chat_minus_base_low']:+.2f}, "
+                         f"{w['chat_minus_base_high']:+.2f}] ({int(self.ci * 100)}% bootstrap over prompts)",
+            "exp3_verdict": verdict(diff, above="chat overlaps more than base", below="base overlaps more than chat"),
+            "exp3_robust": f"{len(self.robust_rules())} of {len(self.rows)} rules"
+                           + (f" ({', '.join(self.robust_rules())})" if self.robust_rules() else ""),
+            "exp3_correlation": f"base {self.correlations['base']:.2f}, chat {self.correlations['chat']:.2f}",
+        }  # fmt: skip
+        if t is None:
+            out["exp3_planted"] = out["exp3_recovered"] = "n/a (no ground truth for this pair)"
+        else:
+            out["exp3_planted"] = f"phi {t['web']['phi']:.2f} in web vs {t['chat']['phi']:.2f} in chat documents"
+            out["exp3_recovered"] = "yes" if self.recovered() else "no"
+        return out
 
 
 def analyse(data: Exp3Data, settings: Exp3Settings, scale: str) -> OverlapReport:

@@ -38,6 +38,11 @@ class Exp4Settings:
     norm_docs: int = 64
     """Documents of the pair's training mix harvested to estimate a released checkpoint's normalisation factors
     (the releases do not store them)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds (initialisation and batch order, on the headline run's documents) of the short runs whose comparison
+    gets a 95% interval (:mod:`.seeds`); empty: no seed runs (the paper scale analyses one released checkpoint)."""
+    seed_steps: int = 500
+    """Training steps of each seed run (shorter than ``n_steps`` to fit the book's time budget)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.low <= self.high <= 1:
@@ -57,10 +62,11 @@ class Exp4Settings:
 
 TABLE = {
     "smoke": Exp4Settings(pair="smoke", checkpoint=None, n_docs=200, web_fraction=0.5, n_latents=256, n_steps=300,
-                          batch_size=256, lr=1e-3, l1_coeff=2.0, chunk_size=64),
+                          batch_size=256, lr=1e-3, l1_coeff=2.0, chunk_size=64, seeds=(0, 1),
+                          seed_steps=10),
     "tiny": Exp4Settings(pair="tiny", checkpoint=None, n_docs=3000, web_fraction=0.5, n_latents=1024, n_steps=1500,
                          batch_size=512, lr=5e-4, l1_coeff=2.0, chunk_size=256),
     "paper": Exp4Settings(pair="gemma-2-2b", checkpoint="crosscoder-gemma-2-2b-model-diff/cc_weights.pt", n_docs=0,
                           web_fraction=0.5, n_latents=16_384, n_steps=0, batch_size=4096, lr=5e-5, l1_coeff=2.0,
-                          chunk_size=2048, device="cuda"),
+                          chunk_size=2048, device="cuda", seeds=()),
 }

@@ -1,0 +1,91 @@
+"""Experiment 2's report: a blue/green pair or partner is reported only when its latents pass the test, the pair over
+seeds with an interval, and the glued headline numbers (hand-made decoders from test_exp2)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.experiments.test_exp2 import HALVES, IDS, W_U, ZERO, _e, _standard_with_decoder
+from tests.test_findings import glued_keys
+from tiedlib.config import pick
+from tiedlib.experiments.exp2 import TABLE, HeldOutChoice, TiedColourTriple, colour_latents_by_category, report
+
+# Latent 2 (c-exclusive) now reads as token 5 in c: no c-exclusive latent passes, though one is still best-ranked.
+NO_CHAT_HIT = [*HALVES[:2], (ZERO, _e((1, 1.0))), *HALVES[3:]]
+
+
+def _found(halves=HALVES, shared=True):
+    return colour_latents_by_category(_standard_with_decoder(halves), W_U, ("b", "c"), IDS, top_k=3, shared=shared)
+
+
+def test_a_pair_and_a_partner_are_reported_only_when_they_pass():
+    found = _found()
+    assert report.passing_pair(found) == (1, 2, pytest.approx(0.4))
+    assert report.pair_report(found) == ("blue/green pair: b-exclusive latent 1 and c-exclusive latent 2, decoder "
+                                         "cosine 0.400 (write-up: 0.97)")  # fmt: skip
+    assert report.partner_report(found) == ("blue/green c-exclusive latent 2: closest shared latent 4 at cosine 0.894 "
+                                            "(write-up: 0.91), itself blue/green: yes")  # fmt: skip
+    assert report.partner_report(_found(shared=False)).endswith("itself blue/green: n/a")
+    failing = _found(NO_CHAT_HIT)
+    assert failing.best("chat") is not None  # a best-ranked candidate exists, but it fails the test
+    assert report.passing_pair(failing) is None and report.shared_partner(failing) is None
+    assert report.pair_report(failing).startswith("no blue/green pair: 1 of 2 b-exclusive and 0 of 2 c-exclusive")
+    assert report.partner_report(failing) == ("no c-exclusive latent passes the blue/green test, so there is no "
+                                              "partner to measure")  # fmt: skip
+
+
+def test_summary_names_no_candidate_that_fails():
+    choice = HeldOutChoice({m: {"p_true": 0.5, "p_other": 0.4, "true_wins": 0.5} for m in ("base", "no-swap",
+                                                                                         "half-swap")}, 4)  # fmt: skip
+    triple = TiedColourTriple(("b", "c"), [1], [1], 1, {"colour tokens": [1, 0, 0], "all tokens": [1, 0, 0]})
+    failing = _found(NO_CHAT_HIT)
+    lines = report.summary(pick(TABLE, "smoke"), layer=1, n_entries=8, choice=choice, no_swap_half_swap=failing,
+                           base_half_swap=failing, tied=triple, scale="smoke").splitlines()  # fmt: skip
+    assert "No blue/green pair" in lines[2] and "Best candidates" not in lines[2]
+    assert lines[3].endswith("no c-exclusive latent passes the blue/green test, so there is no partner to measure.")
+
+
+def test_colour_seeds_interval_and_verdict():
+    found, failing = _found(), _found(NO_CHAT_HIT)
+    seeds = report.ColourSeeds([0, 1, 2], [found, found, found])
+    assert seeds.n_pairs == 3 and seeds.pair_cosine().mean == pytest.approx(0.4)
+    assert seeds.cosine_verdict() == "the exclusive blue/green pair is further than cosine 0.5"
+    one = report.ColourSeeds([0, 1], [found, failing])
+    assert one.n_pairs == 1 and one.pair_cosine().n == 1 and one.cosine_verdict() == "inconclusive at this scale"
+    assert one.hits("chat").mean == pytest.approx(0.5)
+    none = report.ColourSeeds([0, 1], [failing, failing])
+    assert none.pair_cosine() is None
+    assert none.cosine_verdict() == "no seed has a blue/green pair: inconclusive at this scale"
+    assert none.summary().startswith("2 seeds [0, 1]: passing blue/green pair in 0;")
+
+
+def test_colour_seed_runs_reuse_the_headline_run_and_reseed_the_others(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_train(settings, run_dir, acts, architecture):
+        trained.append((settings.seed, run_dir.name, architecture))
+        return _standard_with_decoder(NO_CHAT_HIT if settings.seed == 2 else HALVES), []
+
+    monkeypatch.setattr(report, "train", fake_train)
+    first = _found(shared=False)
+    seeds = report.colour_seed_runs(pick(TABLE, "smoke"), tmp_path, None, W_U, ("b", "c"), IDS, seeds=(0, 1, 2),
+                                    first=first)  # fmt: skip
+    assert trained == [(1, "seed1", "standard"), (2, "seed2", "standard")]
+    assert seeds.runs[0] is first and seeds.n_pairs == 2 and report.SEEDS["tiny"] == (0, 1, 2)
+    with pytest.raises(ValueError, match="no seeds"):
+        report.colour_seed_runs(pick(TABLE, "smoke"), tmp_path, None, W_U, ("b", "c"), IDS, seeds=())
+
+
+def test_findings_give_every_key_the_page_and_readme_paste():
+    choice = HeldOutChoice({m: {"p_true": 0.5, "p_other": 0.4, "true_wins": 0.5} for m in ("base", "no-swap",
+                                                                                         "half-swap")}, 4)  # fmt: skip
+    triple = TiedColourTriple(("b", "c"), [1], [1], 1, {"colour tokens": [1, 0, 0], "all tokens": [1, 0, 0]})
+    seeds = report.ColourSeeds([0, 1], [_found(), _found(NO_CHAT_HIT)])
+    out = report.findings(pick(TABLE, "smoke"), scale="smoke", choice=choice, no_swap_half_swap=_found(NO_CHAT_HIT),
+                          base_half_swap=_found(), tied=triple, seeds=seeds)  # fmt: skip
+    assert glued_keys("exp2_") <= set(out) and all(isinstance(v, str) for v in out.values())
+    assert out["exp2_pair"] == "none passed" and out["exp2_tied"].startswith("yes")
+    assert out["exp2_seed_pairs"] == "1 of 2 seeds" and out["exp2_seed_cosine"] == "0.400 (1 seed, no interval)"
+    assert not math.isnan(float(out["exp2_seed_cosine"].split()[0]))
