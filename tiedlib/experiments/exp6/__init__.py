@@ -1,0 +1,43 @@
+"""Notebook 06 (next steps: the evaluations the field expects): spliced CE/KL, Latent Scaling and localisation of a
+standard and a tied crosscoder trained on the same activations.
+
+Modules: :mod:`.presets` (settings per scale), :mod:`.pipeline` (training, held-out data, the three evaluations, their
+tables and the findings) and :mod:`.figures`.
+"""
+
+from . import figures
+from .pipeline import (
+    Crosscoders,
+    HeldOut,
+    chat_latent_scaling,
+    chat_localisation,
+    chat_only_candidates,
+    findings,
+    held_out,
+    load,
+    localisation_table,
+    scaling_table,
+    spliced_evaluation,
+    summary,
+    train_crosscoders,
+)
+from .presets import TABLE, Exp6Settings
+
+__all__ = [
+    "TABLE",
+    "Crosscoders",
+    "Exp6Settings",
+    "HeldOut",
+    "chat_latent_scaling",
+    "chat_localisation",
+    "chat_only_candidates",
+    "figures",
+    "findings",
+    "held_out",
+    "load",
+    "localisation_table",
+    "scaling_table",
+    "spliced_evaluation",
+    "summary",
+    "train_crosscoders",
+]

@@ -1,0 +1,55 @@
+"""Figures of notebook 06. Each function returns a Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from tiedlib.analysis.latent_scaling import LatentScaling
+from tiedlib.analysis.localisation import Localisation
+
+COLOURS = {"standard": "tab:gray", "tied": "tab:purple"}
+
+
+def nu_scatter(scaling: dict[str, LatentScaling], *, threshold: float = 0.5, clip: tuple[float, float] = (-0.5, 2.0)
+               ) -> Figure:  # fmt: skip
+    """Latent Scaling ratios of each crosscoder's chat-only latents: ``nu_error`` (Complete Shrinkage) against
+    ``nu_reconstruction`` (Latent Decoupling), thresholds dashed; the bottom-left box holds chat-specific latents.
+    Ratios outside ``clip`` are drawn on its edges."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    for name, ls in scaling.items():
+        ax.scatter(
+            ls.nu_reconstruction.clamp(*clip).numpy(),
+            ls.nu_error.clamp(*clip).numpy(),
+            s=14,
+            alpha=0.6,
+            color=COLOURS.get(name),
+            label=f"{name} (n={ls.latents.numel()})",
+        )
+    ax.axvline(threshold, color="k", ls="--", lw=1)
+    ax.axhline(threshold, color="k", ls="--", lw=1)
+    ax.set_xlabel("nu_reconstruction = beta_rec(base) / beta_rec(chat)")
+    ax.set_ylabel("nu_error = beta_err(base) / beta_err(chat)")
+    ax.set_title(f"Latent Scaling of chat-only latents (clipped to {list(clip)})", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def template_fractions(loc: dict[str, Localisation], *, threshold: float = 0.5, bins: int = 20) -> Figure:
+    """Histograms of the share of activation mass on template tokens and on assistant tokens, per crosscoder."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, where in zip(axes, ("template", "assistant"), strict=True):
+        for name, lo in loc.items():
+            frac = (lo.template_fraction if where == "template" else lo.assistant_fraction).numpy()
+            frac = frac[~np.isnan(frac)]
+            ax.hist(frac, bins=edges, alpha=0.55, color=COLOURS.get(name), label=f"{name} (n={frac.size})")
+        ax.axvline(threshold, color="k", ls="--", lw=1)
+        ax.set_xlabel(f"share of activation mass on {where} tokens")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("chat-only latents")
+    fig.suptitle("Where chat-only latents fire")
+    fig.tight_layout()
+    return fig
