@@ -158,6 +158,8 @@ def test_cache_in_shard_ranges_then_train_from_it_and_resume_exactly(tmp_path, c
     from tiedlib.activations.cache import open_cache
 
     cache = str(tmp_path / "cache")
+    assert main(["cache", cache, *CACHE_FLAGS, "--shard-range", "0:0"]) == 0  # tokenise only
+    assert "tokens saved in" in capsys.readouterr().out and (tmp_path / "cache" / "tokens.safetensors").exists()
     assert main(["cache", cache, *CACHE_FLAGS, "--rank", "1", "--world-size", "2"]) == 0  # rank 1's share: 2, 3
     assert "wrote shards 2..3; 2 of 4 shards done" in capsys.readouterr().out
     assert main(["cache", cache, *CACHE_FLAGS, "--shard-range", "0:2"]) == 0  # the rest; its writer finalises

@@ -828,8 +828,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
               f"{[round(f, 5) for f in manifest['norm_factors']]}")  # fmt: skip
     else:
         done = len(list((root / "records").glob("shard-*.json")))
-        print(f"wrote shards {start}..{stop - 1}; {done} of {total} shards done. The writer of the last shard "
-              f"finalises the cache (or run `python -m tiedlib.cli finalize {root}`)")  # fmt: skip
+        wrote = f"wrote shards {start}..{stop - 1}" if stop > start else f"tokens saved in {root / TOKENS_FILE}"
+        print(f"{wrote}; {done} of {total} shards done. The writer of the last shard finalises the cache (or run "
+              f"`python -m tiedlib.cli finalize {root}`)")  # fmt: skip
     return 0
 
 
