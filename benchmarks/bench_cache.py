@@ -9,14 +9,18 @@ of up to ``seq`` tokens and written into a cache (bf16 by default) in a temporar
   sha256 + records), so the difference to the line above is the cost of storing;
 * ``cache_read_tok_s`` (checksums verified on first load) and ``cache_read_noverify_tok_s``: one epoch of
   :class:`tiedlib.activations.CacheBatches`, normalised float32 batches;
-* ``step_ms_from_cache`` / ``step_ms_in_memory``: one crosscoder training step (``next(batches)`` + ``train_step``)
-  with batches from the cache vs from :class:`tiedlib.activations.InMemoryBatches` over the same rows in memory,
-  interleaved step by step so machine noise hits both alike (median over steps).
+* ``step_ms_from_cache`` / ``step_ms_in_memory`` / ``step_ms_from_buffer``: one crosscoder training step
+  (``next(batches)`` + ``train_step``) with batches from the cache, from
+  :class:`tiedlib.activations.InMemoryBatches` over the same rows in memory, and from the nnsight
+  :class:`tiedlib.activations.ActivationBuffer` that harvests the same sequences on the fly (``--buffer-batches``
+  batches a fill), interleaved step by step so machine noise hits all alike. Median and mean over steps: the mean
+  includes the cache's window loads and the buffer's refills (the forward passes), the median mostly not.
 
 Usage::
 
     python benchmarks/bench_cache.py [--layers 4] [--d-model 256] [--n-seqs 96] [--seq 128] [--seqs-per-shard 16]
-        [--batch 512] [--n-latents 2048] [--steps 30] [--dtype bfloat16] [--device cpu] [--threads 1]
+        [--batch 512] [--n-latents 2048] [--steps 30] [--buffer-batches 4] [--dtype bfloat16] [--device cpu]
+        [--threads 1]
 
 On a machine shared with other jobs pass ``--threads 1``: with more torch threads than free cores every parallel op
 waits for a busy core (a 512-row gather measured 15 ms with 2 threads under load 9, 0.7 ms with 1).
@@ -38,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap  # noqa: E402
 from tiedlib.activations import (  # noqa: E402
+    ActivationBuffer,
     CacheBatches,
     InMemoryBatches,
     bytes_per_token,
@@ -62,6 +67,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512, help="training batch (tokens)")
     parser.add_argument("--n-latents", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--buffer-batches", type=int, default=4, help="batches per ActivationBuffer fill")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--window", type=int, default=2, help="shards resident in the reader")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -110,6 +116,10 @@ def main() -> None:
             "cache": CacheBatches(cache, args.batch, window_shards=args.window, device=args.device, epochs=None,
                                   verify=False),
             "memory": InMemoryBatches(rows, args.batch, epochs=None),
+            "buffer": ActivationBuffer(base, chat, seqs, layer, batch_size=args.batch,
+                                       buffer_tokens=args.buffer_batches * args.batch,
+                                       model_batch_size=args.model_batch, norm_factors=cache.norm_factors,
+                                       on_exhausted="new_epoch", device=args.device, dtype=getattr(torch, args.dtype)),
         }  # fmt: skip
         models = {k: make_crosscoder(CrosscoderConfig(d_model=args.d_model, n_latents=args.n_latents)).to(args.device)
                   for k in sources}  # fmt: skip
@@ -129,6 +139,7 @@ def main() -> None:
         disk = sum(f.stat().st_size for f in shard_files)
 
     step = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    mean = {k: 1e3 * statistics.fmean(v) for k, v in times.items()}
     print(f"# gemma2 random, {args.layers} layers, d_model {args.d_model}, layer {layer}, {args.n_seqs} seqs <= "
           f"{args.seq} tokens ({n} cached tokens, {len(shard_files)} shards, {args.dtype}), window {args.window}, "
           f"batch {args.batch}, {args.n_latents} latents, device {args.device}, "
@@ -138,8 +149,10 @@ def main() -> None:
     print(f"cache_write_tok_s: {n / t_write:.0f} (>= 0.7x harvest_tok_s)")
     print(f"cache_read_tok_s: {read[True]:.0f} (>= 10x harvest_tok_s)")
     print(f"cache_read_noverify_tok_s: {read[False]:.0f} (-)")
-    print(f"step_ms_from_cache: {step['cache']:.2f} (<= 1.3x in memory)")
-    print(f"step_ms_in_memory: {step['memory']:.2f} (-)")
+    print(f"step_ms_from_cache: {step['cache']:.2f} median, {mean['cache']:.2f} mean (median <= 1.3x in memory)")
+    print(f"step_ms_in_memory: {step['memory']:.2f} median, {mean['memory']:.2f} mean (-)")
+    print(f"step_ms_from_buffer: {step['buffer']:.2f} median, {mean['buffer']:.2f} mean, refills included "
+          f"(mean > cache's: the buffer runs both models)")
     print(f"paper_pair_bytes_per_token_bf16: {bytes_per_token(2304, 'bfloat16')} (about 9.2 KB)")
 
 
