@@ -1,9 +1,12 @@
 """Data-parallel training (DDP, gloo on CPU, 2 processes): the same weights as one process on the same global batches,
-checkpoints written once, and resume across a change of world size (2 -> 1 and 1 -> 2)."""
+checkpoints written once, resume across a change of world size (2 -> 1 and 1 -> 2), and a SIGTERM on one rank stops
+every rank after the same step."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from tiedlib import load_crosscoder
 from tiedlib.activations.cache import open_cache, write_cache
 from tiedlib.activations.cache_reader import CacheBatches
 from tiedlib.pairs import ModelPair
-from tiedlib.training import distributed, read_metrics, resume, train
+from tiedlib.training import TrainingInterrupted, distributed, read_metrics, resume, train
 
 D, BATCH, STEPS = 16, 32, 8
 
@@ -48,6 +51,25 @@ def _truncate(src: Path, dst: Path, step: int) -> Path:
     return dst
 
 
+class _SigtermAt:
+    """Wraps a data source and sends this process SIGTERM when batch number ``at`` (1-based) is requested."""
+
+    def __init__(self, data, at: int):
+        self.data, self.at, self.requested = data, at, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.requested += 1
+        if self.requested == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.data)
+
+    def __getattr__(self, name):  # state_dict, load_state_dict, norm_factors, rank, world_size
+        return getattr(self.data, name)
+
+
 def _worker(rank: int, world_size: int, root: str) -> None:
     torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool (as DataLoader workers do)
     root_p = Path(root)
@@ -59,6 +81,11 @@ def _worker(rank: int, world_size: int, root: str) -> None:
         resume(root_p / "one_cut", _data(root_p / "cache", rank, world_size))
         with pytest.raises(ValueError, match="each process's share"):
             train(_cfg(), _model(), _data(root_p / "cache"), out_dir=None)
+        # SIGTERM on rank 1 only, during step 3: every rank stops after step 3, rank 0 writes that checkpoint
+        data = _data(root_p / "cache", rank, world_size)
+        expected = "SIGTERM at step 3" if rank == 1 else "a stop signal on another rank at step 3"
+        with pytest.raises(TrainingInterrupted, match=expected):
+            train(_cfg(), _model(), _SigtermAt(data, 3) if rank == 1 else data, out_dir=root_p / "stopped")
     finally:
         dist.destroy_process_group()
 
@@ -95,6 +122,9 @@ def test_two_processes_equal_one_and_resume_across_world_sizes(cache, tmp_path):
     _assert_close(tmp_path / "one_cut", one)  # checkpointed on 1 rank, finished on 2
     resume(_truncate(tmp_path / "two", tmp_path / "two_cut", 4), _data(tmp_path / "cache"))
     _assert_close(tmp_path / "two_cut", one)  # checkpointed on 2 ranks, finished on 1
+    assert [p.name for p in (tmp_path / "stopped" / "checkpoints").iterdir()] == ["step_0000003"]
+    resume(tmp_path / "stopped", _data(tmp_path / "cache"))  # stopped by a signal on 2 ranks, finished on 1
+    _assert_close(tmp_path / "stopped", one)
 
 
 def test_a_rank_reads_its_slice_of_the_same_global_batches(cache):
