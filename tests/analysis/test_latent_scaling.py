@@ -107,3 +107,25 @@ def test_normalisation_and_bad_arguments():
         latent_scaling(model, [x], [0], group="chat")
     with pytest.raises(ValueError, match="needs group"):
         latent_scaling(make_model(d_model=D, architecture="tied"), [x], [0])
+
+
+def test_exclude_triple_counts_only_copies_in_other_triples():
+    """Triple 0's chat part reads chat e0; its own base part and triple 1's base part both read base e0 and decode it:
+    the base reconstruction holds 2 x 0.5 of the direction, half of it in triple 0 itself."""
+    model = TiedCrosscoder(CrosscoderConfig(d_model=D, n_latents=3, architecture="tied"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.W_enc[1, 0, 2, 0] = 1.0  # chat part of triple 0
+        model.W_enc[0, 0, 1, 0] = 1.0  # base part of triple 0
+        model.W_enc[0, 0, 1, 1] = 1.0  # base part of triple 1
+        model.W_dec[0, :, 0] = 1.0
+        model.W_dec[1, 0, 0] = 1.0
+    x = concept_in_both()
+    full = latent_scaling(model, [x], [0], group="chat")
+    others = latent_scaling(model, [x], [0], group="chat", exclude_triple=True)
+    assert full.beta_reconstruction[:, 0].tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert others.beta_reconstruction[:, 0].tolist() == pytest.approx([0.5, 1.0], abs=1e-5)
+    assert torch.allclose(others.beta_error, full.beta_error)
+    with pytest.raises(ValueError, match="tied crosscoders only"):
+        latent_scaling(make_model(d_model=D), [x], [0], exclude_triple=True)

@@ -26,7 +26,8 @@ Shrinkage, large ``nu_reconstruction`` Latent Decoupling.
 
 Tied crosscoders: the latent is one group's part of a triple. Its direction is the triple's chat decoder vector and its
 own contribution follows the tied decoder: the chat part decodes into the chat model only, the base part into the base
-model only, the shared part into both.
+model only, the shared part into both. ``exclude_triple=True`` also leaves the triple's other parts out of the
+reconstruction target, so that Latent Decoupling counts only base copies held by other triples.
 Everything runs in the crosscoder's normalised units (both models at mean norm ``sqrt(d_model)``), so the base and
 chat betas are comparable.
 """
@@ -150,6 +151,7 @@ def latent_scaling(
     exclude_token_ids: Iterable[int] = (),
     normalized: bool = False,
     chunk_size: int = 2048,
+    exclude_triple: bool = False,
 ) -> LatentScaling:
     """Latent Scaling betas of ``latents`` over every token of ``batches`` (see the module docstring).
 
@@ -162,10 +164,16 @@ def latent_scaling(
         exclude_token_ids: token ids of :class:`~tiedlib.activations.HarvestBatch` rows to skip.
         normalized: the batches are already scaled by the model's normalisation factors.
         chunk_size: rows per encoder pass.
+        exclude_triple: tied crosscoders: leave the *other two parts of the latent's own triple* out of the
+            reconstruction target. The tied architecture is built to carry a concept's base copy in the same triple
+            (its shared or base part, firing at other times); with this flag, Latent Decoupling counts only copies
+            held by *other* triples.
 
     Raises:
         ValueError: latents out of range, or ``group`` wrong for the architecture.
     """
+    if exclude_triple and model.cfg.n_groups == 1:
+        raise ValueError("exclude_triple applies to tied crosscoders only")
     latents = torch.as_tensor(latents, dtype=torch.long).reshape(-1).cpu()
     n = model.cfg.n_latents
     if latents.numel() and (latents.min() < 0 or latents.max() >= n):
@@ -178,6 +186,7 @@ def latent_scaling(
     fy_err = torch.zeros(2, k, d_model, dtype=torch.float64, device=dev)
     f_sq = torch.zeros(k, dtype=torch.float64, device=dev)
     n_active = torch.zeros(k, dtype=torch.long, device=dev)
+    cross = torch.zeros(model.cfg.n_groups, k, dtype=torch.float64, device=dev)  # sum_t f f_p per part p of the triple
     columns = (latents.to(dev) + offset) if k else latents.to(dev)
     for x in iter_normalized(model, batches, exclude_token_ids=exclude_token_ids, normalized=normalized,
                              chunk_size=chunk_size):  # fmt: skip
@@ -189,6 +198,8 @@ def latent_scaling(
             fy_err[m] += f.T @ (x[:, m] - x_hat[:, m]).double()
         f_sq += f.pow(2).sum(0)
         n_active += (f > 0).sum(0)
+        if exclude_triple:
+            cross += torch.einsum("tk,tgk->gk", f, f_all[:, :, latents.to(dev)].double())
     d64, own64 = d.double(), own.double()
     d_sq = d64.pow(2).sum(-1)
     den = f_sq * d_sq
@@ -196,7 +207,14 @@ def latent_scaling(
     beta_rec = torch.full((2, k), torch.nan, dtype=torch.float64, device=dev)
     beta_err = torch.full((2, k), torch.nan, dtype=torch.float64, device=dev)
     for m in (BASE, CHAT):
-        beta_rec[m] = torch.where(fired, (fy_rec[m] * d64).sum(-1) / den.clamp_min(1e-300), torch.nan)
+        rec = (fy_rec[m] * d64).sum(-1)
+        if exclude_triple:
+            # The other parts p of triple i add f_p d_i^m to model m when p decodes into m (shared: both models).
+            g = GROUP_NAMES.index(group)
+            parts = [p for p, name in enumerate(GROUP_NAMES) if p != g and name in ("shared", GROUP_NAMES[1 + m])]
+            d_m = model.W_dec.detach()[latents.to(dev), m].double()
+            rec = rec - cross[parts].sum(0) * (d_m * d64).sum(-1)
+        beta_rec[m] = torch.where(fired, rec / den.clamp_min(1e-300), torch.nan)
         # The error target adds back the latent's own f_j d_j^m: its beta is sum_t f^2 (d . own) / sum_t f^2 ||d||^2.
         own_term = (own64[m] * d64).sum(-1) / d_sq.clamp_min(1e-300)
         beta_err[m] = torch.where(fired, (fy_err[m] * d64).sum(-1) / den.clamp_min(1e-300) + own_term, torch.nan)

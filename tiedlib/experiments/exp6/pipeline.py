@@ -130,10 +130,13 @@ def chat_only_candidates(crosscoders: Crosscoders, settings: Exp6Settings) -> di
 
 def chat_latent_scaling(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings) -> dict[str, LatentScaling]:
     """Latent Scaling of each crosscoder's chat-only candidates over the held-out tokens, keeping those that fire on
-    at least ``min_active`` tokens."""
+    at least ``min_active`` tokens. For the tied crosscoder the other parts of a latent's own triple are left out of
+    the reconstruction target (``exclude_triple``): a base copy there is the tie the architecture is built for, so
+    Latent Decoupling counts copies in other triples only."""
     out = {}
     for name, (latents, group) in chat_only_candidates(crosscoders, settings).items():
-        ls = latent_scaling(crosscoders.models[name], [held.acts.harvest.acts], latents, group=group)
+        ls = latent_scaling(crosscoders.models[name], [held.acts.harvest.acts], latents, group=group,
+                            exclude_triple=group is not None)  # fmt: skip
         out[name] = ls.select(ls.n_active >= settings.min_active)
     return out
 
