@@ -4,7 +4,9 @@
   ``resume``, ``resume_many``, ``train_step``, the paper's schedules;
 - :mod:`~tiedlib.training.cached`: ``train_or_load``, ``train_crosscoder`` (train once, load afterwards);
 - :mod:`~tiedlib.training.runtime`: SIGINT/SIGTERM handling and the TF32 switch;
-- :mod:`~tiedlib.training.rundir`: run directories (checkpoints, metrics, final weights).
+- :mod:`~tiedlib.training.rundir`: run directories (checkpoints, metrics, final weights);
+- :mod:`~tiedlib.training.distributed`: data-parallel training on ``torch.distributed`` (DDP; ``torchrun``), used by
+  the loop when a process group of several processes is initialised.
 """
 
 from tiedlib.config import TrainConfig  # re-exported: tiedlib.training has always offered it
