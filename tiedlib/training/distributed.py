@@ -94,7 +94,7 @@ class DataParallel:
 
     def average(self, scalars: dict[str, float]) -> dict[str, float]:
         """The mean over the ranks of each scalar (the same keys on every rank; every rank must call this)."""
-        keys = sorted(scalars)
+        keys = list(scalars)  # the same order on every rank (the same LossOutput fields)
         t = torch.tensor([float(scalars[k]) for k in keys], dtype=torch.float64, device=self.comm_device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return dict(zip(keys, (t / self.world_size).tolist(), strict=True))
