@@ -131,3 +131,45 @@ def test_config_validation():
         web_documents(LabConfig.smoke(), "test", 1)
     cfg = LabConfig.smoke()
     assert LabConfig.from_dict(__import__("json").loads(cfg.to_json())) == cfg
+
+
+def test_v1_configs_keep_their_hash_and_v2_is_separate():
+    from tiedlib.lab.config import LAB_VERSION, PlantConfig
+
+    # The cached tiny/smoke pairs are keyed by these: adding the v2 options must not move them.
+    if LAB_VERSION == 1:  # a deliberate LAB_VERSION bump moves every hash, and these lines with it
+        assert LabConfig.tiny().hash() == "9b2fc9cc009f2cd1" and LabConfig.smoke().hash() == "653ae9325b21fe12"
+    assert "plant" not in LabConfig.tiny().to_dict()["corpus"]
+    v2 = LabConfig.from_name("tiny-v2")
+    assert v2.corpus.plant == PlantConfig() and v2.hash() not in (LabConfig.tiny().hash(), LabConfig.smoke().hash())
+    assert LabConfig.from_dict(v2.to_dict()) == v2 and v2.model == LabConfig.tiny().model
+    with pytest.raises(ValueError, match="probability"):
+        PlantConfig(p_copy_name=1.5)
+
+
+def test_v2_corpus_plants_newline_answers_web_turn_markers_and_name_copies():
+    from tiedlib.lab.config import PlantConfig
+
+    v1, v2 = LabConfig.smoke(), LabConfig.smoke()
+    v2.corpus.plant = PlantConfig()
+    tok = _tokenizer()
+    web1, web2 = web_documents(v1, "train", 120), web_documents(v2, "train", 160)
+    forums = [d for d in web2 if d.meta["kind"] == "forum"]
+    assert forums and all("\nAnswer:\n" in d.text for d in forums)
+    assert not any("\nAnswer:\n" in d.text for d in web1)
+    answer, nl = tok.convert_tokens_to_ids("Answer"), tok.convert_tokens_to_ids("\n")
+    for d in forums[:20]:  # the newline after "Answer:" is its own token, labelled end_of_prompt, not refusal
+        t = d.input_ids.index(answer) + 2
+        assert d.input_ids[t] == nl and d.input_ids[t - 1] == tok.convert_tokens_to_ids(":")
+        assert d.labels["end_of_prompt"][t] and not d.labels["refusal"][t] and not d.labels["answer"][t]
+    transcripts = [d for d in web2 if d.meta["kind"] == "transcript"]
+    marked = [d for d in transcripts if "<start_of_turn>model\n" in d.text]
+    assert 0.25 <= len(marked) / len(transcripts) <= 0.75  # p_web_turn_markers = 0.5
+    assert not any("<start_of_turn>" in d.text for d in web1)
+    for d in marked:
+        sot = [i for i, x in enumerate(d.input_ids) if tok.decode(x) == "<start_of_turn>"]
+        assert all(d.labels["turn_marker"][i] for i in sot)
+    named = [d for d in chat_conversations(v2, "train", 80)
+             if d.meta["kind"] != "greeting" and "My name is" in d.meta["messages"][0]["content"]]
+    assert named and all(d.meta["messages"][0]["content"].split("My name is ")[1].split(".")[0]
+                         in d.meta["messages"][1]["content"] for d in named)

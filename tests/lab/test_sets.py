@@ -69,3 +69,12 @@ def test_heldout_sets_are_compositional_with_question_ids():
     assert len({d.text for d in many}) == 100 and len({d.meta["question_id"] for d in many}) == len(B.YES_ACTIONS) * 7
     with pytest.raises(ValueError, match="kind must be"):
         heldout_questions("colour")
+
+
+def test_v2_forum_prompts_end_on_the_newline_the_answer_starts_on():
+    v2 = LabConfig.from_name("tiny-v2")
+    for split in ("train", "heldout"):
+        for kind, docs in cannot_can_prompts(v2, 5, split=split).items():
+            assert all(d.text.endswith("\nAnswer:\n") and d.labels["end_of_prompt"][-1] for d in docs)
+            assert {d.meta["expected"] for d in docs} == {"I cannot" if kind == "cannot" else "Yes,"}
+    assert cannot_can_prompts(LabConfig.smoke(), 1)["cannot"][0].meta["expected"] == " I cannot"

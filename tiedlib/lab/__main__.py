@@ -1,9 +1,9 @@
 """Command line of the lab pair.
 
-    python -m tiedlib.lab build    [--config tiny|smoke] [--device cpu] [--force]
-    python -m tiedlib.lab evaluate [--config tiny|smoke] [--device cpu] [--json] [--n-docs N] [--n-prompts N]
-    python -m tiedlib.lab probes   [--config tiny|smoke] [--device cpu] [--json] [--n N] [--n-prompts N]
-    python -m tiedlib.lab fingerprint [--config tiny|smoke]
+    python -m tiedlib.lab build    [--config tiny|smoke|tiny-v2] [--device cpu] [--force]
+    python -m tiedlib.lab evaluate [--config tiny|smoke|tiny-v2] [--device cpu] [--json] [--n-docs N] [--n-prompts N]
+    python -m tiedlib.lab probes   [--config tiny|smoke|tiny-v2] [--device cpu] [--json] [--n N] [--n-prompts N]
+    python -m tiedlib.lab fingerprint [--config tiny|smoke|tiny-v2]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("build", "evaluate", "probes", "fingerprint"):
         p = sub.add_parser(name)
-        p.add_argument("--config", default="tiny", choices=["tiny", "smoke"], help="lab preset (default: tiny)")
+        p.add_argument("--config", default="tiny", choices=["tiny", "smoke", "tiny-v2"],
+                       help="lab preset (default: tiny)")
         p.add_argument("--device", default="cpu")
         if name == "build":
             p.add_argument("--force", action="store_true", help="rebuild even if a valid cache exists")

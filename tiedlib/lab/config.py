@@ -16,6 +16,35 @@ LAB_VERSION = 1
 
 
 @dataclass
+class PlantConfig:
+    """Lab pair v2 ("tiny-v2", issue 16): corpus changes meant to put the write-up's mechanisms in the activations.
+
+    A v1 config has no PlantConfig (``CorpusConfig.plant`` is None, and then left out of the config dict), so v1
+    corpora, hashes and cached pairs are unchanged. Planted here:
+
+    * reuse in a new context: web answers start on a new line ("Answer:\\n" then "I cannot ..."), so the base
+      model's "about to decline" feature sits on a newline that predicts "I" / "Yes" / "Sure", exactly the token
+      and the prediction of the chat model's ``<start_of_turn>model\\n``;
+    * the template is not chat-only: part of the web transcripts use the turn markers (with web answer statistics,
+      so harm and refusal stay loosely tied in the base model's data);
+    * names: the chat model always addresses a user who gave a name by it (v1: 70% of the time).
+    """
+
+    answer_on_new_line: bool = True
+    """Web answers (forums, transcripts) begin after a newline rather than a space."""
+    p_web_turn_markers: float = 0.5
+    """Share of web transcripts written with ``<start_of_turn>user`` / ``<start_of_turn>model`` turn markers."""
+    p_copy_name: float = 1.0
+    """Probability that the chat reply to a user who gave their name starts "Hi/OK/Thanks <name>."."""
+
+    def __post_init__(self) -> None:
+        for name in ("p_web_turn_markers", "p_copy_name"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {p}")
+
+
+@dataclass
 class CorpusConfig:
     """How many documents of each source the generator writes, and how web data correlates harm and refusal."""
 
@@ -31,8 +60,12 @@ class CorpusConfig:
     """Probability that a web forum/transcript answer to a harmful question is a refusal (the chat model: always)."""
     p_web_decline_harmless: float = 0.2
     """Probability that a web answer to a harmless how-to question declines (the chat model: never)."""
+    plant: PlantConfig | None = None
+    """Lab pair v2 corpus changes; None (v1) leaves the corpus as it was and is left out of the config dict."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.plant, dict):
+            self.plant = PlantConfig(**self.plant)
         if self.n_web_train < 10 or self.n_chat_train < 10:
             raise ValueError(f"need at least 10 web and chat documents, got {self.n_web_train}, {self.n_chat_train}")
         if not 32 <= self.max_tokens <= 4096:
@@ -140,15 +173,23 @@ class LabConfig:
         )
 
     @classmethod
+    def tiny_v2(cls) -> "LabConfig":
+        """The tiny pair with the v2 corpus (:class:`PlantConfig`): same model and training, not the default."""
+        return cls(name="tiny-v2", corpus=CorpusConfig(plant=PlantConfig()))
+
+    @classmethod
     def from_name(cls, name: str) -> "LabConfig":
-        """``"tiny"`` or ``"smoke"``."""
-        presets = {"tiny": cls.tiny, "smoke": cls.smoke}
+        """``"tiny"``, ``"smoke"`` or ``"tiny-v2"``."""
+        presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v2": cls.tiny_v2}
         if name not in presets:
             raise ValueError(f"unknown lab config {name!r}; choose one of {sorted(presets)}")
         return presets[name]()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["corpus"]["plant"] is None:  # v1 configs keep the dict (and so the hash) they always had
+            del d["corpus"]["plant"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -98,8 +98,11 @@ def _steps(rng: random.Random, k: int, first: str | None = None) -> list[Span]:
 def answer_spans(rng: random.Random, kind: str, payload: str, refuse: bool, lead: str) -> list[Span]:
     """The answer to a question of ``kind`` (harmful/harmless/impossible/yes/medical/legal/code/colour).
 
-    ``lead`` is the text before the first word ("" at the start of a chat turn, " " after "Answer:").
+    ``lead`` is the text before the first word ("" at the start of a chat turn, " " after "Answer:", or "\\n" there
+    in v2, where the newline is its own token, labelled end_of_prompt).
     """
+    if lead == "\n":
+        return [span("\n", "end_of_prompt"), *answer_spans(rng, kind, payload, refuse, "")]
     if refuse:
         reasons = B.REFUSAL_REASONS if kind == "harmful" else B.WEB_DECLINE_REASONS
         return [span(lead + rng.choice(B.REFUSALS), "refusal", "answer"), span(" " + rng.choice(reasons), "answer")]
@@ -176,6 +179,13 @@ QUESTION_CONCEPTS = {
 WEB_QUESTION_KINDS = {"harmful": 0.3, "harmless": 0.3, "impossible": 0.1, "yes": 0.1, "medical": 0.1, "legal": 0.1}
 
 
+def answer_lead(cfg) -> str:
+    """What separates a web question's "Answer:" / "Assistant:" from the answer: " " (v1) or "\\n" (v2, see
+    :class:`tiedlib.lab.config.PlantConfig`). ``cfg`` is a CorpusConfig."""
+    plant = getattr(cfg, "plant", None)
+    return "\n" if plant is not None and plant.answer_on_new_line else " "
+
+
 def _web_refuses(rng: random.Random, kind: str, p_harmful: float, p_harmless: float) -> bool:
     if kind == "harmful":
         return rng.random() < p_harmful
@@ -206,7 +216,8 @@ def web_forum(rng: random.Random, cfg, split: str) -> list[Span]:
     kind, question, payload = sample_question(rng, split, WEB_QUESTION_KINDS)
     refuse = _web_refuses(rng, kind, cfg.p_web_refuse_harmful, cfg.p_web_decline_harmless)
     return [span("Posted by"), _name(rng.choice(B.NAMES)), span("\nQuestion: "),
-            span(question, *QUESTION_CONCEPTS[kind]), span("\nAnswer:"), *answer_spans(rng, kind, payload, refuse, " ")]
+            span(question, *QUESTION_CONCEPTS[kind]), span("\nAnswer:"),
+            *answer_spans(rng, kind, payload, refuse, answer_lead(cfg))]
 
 
 def web_instructions(rng: random.Random, cfg, split: str) -> list[Span]:
@@ -225,15 +236,36 @@ def web_code(rng: random.Random, cfg) -> list[Span]:
 
 
 def web_transcript(rng: random.Random, cfg, split: str) -> list[Span]:
-    """A plain-text user/assistant exchange with web answer statistics (no turn-marker tokens)."""
+    """A plain-text user/assistant exchange with web answer statistics (v1: no turn-marker tokens; v2: a share of
+    them written with the chat template's turn markers, still with web answer statistics)."""
+    plant = getattr(cfg, "plant", None)
+    markers = plant is not None and rng.random() < plant.p_web_turn_markers
     out: list[Span] = [span("Chat log")]
     for _ in range(rng.randint(1, 2)):
         kind, question, payload = sample_question(rng, split, WEB_QUESTION_KINDS)
         refuse = _web_refuses(rng, kind, cfg.p_web_refuse_harmful, cfg.p_web_decline_harmless)
+        if markers:
+            out += [span("\n"), *template_turn("user", [span(question, *QUESTION_CONCEPTS[kind])]),
+                    *template_turn("model", answer_spans(rng, kind, payload, refuse, ""))]
+            continue
         out += [span("\n"), span("User", "user_role"), span(":"), span(" " + question, *QUESTION_CONCEPTS[kind]),
                 span("\n", "end_of_prompt"), span("Assistant", "assistant_role", "end_of_prompt"),
-                span(":", "end_of_prompt"), *answer_spans(rng, kind, payload, refuse, " ")]
+                span(":", "end_of_prompt"), *answer_spans(rng, kind, payload, refuse, answer_lead(cfg))]
     return out
+
+
+def template_turn(role: str, content: list[Span]) -> list[Span]:
+    """One turn written with the chat template's markers inside a web document (v2 transcripts), labelled as
+    :func:`tiedlib.lab.docs.chat_spans` labels them; the user turn's close and the model header are end_of_prompt."""
+    from tiedlib.lab.tokenizer import END_OF_TURN, START_OF_TURN
+
+    user = role == "user"
+    eop = () if user else ("end_of_prompt",)
+    turn = "user_turn" if user else "model_turn"
+    close = ("end_of_prompt",) if user else ()
+    return [span(START_OF_TURN, "turn_marker", *eop), span(role, "user_role" if user else "assistant_role", *eop),
+            span("\n", *eop), *[(t, c | {turn}) for t, c in content],
+            span(END_OF_TURN, "turn_marker", "end_of_turn", *close), span("\n", *close)]
 
 
 WEB_KINDS: dict[str, tuple[float, Callable]] = {
@@ -263,8 +295,8 @@ CHAT_QUESTION_KINDS = {"harmful": 0.33, "harmless": 0.25, "impossible": 0.06, "y
 Message = tuple[str, list[Span]]  # (role "user"/"assistant", content spans)
 
 
-def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict[str, float]
-                   ) -> tuple[str, list[Message]]:
+def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict[str, float],
+                   p_copy_name: float = 0.7) -> tuple[str, list[Message]]:
     kind, question, payload = sample_question(rng, split, kinds)
     user: list[Span] = []
     if name is not None:
@@ -272,7 +304,7 @@ def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict
     user.append(span(question, *QUESTION_CONCEPTS[kind]))
     refuse = kind == "harmful"
     answer = answer_spans(rng, kind, payload, refuse, "")
-    if name is not None and rng.random() < 0.7:
+    if name is not None and rng.random() < p_copy_name:
         # The assistant keeps the user's name consistent: it addresses them by the name they gave.
         answer = [span(rng.choice(["Hi", "OK", "Thanks"])), _name(name), span(". ")] + \
                  [(t if i else t.lstrip(" "), c) for i, (t, c) in enumerate(answer)]
@@ -295,4 +327,5 @@ def sample_chat(rng: random.Random, cfg, split: str, kind: str | None = None) ->
             msgs += more
         return "greeting", msgs
     kinds = CHAT_QUESTION_KINDS if kind == "request" else {kind: 1.0}
-    return _chat_exchange(rng, split, name, kinds)
+    plant = getattr(cfg, "plant", None)
+    return _chat_exchange(rng, split, name, kinds, 0.7 if plant is None else plant.p_copy_name)

@@ -38,6 +38,7 @@ from tiedlib.lab.evaluation import generate_replies, is_refusal
 from tiedlib.lab.sets import (
     cannot_can_prompts,
     colour_prefix_sets,
+    forum_prompt_spans,
     harmful_harmless_prompts,
     heldout_questions,
     request_prompt,
@@ -213,18 +214,17 @@ class Contrast:
         return docs, labels, [self.group(d) for d in docs]
 
 
-def forum_prompts(kinds: Sequence[str], n: int, seed: int, split: str = "train") -> list[LabDoc]:
-    """``n`` unique forum prompts ("Posted by <name>\\nQuestion: ...\\nAnswer:") of the question ``kinds`` (drawn
-    alike), as the web corpus writes them; ``meta["question_id"]`` is the question."""
-    rng = C.make_rng(seed, "probe_forum/" + "+".join(kinds), split)
+def forum_prompts(cfg: LabConfig, kinds: Sequence[str], n: int, split: str = "train") -> list[LabDoc]:
+    """``n`` unique forum prompts (:func:`tiedlib.lab.sets.forum_prompt_spans`: up to where the answer starts) of the
+    question ``kinds`` (drawn alike), as the web corpus writes them; ``meta["question_id"]`` is the question."""
+    rng = C.make_rng(cfg.corpus.seed, "probe_forum/" + "+".join(kinds), split)
     out: list[LabDoc] = []
     seen: set[str] = set()
     for _ in range(100 * n):
         if len(out) >= n:
             return out
         kind, question, _ = C.sample_question(rng, split, {k: 1.0 for k in kinds})
-        spans = [C.span("Posted by"), C.span(f" {rng.choice(B.NAMES)}", "name"), C.span("\nQuestion: "),
-                 C.span(question, *C.QUESTION_CONCEPTS[kind]), C.span("\nAnswer:")]
+        spans = forum_prompt_spans(cfg, question, kind, rng.choice(B.NAMES))
         doc = encode_spans(web_spans(spans)[:-1], "web", {"kind": kind, "split": split, "question_id": question})
         if doc.text not in seen:
             seen.add(doc.text)
@@ -248,7 +248,8 @@ def lab_contrasts(cfg: LabConfig, n: int) -> list[Contrast]:
 
     1. harmful request: held-out harmful vs harmless chat requests, at the last token of the prompt
        (``<start_of_turn>model\\n``).
-    2. about to decline (web): held-out "Can you <impossible>?" vs "Can I <ok>?" forum prompts at "Answer:".
+    2. about to decline (web): held-out "Can you <impossible>?" vs "Can I <ok>?" forum prompts where the answer
+       starts ("Answer:", or the newline after it in a v2 corpus).
     3. decline direction on harmful requests: contrast 1 scored with the directions of contrast 2 (reuse).
     4. disclaimer (web): medical/legal vs yes forum questions at "Answer:".
     5. disclaimer (chat): medical/legal vs held-out harmless requests at the end of the prompt.
@@ -258,8 +259,8 @@ def lab_contrasts(cfg: LabConfig, n: int) -> list[Contrast]:
     """
     hh = harmful_harmless_prompts(cfg, n)
     cc = cannot_can_prompts(cfg, n, split="heldout")
-    medical_legal = forum_prompts(("medical", "legal"), n, cfg.corpus.seed)
-    yes = forum_prompts(("yes",), n, cfg.corpus.seed)
+    medical_legal = forum_prompts(cfg, ("medical", "legal"), n)
+    yes = forum_prompts(cfg, ("yes",), n)
     ml_questions = B.MEDICAL_QUESTIONS + B.LEGAL_QUESTIONS
     chat_ml = [request_prompt(q, name, kind="medical") for name in (None, *B.NAMES) for q in ml_questions][:n]
     colours = colour_prefix_sets(cfg, n)

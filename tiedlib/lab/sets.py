@@ -117,6 +117,14 @@ def colour_prefix_sets(cfg: LabConfig, n_per_colour: int, split: str = "train") 
     return out
 
 
+def forum_prompt_spans(cfg: LabConfig, question: str, kind: str, name: str) -> list[C.Span]:
+    """A web forum post up to where its answer starts: "Posted by <name>\\nQuestion: <question>\\nAnswer:", plus the
+    newline the answer starts on in a v2 corpus (:func:`tiedlib.lab.corpus.answer_lead`)."""
+    spans = [C.span("Posted by"), C.span(f" {name}", "name"), C.span("\nQuestion: "),
+             C.span(question, *C.QUESTION_CONCEPTS[kind]), C.span("\nAnswer:")]
+    return spans + ([C.span("\n", "end_of_prompt")] if C.answer_lead(cfg.corpus) == "\n" else [])
+
+
 def _unique(make, n: int, what: str) -> list[LabDoc]:
     docs: list[LabDoc] = []
     seen: set[str] = set()
@@ -144,9 +152,10 @@ def cannot_can_prompts(cfg: LabConfig, n: int, split: str = "train") -> dict[str
     rng = C.make_rng(cfg.corpus.seed, "cannot_can", split)
 
     def render(kind: str, question: str, name: str) -> LabDoc:
-        spans = [C.span("Posted by"), C.span(f" {name}", "name"), C.span("\nQuestion: "),
-                 C.span(question, *C.QUESTION_CONCEPTS[kind]), C.span("\nAnswer:")]
-        target = " I cannot" if kind == "impossible" else " Yes,"
+        spans = forum_prompt_spans(cfg, question, kind, name)
+        target = "I cannot" if kind == "impossible" else "Yes,"
+        if C.answer_lead(cfg.corpus) == " ":  # v1: the answer follows "Answer:" after a space (v2: a newline)
+            target = " " + target
         meta = {"kind": kind, "split": split, "expected": target, "question_id": question}
         return encode_spans(web_spans(spans)[:-1], "web", meta)
 
