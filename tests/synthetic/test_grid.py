@@ -64,8 +64,8 @@ def test_build_model_matches_parameter_counts_and_partitions():
 
 def _row(setting, arch, eta, seed, tied, gap):
     return {"setting": setting, "axis": setting, "arch": arch, "eta": eta, "config": config_name(arch, eta),
-            "seed": seed, "timing_one_index": tied, "ev_gap": gap, "explained_variance": 0.9 + gap,
-            "dead_exclusive": 0.1}  # fmt: skip
+            "seed": seed, "timing_one_index_strict": tied, "timing_one_index": tied, "ev_gap": gap,
+            "explained_variance": 0.9 + gap, "dead_exclusive": 0.1}  # fmt: skip
 
 
 def test_recommend_picks_the_config_that_passes_in_most_settings():
@@ -79,18 +79,30 @@ def test_recommend_picks_the_config_that_passes_in_most_settings():
                      _row(setting, "z", 2.0, seed, 0.99 if setting == "a" else 0.5, 0.0)]  # fmt: skip
     table = summarize(rows)
     y_a = table[(table["config"] == "y eta 1.5") & (table["setting"] == "a")].iloc[0]
-    assert y_a["timing_one_index"] == pytest.approx(0.89)
-    assert y_a["timing_one_index_lo"] < 0.89 < y_a["timing_one_index_hi"]
+    assert y_a["timing_one_index_strict"] == pytest.approx(0.89)
+    assert y_a["timing_one_index_strict_lo"] < 0.89 < y_a["timing_one_index_strict_hi"]
     assert not table[(table["config"] == "x eta 2") & (table["setting"] == "c")].iloc[0]["passes"]
     rec = recommend(rows)
     assert rec.config == "y eta 1.5" and (rec.n_passing, rec.n_settings) == (3, 3) and rec.failing == []
-    assert rec.write_up["timing_one_index"][0] == pytest.approx(0.4)
+    assert rec.write_up["timing_one_index_strict"][0] == pytest.approx(0.4)
     text = "\n".join(rec.lines())
     assert "y eta 1.5" in text and "3 of 3" in text and "write-up tied (eta 2)" in text
     worse = recommend([r for r in rows if r["config"] != "y eta 1.5"])
     assert worse.config == "x eta 2" and worse.failing == ["c"]  # 2 settings beat z's 1
+    glued = rec.glue_values()
+    assert glued["exp5_recommended_config"] == "y eta 1.5" and glued["exp5_recommended_passing"] == "3 of 3"
+    assert glued["exp5_writeup_tied"] == "0.40 [0.40, 0.40]" and glued["exp5_recommended_ev_gap"].startswith("-0.020")
     with pytest.raises(ValueError, match="no config"):
-        recommend([r for r in rows if r["arch"] in ("standard", "tied")])
+        recommend([r for r in rows if r["arch"] == "standard"])
+
+
+def test_recommended_names_the_factory_config():
+    from tiedlib.crosscoders.variants import recommended_tied
+    from tiedlib.synthetic.grid import RECOMMENDED
+
+    model = build_model(*RECOMMENDED[:1], 8, 10, eta=RECOMMENDED[1])
+    assert model.cfg == recommended_tied(8, 10)
+    assert recommended_tied(8, 10, norm_factors=[1.0, 2.0]).norm_factors == [1.0, 2.0]
 
 
 def test_smoke_grid_runs_every_setting_seed_and_config():
@@ -99,7 +111,7 @@ def test_smoke_grid_runs_every_setting_seed_and_config():
     n_configs = sum(len(scale.etas.get(a, ARCHS[a].etas)) for a in scale.archs)
     assert len(rows) == len(grid_settings("smoke")) * len(scale.seeds) * n_configs
     for r in rows:
-        assert 0 <= r["timing_one_index"] <= 1 and r["explained_variance"] <= 1
+        assert 0 <= r["timing_one_index_strict"] <= r["timing_one_index"] <= 1 and r["explained_variance"] <= 1
         if r["arch"] == "standard":
             assert r["ev_gap"] == 0
     # every (setting, seed) has its own data: the standard crosscoder's EV differs between seeds

@@ -242,19 +242,34 @@ def row_kind_masks(acts: Float[Tensor, "n_rows n_models n_features"], min_act: f
     return torch.stack([b & c, b & ~c0, ~b0 & c])
 
 
-def coverage(writes: Tensor, masks: Tensor) -> Float[Tensor, "3 n_features n_latents"]:
+def coverage(
+    writes: Tensor, masks: Tensor, alone_writes: Tensor | None = None
+) -> Float[Tensor, "3 n_features n_latents"]:
     """Fraction of each row kind of each feature on which each index writes into the right model(s).
 
     Args:
         writes: ``(n_rows, 2, n_latents)`` bool: the index writes a present decoder half in that model on that row.
         masks: ``(3, n_rows, n_features)`` from :func:`row_kind_masks`.
+        alone_writes: optional ``(n_rows, 2, n_latents)`` bool used for the one-model rows instead of ``writes``:
+            the strict count of issue 15 passes :func:`writes_mostly`, so that an index that writes a base-alone
+            firing into the chat model as much as into the base model (a standard latent with both halves, a tied
+            shared group) does not count.
     Returns: ``cov[r, j, i]``; NaN where feature ``j`` has no rows of kind ``r``. "Right models": both models for
     ``both`` rows, base for ``base_alone``, chat for ``chat_alone``.
     """
     wb, wc = writes[:, BASE].float(), writes[:, CHAT].float()
-    hits = [m.float().T @ w for m, w in zip(masks, (wb * wc, wb, wc), strict=True)]  # each (F, L)
+    alone = writes if alone_writes is None else alone_writes
+    hits = [m.float().T @ w for m, w in zip(masks, (wb * wc, alone[:, BASE].float(), alone[:, CHAT].float()),
+                                            strict=True)]  # each (F, L)
     counts = masks.sum(dim=1).float()  # (3, F)
     return torch.stack(hits) / counts.unsqueeze(-1).where(counts.unsqueeze(-1) > 0, torch.tensor(float("nan")))
+
+
+def writes_mostly(amounts: Float[Tensor, "n_rows n_models n_latents"], leak: float = 0.25) -> Tensor:
+    """``(n_rows, 2, n_latents)`` bool: the index writes into that model and at most ``leak`` times as much into the
+    other (``amounts``: coefficient times decoder-half norm, what the index adds to each model's reconstruction)."""
+    other = amounts.flip(1)
+    return (amounts > 0) & (other <= leak * amounts)
 
 
 def index_consistency(
@@ -337,7 +352,8 @@ def evaluate_crosscoder(
       (shared-group firings per row on such indices: the shared group acting as an exclusive latent).
     * ``recovery_<kind>`` (mean per-model max cosine, :func:`recovery`).
     * ``timing_consistency``, ``timing_one_index``, ``timing_n_indices`` (:func:`index_consistency`, averaged over
-      the timing-shifted features).
+      the timing-shifted features); ``timing_one_index_strict``: the same where, on one-model
+      rows, the index must write at most a quarter as much into the other model (:func:`writes_mostly`).
 
     and ``per_kind`` (kind -> mean ``base``/``chat``/``recovery``/``pair`` recovery) and ``per_feature`` (lists over
     features: ``kind``, ``recovery``, ``pair_recovery``, ``best_index``, ``best_match``; and under ``timing``, per
@@ -399,6 +415,10 @@ def evaluate_crosscoder(
         res["timing_consistency"] = float(ic["consistency"].nanmean())
         res["timing_one_index"] = float(ic["one_index"].float().mean())
         res["timing_n_indices"] = float(ic["n_indices"].float().mean())
+        amounts = model_coefficients(model, latents) * W_dec.norm(dim=-1).T.unsqueeze(0)
+        strict_cov = coverage(writes, masks, writes & writes_mostly(amounts))
+        strict = index_consistency(strict_cov, best[tids], match[:, tids], match_cos)
+        res["timing_one_index_strict"] = float(strict["one_index"].float().mean())
         groups = latents if latents.ndim == 3 else rearrange(latents, "row latent -> row 1 latent")
         fired = (groups[:, :, best[tids]] > 0).float()  # (row, group, timing feature)
         counts = masks.sum(dim=1).float().clamp_min(1)  # (row kind, timing feature)
