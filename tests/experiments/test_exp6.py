@@ -64,7 +64,9 @@ def test_tables_and_findings():
     cc = Crosscoders({}, {}, 0)
     out = exp6.findings(TABLE["smoke"], "smoke", cc, ce, st, lt)
     assert all(k.startswith("exp6_") and isinstance(v, str) for k, v in out.items())
-    assert out["exp6_ce_standard"] == "base on web: recovered 0.900, KL 0.100; chat on chat: recovered 0.600, KL 0.100"
+    assert out["exp6_ce_standard"] == (
+        "base on web: recovered 0.9000, KL 0.1000; chat on chat: recovered 0.6000, KL 0.1000"
+    )
     assert "25% chat-specific" in out["exp6_scaling_standard"] and "n/a" in out["exp6_scaling_tied"]
     assert out["exp6_template_standard"].startswith("67% fire mainly on template tokens, 33%")
     assert exp6.summary(out).splitlines()[0].startswith("setup: smoke scale")

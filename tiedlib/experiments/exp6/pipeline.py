@@ -191,7 +191,7 @@ def findings(settings: Exp6Settings, scale: str, crosscoders: Crosscoders, ce: p
                          f"{settings.n_steps} steps each"}  # fmt: skip
     for name in ARCHITECTURES:
         parts = [
-            f"{model} on {data}: recovered {row.recovered:.3f}, KL {row.kl:.3f}"
+            f"{model} on {data}: recovered {row.recovered:.4f}, KL {row.kl:.4f}"
             for (data, model), row in ce.loc[name].iterrows()
             if data == ("chat" if model == "chat" else "web")
         ]
