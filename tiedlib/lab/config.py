@@ -174,8 +174,13 @@ class LabConfig:
 
     @classmethod
     def tiny_v2(cls) -> "LabConfig":
-        """The tiny pair with the v2 corpus (:class:`PlantConfig`): same model and training, not the default."""
-        return cls(name="tiny-v2", corpus=CorpusConfig(plant=PlantConfig()))
+        """The tiny pair with the v2 corpus (:class:`PlantConfig`): same model and training, not the default.
+
+        Web answers refuse harmful questions as rarely as they decline harmless ones (0.2 each), so the base model's
+        "about to decline" feature is not tied to harm: with v1's 0.45 and turn markers in web transcripts, the first
+        build of this preset had its base model refuse 97% of held-out harmful chat prompts (greedy), like the chat
+        model."""
+        return cls(name="tiny-v2", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=PlantConfig()))
 
     @classmethod
     def from_name(cls, name: str) -> "LabConfig":
