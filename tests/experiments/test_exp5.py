@@ -441,6 +441,53 @@ def test_summary_lines():
                         "one-sided triples among those whose shared group fires 0.50, carrying 0.25 of the shared "
                         "firings.")
     assert lines[5:] == colour.summary_lines() and len(lines) == 6
+    grid = _grid_result()
+    with_grid = exp5.summary_lines("smoke", bench, fix, lab, None, colour_run, colour, grid=grid)
+    assert with_grid[3].startswith("Robustness grid (issue 15, grid 'smoke': 12 crosscoders = 2 settings x 2 configs")
+    assert "recommended: tied eta 1: meets the goal" in with_grid[3] and with_grid[:3] + with_grid[4:] == lines
+
+
+# ---- issue 15: the robustness grid in the notebook ------------------------------------------------------------------
+def _grid_rows():
+    rows = []
+    for setting in ("base", "dense"):
+        for seed in (0, 1, 2):
+            for arch, eta, tied, gap in (("standard", None, 0.0, 0.0), ("tied", 1.0, 0.9 + 0.01 * seed, 0.02)):
+                rows.append({"setting": setting, "axis": setting, "arch": arch, "eta": eta, "seed": seed,
+                             "config": arch if eta is None else f"{arch} eta {eta:g}", "seconds": 1.0,
+                             "timing_one_index_strict": tied if setting == "base" else tied - 0.2,
+                             "timing_one_index": tied, "ev_gap": gap, "explained_variance": 0.9 + gap,
+                             "dead_exclusive": 0.0})  # fmt: skip
+    return rows
+
+
+def _grid_result():
+    from tiedlib.synthetic.grid import recommend, summarize
+
+    rows = _grid_rows()
+    return exp5.GridResult(scale="smoke", rows=rows, table=summarize(rows), recommendation=recommend(rows))
+
+
+def test_run_robustness_runs_the_settings_grid_and_recommends(monkeypatch):
+    from tiedlib.experiments.exp5 import sweep
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_grid", lambda scale, n_threads=1: calls.append(scale) or _grid_rows())
+    grid = exp5.run_robustness(SMOKE)
+    assert calls == ["smoke"] and grid.scale == "smoke"
+    assert grid.recommendation.config == "tied eta 1" and grid.recommendation.failing == ["dense"]
+    assert grid.summary() == "grid 'smoke': 12 crosscoders = 2 settings x 2 configs x 3 seeds; 12 s of training"
+    wide = grid.wide()
+    assert list(wide.columns) == ["base", "dense"] and wide.loc["tied eta 1", "base"] == pytest.approx(0.91)
+    assert grid.limits()[-1] == "settings passed per config: standard 0, tied eta 1 1"
+
+
+def test_plot_grid_annotates_mean_and_interval():
+    fig = exp5.plot_grid(_grid_result().table)
+    assert len(fig.axes) == 4  # two heatmaps and their colour bars
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 4 and any(t.startswith("0.91\n[") for t in texts)
+    assert [a.get_title() for a in fig.axes[:2]] == ["timing concepts on one index", "EV minus standard's"]
 
 
 # ---- figures and the notebook's setup --------------------------------------------------------------------------------

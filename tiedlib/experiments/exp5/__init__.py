@@ -2,10 +2,12 @@
 
 The notebook imports only this package: its settings (:mod:`.presets`), the three sections' pipelines
 (:mod:`.sweep`, :mod:`.lab_pair`, :mod:`.colour_toy`), the summary (:mod:`.summary`), the figures (:mod:`.figures`),
-and the core functions it calls directly (:func:`load_pair`, :func:`build_colour_toy`, :func:`firing_ratios`).
+and the core functions it calls directly (:func:`load_pair`, :func:`build_colour_toy`, :func:`firing_ratios`,
+:func:`recommended_tied`).
 """
 
 from tiedlib.analysis.firing import firing_ratios
+from tiedlib.crosscoders.variants import recommended_tied
 from tiedlib.experiments.exp5.colour_toy import (
     COLOUR_GROUPS,
     ColourCheck,
@@ -19,6 +21,7 @@ from tiedlib.experiments.exp5.colour_toy import (
 from tiedlib.experiments.exp5.figures import (
     auroc_heatmap,
     firing_ratio_scatter,
+    plot_grid,
     plot_tying_benchmark,
     triple_firing_bars,
 )
@@ -37,7 +40,14 @@ from tiedlib.experiments.exp5.lab_pair import (
 )
 from tiedlib.experiments.exp5.presets import TABLE, Exp5Settings
 from tiedlib.experiments.exp5.summary import summary_lines
-from tiedlib.experiments.exp5.sweep import BenchmarkResult, FixChoice, choose_fix, run_benchmark
+from tiedlib.experiments.exp5.sweep import (
+    BenchmarkResult,
+    FixChoice,
+    GridResult,
+    choose_fix,
+    run_benchmark,
+    run_robustness,
+)
 from tiedlib.pairs import load_pair
 from tiedlib.pairs.colours import build_colour_toy, colour_token_ids
 
@@ -55,6 +65,7 @@ def quiet() -> None:
 
 __all__ = [
     "COLOUR_GROUPS", "BenchmarkResult", "ColourCheck", "ColourRun", "ConceptCheck", "Exp5Settings", "FixChoice",
+    "GridResult", "plot_grid", "recommended_tied", "run_robustness",
     "LabData", "LabEval", "LabRun", "TABLE", "auroc_heatmap", "build_colour_toy", "choose_fix", "colour_activations",
     "colour_token_ids", "colour_unembeddings", "concept_check", "evaluate_lab", "find_colour_triples",
     "finetune_lines", "firing_ratio_scatter", "firing_ratios", "lab_samples", "lab_training_data", "load_pair",

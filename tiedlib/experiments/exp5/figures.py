@@ -1,5 +1,5 @@
-"""Figures of notebook 05: the tying benchmark (:mod:`.tying`, matplotlib), the firing-ratio scatter, the concept
-AUROC heatmap and the colour triple's firing bars (seaborn)."""
+"""Figures of notebook 05: the tying benchmark (:mod:`.tying`, matplotlib), issue 15's robustness grid, the
+firing-ratio scatter, the concept AUROC heatmap and the colour triple's firing bars (seaborn)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,42 @@ def plot_tying_benchmark(rows: Sequence[dict[str, Any]], metrics: Sequence[str] 
         ax.set_xlabel("eta")
         ax.set_title(metric)
     axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid(table: Any, metrics: Sequence[tuple[str, str]] = (
+        ("timing_one_index_strict", "timing concepts on one index"), ("ev_gap", "EV minus standard's"))):
+    """Issue 15's robustness grid: one seaborn heatmap per metric, configs (rows) x settings (columns), each cell the
+    mean over seeds with its 95% interval written under it.
+
+    ``table``: :func:`tiedlib.synthetic.grid.summarize` (columns ``config``, ``setting``, ``<metric>``,
+    ``<metric>_lo``, ``<metric>_hi``). The tied fraction is coloured on [0, 1] and the EV gap around 0. Returns the
+    figure.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    n_cfg, n_set = table["config"].nunique(), table["setting"].nunique()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1.25 * n_set * len(metrics) + 3, 0.55 * n_cfg + 1.8),
+                             squeeze=False)  # fmt: skip
+    for ax, (metric, title) in zip(axes[0], metrics, strict=True):
+        wide = {k: table.pivot_table(index="config", columns="setting", values=f"{metric}{k}", sort=False)
+                for k in ("", "_lo", "_hi")}  # fmt: skip
+        mean = wide[""]
+        gap = metric == "ev_gap"
+        fmt = "{:+.3f}\n[{:+.3f}, {:+.3f}]" if gap else "{:.2f}\n[{:.2f}, {:.2f}]"
+        annot = mean.copy().astype(object)
+        for r in mean.index:
+            for c in mean.columns:
+                annot.loc[r, c] = fmt.format(mean.loc[r, c], wide["_lo"].loc[r, c], wide["_hi"].loc[r, c])
+        sns.heatmap(mean.astype(float), ax=ax, annot=annot.values, fmt="", annot_kws={"fontsize": 6.5},
+                    cmap="RdBu" if gap else "viridis", center=0 if gap else None, vmin=None if gap else 0,
+                    vmax=None if gap else 1, cbar_kws={"shrink": 0.7})  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("setting")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", labelrotation=40)
     fig.tight_layout()
     return fig
 

@@ -38,6 +38,8 @@ class Exp5Settings:
     bench_etas: tuple[float, ...] = ETAS
     ev_tolerance: float = 0.03
     """A fix "keeps" explained variance when its mean EV is within this of the standard crosscoder's."""
+    grid: str = "book"
+    """Scale of issue 15's robustness grid (a key of :data:`tiedlib.synthetic.grid.GRID_SCALES`)."""
     # ---- lab pair (Experiment 1's data)
     pair: str = "tiny"
     layer: int | None = None
@@ -93,16 +95,20 @@ class Exp5Settings:
 TABLE: dict[str, Exp5Settings] = {
     "smoke": Exp5Settings(
         bench_size=SMOKE_SIZE, bench_seeds=(0,), bench_variants=("standard", "tied", "tied_equal"),
-        bench_etas=(1.0, 2.0), pair="smoke", n_latents=64, train_docs=200, n_steps=120, batch_size=256, lr=2e-3,
+        bench_etas=(1.0, 2.0), grid="smoke",
+        pair="smoke", n_latents=64, train_docs=200, n_steps=120, batch_size=256, lr=2e-3,
         eval_docs=40, log_every=20, colour=COLOUR_TOY["smoke"], colour_n_latents=128, colour_train_tokens=10_000,
         colour_batch_size=256, colour_lr=1e-3,
     ),
     "tiny": Exp5Settings(
-        bench_size="small", bench_seeds=(0,), train_docs=1000, n_steps=800, eval_docs=150,
+        bench_size="small", bench_seeds=(0,), bench_etas=(1.0, 2.0),
+        bench_variants=("standard", "tied", "tied_equal", "tied_max", "tied_unit"),
+        train_docs=1000, n_steps=800, eval_docs=150,
         colour=COLOUR_TOY["tiny"],  # same fine-tunes as notebook 02, a smaller crosscoder (256 triples, not 512)
     ),
     "paper": Exp5Settings(
-        bench_size="book", bench_seeds=(0, 1, 2), pair="gemma-2-2b", layer=14, n_latents=16384, train_docs=250_000,
+        bench_size="book", bench_seeds=(0, 1, 2), grid="full",
+        pair="gemma-2-2b", layer=14, n_latents=16384, train_docs=250_000,
         n_steps=61_035, batch_size=4096, lr=5e-5, l1_coeff=2.0, eval_docs=128, model_batch_size=8, device="cuda",
         log_every=500, colour=COLOUR_TOY["paper"], colour_n_latents=16_384, colour_train_tokens=60_000_000,
         colour_batch_size=4096, colour_lr=5e-5,

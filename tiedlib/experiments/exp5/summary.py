@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from tiedlib.experiments.exp5.colour_toy import ColourCheck, ColourRun
 from tiedlib.experiments.exp5.lab_pair import ConceptCheck, LabEval
-from tiedlib.experiments.exp5.sweep import BenchmarkResult, FixChoice, best_per_variant, row_name
+from tiedlib.experiments.exp5.sweep import BenchmarkResult, FixChoice, GridResult, best_per_variant, row_name
 
 
 def summary_lines(scale: str, bench: BenchmarkResult, fix: FixChoice, lab: LabEval, concepts: ConceptCheck | None,
-                  colour_run: ColourRun, colour: ColourCheck) -> list[str]:  # fmt: skip
+                  colour_run: ColourRun, colour: ColourCheck, grid: GridResult | None = None) -> list[str]:  # fmt: skip
     """The summary: the sizes of each part; the sweep (standard, write-up tied per eta, the best eta of every other
-    variant); the chosen fix; per lab crosscoder EV, L0, the loophole and the refusal triple (lab pairs only); per
-    colour crosscoder its blue/green triple."""
+    variant); the chosen fix; the robustness grid's recommendation (issue 15, when ``grid`` is given); per lab
+    crosscoder EV, L0, the loophole and the refusal triple (lab pairs only); per colour crosscoder its blue/green
+    triple."""
     size, data = bench.size, lab.run.data
     lines = [f"Scale: {scale}. Synthetic benchmark: {len(bench.seeds)} seed(s), {size.synthetic.d_model}-d rows, "
              f"{size.n_latents} latents/triples, {size.n_steps} steps; lab pair {data.pair_name} (layer {data.layer}), "
@@ -30,6 +31,8 @@ def summary_lines(scale: str, bench: BenchmarkResult, fix: FixChoice, lab: LabEv
                      f"timing_one_index {f['timing_one_index']:.2f} at an EV cost of {f['ev_cost']:.3f}.")
     else:
         lines.append(f"No fix stays within {fix.ev_tolerance} EV of the standard crosscoder.")
+    if grid is not None:
+        lines.append(f"Robustness grid (issue 15, {grid.summary()}): " + "; ".join(grid.recommendation.lines()) + ".")
     lines += lab.lines(None if concepts is None else concepts.refusal)
     lines += colour.summary_lines()
     return lines

@@ -5,6 +5,8 @@
 * :func:`choose_fix` compares the standard crosscoder, the write-up's tied crosscoder at each eta and the best fix
   (:func:`~.tying_lab.best_fix`) in a :class:`FixChoice` whose ``lines()`` the notebook prints.
 * :func:`best_per_variant` and :func:`row_name` serve the notebook's summary.
+* :func:`run_robustness`: issue 15's robustness grid (:mod:`tiedlib.synthetic.grid`) at the notebook's scale, with
+  the recommendation it picks (:class:`GridResult`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 from tiedlib.experiments.exp5.presets import Exp5Settings
 from tiedlib.experiments.exp5.tying import BENCHMARK_SIZES, BenchmarkSize, aggregate_rows, run_tying_benchmark
 from tiedlib.experiments.exp5.tying_lab import best_fix
+from tiedlib.synthetic.grid import TIED_METRIC, Recommendation, recommend, run_grid, summarize
 
 TABLE_COLUMNS = ("variant", "eta", "n", "explained_variance", "timing_one_index", "timing_n_indices",
                  "exclusive_usage", "one_sided_frac", "l0_shared", "l0_base", "l0_chat", "dead_frac")  # fmt: skip
@@ -125,3 +128,42 @@ def best_per_variant(agg: Sequence[dict[str, Any]], *, metric: str = "timing_one
         if v not in exclude and (v not in best or r[metric] > best[v][metric]):
             best[v] = r
     return best
+
+
+# ---- issue 15: the robustness grid ----------------------------------------------------------------------------------
+@dataclass
+class GridResult:
+    """The robustness grid of :mod:`tiedlib.synthetic.grid` run at one scale, summarised and with its verdict."""
+
+    scale: str
+    rows: list[dict[str, Any]]
+    """One row per (setting, config, seed) from :func:`~tiedlib.synthetic.grid.run_grid`."""
+    table: pd.DataFrame
+    """Per (setting, config): means and 95% intervals over seeds (:func:`~tiedlib.synthetic.grid.summarize`)."""
+    recommendation: Recommendation
+
+    def summary(self) -> str:
+        """One line: runs, settings, configs and seeds, training time."""
+        seconds = sum(r["seconds"] for r in self.rows)
+        n_set, n_cfg = self.table["setting"].nunique(), self.table["config"].nunique()
+        seeds = len({r["seed"] for r in self.rows})
+        return (f"grid '{self.scale}': {len(self.rows)} crosscoders = {n_set} settings x {n_cfg} configs x {seeds} "
+                f"seeds; {seconds:.0f} s of training")  # fmt: skip
+
+    def wide(self, metric: str = TIED_METRIC) -> pd.DataFrame:
+        """``metric`` as a config x setting table of means (settings in grid order)."""
+        return self.table.pivot_table(index="config", columns="setting", values=metric, sort=False)
+
+    def limits(self) -> list[str]:
+        """The recommendation's lines (:meth:`Recommendation.lines`), then how many settings each config passes."""
+        rec = self.recommendation
+        lines = list(rec.lines())
+        passing = self.table.groupby("config", sort=False)["passes"].sum()
+        lines.append("settings passed per config: " + ", ".join(f"{c} {int(n)}" for c, n in passing.items()))
+        return lines
+
+
+def run_robustness(settings: Exp5Settings, *, n_threads: int | None = 1) -> GridResult:
+    """Run the grid scale ``settings.grid`` (3 seeds per setting) and pick the recommendation from all of it."""
+    rows = run_grid(settings.grid, n_threads=n_threads)
+    return GridResult(scale=settings.grid, rows=rows, table=summarize(rows), recommendation=recommend(rows))
