@@ -71,7 +71,7 @@ class Exp1Settings:
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds (crosscoder initialisation and batch order) of the short tied runs whose chat-vs-base comparison gets a
     95% interval (:mod:`.seeds`); empty: no seed runs (the paper pair, whose activations are never all in memory)."""
-    seed_steps: int = 600
+    seed_steps: int = 400
     """Training steps of each seed run (shorter than ``n_steps`` to fit the book's time budget)."""
 
 

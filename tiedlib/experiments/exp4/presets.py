@@ -41,7 +41,7 @@ class Exp4Settings:
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds (initialisation and batch order, on the headline run's documents) of the short runs whose comparison
     gets a 95% interval (:mod:`.seeds`); empty: no seed runs (the paper scale analyses one released checkpoint)."""
-    seed_steps: int = 500
+    seed_steps: int = 300
     """Training steps of each seed run (shorter than ``n_steps`` to fit the book's time budget)."""
 
     def __post_init__(self) -> None:

@@ -48,7 +48,8 @@ class SeedRuns:
         if d is None:
             return f"no {query}-exclusive latents to compare: {INCONCLUSIVE}"
         return verdict(d, above=f"{query}-exclusive latents have closer partners than shared ones",
-                       below=f"{query}-exclusive latents have no closer partners than shared ones")  # fmt: skip
+                       below=f"{query}-exclusive latents have farther partners than shared ones (the write-up's "
+                             "claim reversed)")  # fmt: skip
 
     def summary(self) -> str:
         """What was trained, and per query model the difference with its interval and verdict."""
