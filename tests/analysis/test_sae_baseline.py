@@ -78,3 +78,17 @@ def test_train_sae_learns_a_planted_dictionary():
     assert sb.decoder_neighbours(atoms, sae.W_dec.detach(), k=1).cosine.min() > 0.8
     with pytest.raises(ValueError, match="n_tokens >= batch_size"):
         sb.train_sae(acts[:10], d_sae=4, l1_coefficient=1.0, n_steps=1, batch_size=128)
+
+
+def test_concepts_in_both_needs_a_positive_token_in_each_sample():
+    web = torch.tensor([[True, False, False], [False, True, False]])
+    chat = torch.tensor([[True, False, True], [False, False, False]])
+    assert sb.concepts_in_both(web, chat, CONCEPTS) == ["refusal"]
+
+
+def test_train_sae_takes_a_stream_of_batches_and_checks_their_shape():
+    stream = (torch.randn(32, 8) for _ in range(1000))
+    sae = sb.train_sae(stream, d_sae=4, l1_coefficient=1.0, n_steps=3, batch_size=32)
+    assert tuple(sae.W_dec.shape) == (4, 8)
+    with pytest.raises(ValueError, match="expected batches of shape"):
+        sb.train_sae(iter([torch.randn(16, 8)]), d_sae=4, l1_coefficient=1.0, n_steps=3, batch_size=32)

@@ -14,6 +14,7 @@ that detect the query's concept (what a random pick would score).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -23,43 +24,61 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from tiedlib.analysis.concepts import sample_labels
+from tiedlib.analysis.contexts import TokenSample
+from tiedlib.analysis.firing import auroc
 from tiedlib.config import BASE, CHAT
 from tiedlib.crosscoders.crosscoder import Crosscoder
 
 
 # ---- training and reading SAEs -----------------------------------------------------------------------------------
 def train_sae(
-    acts: Float[Tensor, "n_tokens d_in"], *, d_sae: int, l1_coefficient: float, n_steps: int,
-    batch_size: int = 256, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
+    acts: Float[Tensor, "n_tokens d_in"] | Iterator[Float[Tensor, "batch d_in"]], *, d_sae: int, l1_coefficient: float,
+    n_steps: int, batch_size: int = 256, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
 ) -> Any:
-    """Train a sae_lens ``StandardTrainingSAE`` with sae_lens's ``SAETrainer`` on in-memory activations (offline).
+    """Train a sae_lens ``StandardTrainingSAE`` with sae_lens's ``SAETrainer`` (offline, no model needed).
 
-    The data provider reshuffles ``acts`` every epoch. sae_lens scales the inputs to mean norm ``sqrt(d_in)``
-    (``expected_average_only_in``) and folds that scale back into the weights when training ends, so the returned SAE
-    reads raw activations; the L1 coefficient warms up over the first 10% of steps and the learning rate decays over
-    the last 20% (to a tenth).
+    ``acts`` is either an in-memory ``(n_tokens, d_in)`` tensor, reshuffled every epoch, or an endless iterator of
+    ``(batch_size, d_in)`` batches (e.g. one model's rows of ``PairActivations.batches``, streamed or not). sae_lens
+    scales the inputs to mean norm ``sqrt(d_in)`` (``expected_average_only_in``) and folds that scale back into the
+    weights when training ends, so the returned SAE reads activations in the units it was given; the L1 coefficient
+    warms up over the first 10% of steps and the learning rate decays over the last 20% (to a tenth).
 
     Returns:
-        The trained ``StandardTrainingSAE`` (``encode``: ``(n, d_in) -> (n, d_sae)``; ``W_dec``: ``(d_sae, d_in)``).
+        The trained ``StandardTrainingSAE`` in eval mode (``encode``: ``(n, d_in) -> (n, d_sae)``; ``W_dec``:
+        ``(d_sae, d_in)``).
     """
     from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    if acts.ndim != 2 or acts.shape[0] < batch_size:
-        raise ValueError(f"need a (n_tokens >= batch_size={batch_size}, d_in) tensor, got {tuple(acts.shape)}")
-    if min(d_sae, n_steps) < 1 or l1_coefficient < 0:
-        raise ValueError(f"need d_sae, n_steps >= 1 and l1_coefficient >= 0, got {d_sae}, {n_steps}, {l1_coefficient}")
+    if min(d_sae, n_steps, batch_size) < 1 or l1_coefficient < 0:
+        raise ValueError(f"need d_sae, n_steps, batch_size >= 1 and l1_coefficient >= 0, got {d_sae}, {n_steps}, "
+                         f"{batch_size}, {l1_coefficient}")  # fmt: skip
+    if isinstance(acts, Tensor):
+        if acts.ndim != 2 or acts.shape[0] < batch_size:
+            raise ValueError(f"need a (n_tokens >= batch_size={batch_size}, d_in) tensor, got {tuple(acts.shape)}")
+        data = _shuffled(acts.float(), batch_size, seed)
+    else:
+        data = _checked(acts, batch_size)
+    first = next(data)
     torch.manual_seed(seed)
-    cfg = StandardTrainingSAEConfig(d_in=acts.shape[1], d_sae=d_sae, l1_coefficient=l1_coefficient,
+    cfg = StandardTrainingSAEConfig(d_in=first.shape[1], d_sae=d_sae, l1_coefficient=l1_coefficient,
                                     l1_warm_up_steps=n_steps // 10, device=device,
                                     normalize_activations="expected_average_only_in")  # fmt: skip
     trainer_cfg = SAETrainerConfig(total_training_samples=n_steps * batch_size, train_batch_size_samples=batch_size,
                                    lr=lr, lr_end=lr / 10, lr_warm_up_steps=0, lr_decay_steps=n_steps // 5,
                                    device=device, n_batches_for_norm_estimate=min(20, n_steps))  # fmt: skip
     sae = StandardTrainingSAE(cfg)
-    trainer = SAETrainer(trainer_cfg, sae, data_provider=_shuffled(acts.float(), batch_size, seed))
+    trainer = SAETrainer(trainer_cfg, sae, data_provider=itertools.chain([first], data))
     return trainer.fit().eval()
+
+
+def _checked(batches: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
+    for b in batches:
+        if b.ndim != 2 or b.shape[0] != batch_size:
+            raise ValueError(f"expected batches of shape ({batch_size}, d_in), got {tuple(b.shape)}")
+        yield b.float()
 
 
 def _shuffled(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
@@ -91,6 +110,22 @@ def sae_fit(sae: Any, acts: Float[Tensor, "n_tokens d_in"], *, chunk_size: int =
         l0 += (f > 0).sum().item()
     var = (acts - acts.mean(0)).pow(2).sum().item()
     return {"fvu": se / var, "l0": l0 / max(acts.shape[0], 1)}
+
+
+def sae_concept_auroc(sae: Any, sample: TokenSample, model_index: int, concepts: Sequence[str]
+                      ) -> Float[Tensor, "n_concepts d_sae"]:  # fmt: skip
+    """AUROC of every latent of ``sae`` (trained on model ``model_index``'s raw activations) as a detector of every
+    concept on a labelled lab sample (:func:`tiedlib.analysis.concepts.sample_labels`)."""
+    labels = sample_labels(sample, concepts)
+    return auroc(sae_activations(sae, sample.acts[:, model_index]), labels)
+
+
+def concepts_in_both(labels_web: Bool[Tensor, "n_web n_concepts"], labels_chat: Bool[Tensor, "n_chat n_concepts"],
+                     concepts: Sequence[str]) -> list[str]:  # fmt: skip
+    """Concepts that occur in both samples: the only ones whose chat-side detector can have a base-side twin that is
+    seen detecting them on web data."""
+    both = labels_web.any(dim=0) & labels_chat.any(dim=0)
+    return [c for c, b in zip(concepts, both.tolist(), strict=True) if b]
 
 
 def tied_part_decoders(model: Crosscoder) -> tuple[Float[Tensor, "n d_model"], Float[Tensor, "n d_model"]]:
