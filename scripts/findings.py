@@ -52,6 +52,10 @@ LINES = [
     "- **Experiment 4** (04; {exp4_setup}): {exp4_categories}; median max cosine, base query {exp4_base_medians}, chat "
     "query {exp4_chat_medians}. Over {exp4_seeds}: exclusive minus shared, base query {exp4_seed_base}, chat query "
     "{exp4_seed_chat} -> {exp4_seed_verdict}.",
+    "?- **Does the tied crosscoder tie?** (05; synthetic benchmark): the recommended configuration "
+    "{exp5_recommended_config} meets the goal in {exp5_recommended_passing} settings.",
+    "?  Tied fraction and explained-variance gap: recommended {exp5_recommended_tied}, {exp5_recommended_ev_gap}; "
+    "the write-up's tied crosscoder (eta 2) {exp5_writeup_tied}, {exp5_writeup_ev_gap}.",
 ]
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
 
