@@ -14,10 +14,12 @@ that detect the query's concept (what a random pick would score).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -34,7 +36,7 @@ from tiedlib.crosscoders.crosscoder import Crosscoder
 # ---- training and reading SAEs -----------------------------------------------------------------------------------
 def train_sae(
     acts: Float[Tensor, "n_tokens d_in"] | Iterator[Float[Tensor, "batch d_in"]], *, d_sae: int, l1_coefficient: float,
-    n_steps: int, batch_size: int = 256, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
+    n_steps: int, batch_size: int = 256, lr: float = 1e-3, seed: int = 0, device: str = "cpu", progress: bool = False,
 ) -> Any:
     """Train a sae_lens ``StandardTrainingSAE`` with sae_lens's ``SAETrainer`` (offline, no model needed).
 
@@ -42,7 +44,8 @@ def train_sae(
     ``(batch_size, d_in)`` batches (e.g. one model's rows of ``PairActivations.batches``, streamed or not). sae_lens
     scales the inputs to mean norm ``sqrt(d_in)`` (``expected_average_only_in``) and folds that scale back into the
     weights when training ends, so the returned SAE reads activations in the units it was given; the L1 coefficient
-    warms up over the first 10% of steps and the learning rate decays over the last 20% (to a tenth).
+    warms up over the first 10% of steps and the learning rate decays over the last 20% (to a tenth). sae_lens's
+    progress bars are shown only when ``progress`` is true.
 
     Returns:
         The trained ``StandardTrainingSAE`` in eval mode (``encode``: ``(n, d_in) -> (n, d_sae)``; ``W_dec``:
@@ -50,7 +53,9 @@ def train_sae(
     """
     from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
+    from sae_lens.training import activation_scaler, sae_trainer
     from sae_lens.training.sae_trainer import SAETrainer
+    from tqdm.auto import tqdm
 
     if min(d_sae, n_steps, batch_size) < 1 or l1_coefficient < 0:
         raise ValueError(f"need d_sae, n_steps, batch_size >= 1 and l1_coefficient >= 0, got {d_sae}, {n_steps}, "
@@ -71,7 +76,9 @@ def train_sae(
                                    device=device, n_batches_for_norm_estimate=min(20, n_steps))  # fmt: skip
     sae = StandardTrainingSAE(cfg)
     trainer = SAETrainer(trainer_cfg, sae, data_provider=itertools.chain([first], data))
-    return trainer.fit().eval()
+    bar = functools.partial(tqdm, disable=not progress)
+    with mock.patch.object(sae_trainer, "tqdm", bar), mock.patch.object(activation_scaler, "tqdm", bar):
+        return trainer.fit().eval()
 
 
 def _checked(batches: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
@@ -112,12 +119,13 @@ def sae_fit(sae: Any, acts: Float[Tensor, "n_tokens d_in"], *, chunk_size: int =
     return {"fvu": se / var, "l0": l0 / max(acts.shape[0], 1)}
 
 
-def sae_concept_auroc(sae: Any, sample: TokenSample, model_index: int, concepts: Sequence[str]
-                      ) -> Float[Tensor, "n_concepts d_sae"]:  # fmt: skip
-    """AUROC of every latent of ``sae`` (trained on model ``model_index``'s raw activations) as a detector of every
-    concept on a labelled lab sample (:func:`tiedlib.analysis.concepts.sample_labels`)."""
+def sae_concept_auroc(sae: Any, sample: TokenSample, model_index: int, concepts: Sequence[str], *,
+                      factor: float = 1.0) -> Float[Tensor, "n_concepts d_sae"]:  # fmt: skip
+    """AUROC of every latent of ``sae`` (trained on model ``model_index``'s activations times ``factor``, e.g. a
+    crosscoder's normalisation factor) as a detector of every concept on a labelled lab sample of raw activations
+    (:func:`tiedlib.analysis.concepts.sample_labels`)."""
     labels = sample_labels(sample, concepts)
-    return auroc(sae_activations(sae, sample.acts[:, model_index]), labels)
+    return auroc(sae_activations(sae, sample.acts[:, model_index] * factor), labels)
 
 
 def concepts_in_both(labels_web: Bool[Tensor, "n_web n_concepts"], labels_chat: Bool[Tensor, "n_chat n_concepts"],
