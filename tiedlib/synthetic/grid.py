@@ -132,7 +132,7 @@ AXES = ("superposition_1x", "superposition_4x", "dense", "sparse", "shift_0.7", 
 
 GRID_SCALES: dict[str, GridScale] = {
     "smoke": GridScale(_SMOKE_BASE, axes=("shift_0.3",), archs=("standard", "tied"), seeds=(0, 1),
-                       etas={"tied": (2.0,)}),  # fmt: skip
+                       etas={"tied": RECOMMENDED[1:]}),  # fmt: skip
     "book": GridScale(_FULL_BASE, axes=("dense", "shift_0.3", "exclusive_heavy", "lognormal"),
                       archs=("standard", "tied", "tied_equal"), etas={"tied": (1.0, 2.0), "tied_equal": (1.5,)}),
     "full": GridScale(_FULL_BASE, axes=AXES, archs=tuple(a for a in ARCHS if a != "tied_unit")),
