@@ -48,12 +48,15 @@ def _models_and_tables():
     sae_base[0, 2] = 0.95  # base SAE latent 2 detects refusal
     tied_chat[0, 0] = tied_chat[1, 1] = 0.97
     tied_base[1, 1] = 0.93  # triple 1's base part detects code
+    shared_chat, shared_web = low.clone(), low.clone()
+    shared_chat[1, 2] = shared_chat[0, 3] = shared_web[1, 2] = 0.96  # shared part 2 detects code in both datasets
     tables = ConceptTables(CONCEPTS, ["refusal", "code"], {"base": sae_base, "chat": sae_chat},
-                           {"base": tied_base, "chat": tied_chat})  # fmt: skip
+                           {"base": tied_base, "chat": tied_chat, "shared_chat": shared_chat,
+                            "shared_web": shared_web})  # fmt: skip
     return Models(saes, tied, [], torch.ones(2), {}), tables
 
 
-def test_matches_score_the_three_methods():
+def test_matches_score_the_four_methods():
     models, tables = _models_and_tables()
     settings = replace(TABLE["smoke"], k=2)
     found = {m.method: m for m in exp7.matches(models, tables, settings)}
@@ -64,6 +67,8 @@ def test_matches_score_the_three_methods():
     assert own.retrieved.tolist() == [[0], [1]] and own.hits.tolist() == [[False], [True]]
     cos = found["tied (decoder cosine)"]
     assert cos.retrieved[:, 0].tolist() == [1, 0] and cos.hits[:, 0].tolist() == [False, False]
+    shared = found["tied (shared part)"]
+    assert shared.queries.tolist() == [2, 3] and shared.hits.tolist() == [[True], [False]]
     table = exp7.precision(list(found.values()), settings)
     assert table.loc["SAEs (decoder cosine)", "precision@1"] == 0.5 and table.loc["tied (own triple)", "queries"] == 2
     assert exp7.dashboard_latents(list(found.values()), replace(settings, n_dashboards=3), 4) == [1, 0, 2]
@@ -71,7 +76,7 @@ def test_matches_score_the_three_methods():
     assert headline["exp7_sae_p1"] == "0.50" and headline["exp7_tied_own_p1"] == "0.50"
     assert all(k.startswith("exp7_") for k in headline) and "precision@2" in exp7.summary(headline)
     fig = exp7.figures.precision_bars(table)
-    assert len(fig.axes[0].patches) == 3 * 2
+    assert len(fig.axes[0].patches) == 4 * 2
 
 
 def test_findings_without_labels_say_not_available():

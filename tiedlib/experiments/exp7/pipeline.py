@@ -28,7 +28,7 @@ from tiedlib.analysis.concepts import concept_auroc, sample_labels
 from tiedlib.analysis.contexts import TokenSample, eval_sample
 from tiedlib.analysis.dashboards import LatentDashboard, build_dashboards, export_dashboards
 from tiedlib.analysis.logit_lens import unembedding
-from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, CrosscoderConfig, TrainConfig
+from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, SHARED, CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.crosscoder import Crosscoder
 from tiedlib.pairs import ModelPair, is_lab, load_pair, training_sequences
 from tiedlib.training import train_or_load
@@ -113,7 +113,8 @@ class ConceptTables:
     sae: dict[str, Tensor]
     """``{"base": (n_concepts, d_sae) on web, "chat": (n_concepts, d_sae) on chat}``."""
     tied: dict[str, Tensor]
-    """``{"base": base parts on web, "chat": chat parts on chat}``, each ``(n_concepts, n_latents)``."""
+    """``{"base": base parts on web, "chat": chat parts on chat, "shared_web": shared parts on web, "shared_chat":
+    shared parts on chat}``, each ``(n_concepts, n_latents)``."""
 
 
 def concept_tables(models: Models, samples: dict[str, TokenSample], concepts: list[str] | None = None
@@ -128,14 +129,18 @@ def concept_tables(models: Models, samples: dict[str, TokenSample], concepts: li
     sae = {"base": sb.sae_concept_auroc(models.saes["base"], web, BASE, concepts, factor=f[BASE]),
            "chat": sb.sae_concept_auroc(models.saes["chat"], chat, CHAT, concepts, factor=f[CHAT])}  # fmt: skip
     n = models.tied.cfg.n_latents
-    tied = {"base": concept_auroc(models.tied, web, concepts)[:, BASE_ONLY * n : (BASE_ONLY + 1) * n],
-            "chat": concept_auroc(models.tied, chat, concepts)[:, CHAT_ONLY * n : (CHAT_ONLY + 1) * n]}  # fmt: skip
+    on_web, on_chat = concept_auroc(models.tied, web, concepts), concept_auroc(models.tied, chat, concepts)
+    tied = {"base": on_web[:, BASE_ONLY * n : (BASE_ONLY + 1) * n],
+            "chat": on_chat[:, CHAT_ONLY * n : (CHAT_ONLY + 1) * n],
+            "shared_web": on_web[:, SHARED * n : (SHARED + 1) * n],
+            "shared_chat": on_chat[:, SHARED * n : (SHARED + 1) * n]}  # fmt: skip
     return ConceptTables(concepts, both, sae, tied)
 
 
 def matches(models: Models, tables: ConceptTables, settings: Exp7Settings) -> list[sb.ConceptMatches]:
-    """Precision-at-k matches of the three methods: SAE decoder cosine, tied base-part decoder cosine, and the tied
-    triple's own base part (k = 1)."""
+    """Precision-at-k matches of four methods: SAE decoder cosine, tied base-part decoder cosine, the tied triple's own
+    base part (k = 1), and, for shared parts that detect a concept on chat data, the same shared part on web data
+    (k = 1: a shared part decodes into both models, so it is its own base-side counterpart)."""
     thr, c = settings.auroc_threshold, tables.concepts
     out = []
     sae_q, sae_c = sb.select_queries(tables.sae["chat"], c, tables.in_both, thr)
@@ -147,6 +152,10 @@ def matches(models: Models, tables: ConceptTables, settings: Exp7Settings) -> li
     nb = sb.decoder_neighbours(chat_dec[tied_q], base_dec, settings.k)
     out.append(sb.concept_matches("tied (decoder cosine)", tied_q, tied_c, nb.index, tables.tied["base"], c, thr))
     out.append(sb.concept_matches("tied (own triple)", tied_q, tied_c, tied_q[:, None], tables.tied["base"], c, thr))
+    if "shared_chat" in tables.tied:
+        sh_q, sh_c = sb.select_queries(tables.tied["shared_chat"], c, tables.in_both, thr)
+        out.append(sb.concept_matches("tied (shared part)", sh_q, sh_c, sh_q[:, None], tables.tied["shared_web"], c,
+                                      thr))  # fmt: skip
     return out
 
 
@@ -187,12 +196,13 @@ def findings(settings: Exp7Settings, scale: str, table: pd.DataFrame, n_pages: i
         return f"{float(table.loc[method, col]):.2f}"
 
     out = {"exp7_scale": scale, "exp7_pair": settings.pair, "exp7_k": str(settings.k), "exp7_dashboards": str(n_pages)}
-    keys = {"SAEs (decoder cosine)": "sae", "tied (decoder cosine)": "tied_cosine", "tied (own triple)": "tied_own"}
+    keys = {"SAEs (decoder cosine)": "sae", "tied (decoder cosine)": "tied_cosine", "tied (own triple)": "tied_own",
+            "tied (shared part)": "tied_shared"}  # fmt: skip
     for method, key in keys.items():
         out[f"exp7_{key}_queries"] = str(int(table.loc[method, "queries"])) if method in table.index else "0"
         out[f"exp7_{key}_p1"] = cell(method, "precision@1")
         out[f"exp7_{key}_chance"] = cell(method, "chance")
-        if key != "tied_own":
+        if key in ("sae", "tied_cosine"):
             out[f"exp7_{key}_pk"] = cell(method, f"precision@{settings.k}")
     return out
 
@@ -207,5 +217,7 @@ def summary(headline: dict[str, str]) -> str:
         f"The tied crosscoder's own triple gives precision@1 {headline['exp7_tied_own_p1']}; its closest base parts "
         f"by decoder cosine {headline['exp7_tied_cosine_p1']} at 1 and {headline['exp7_tied_cosine_pk']} at {k} "
         f"({headline['exp7_tied_own_queries']} queries; chance {headline['exp7_tied_own_chance']}). "
+        f"Shared parts that detect a concept on chat data detect it on web data too at rate "
+        f"{headline['exp7_tied_shared_p1']} ({headline['exp7_tied_shared_queries']} queries). "
         f"{headline['exp7_dashboards']} dashboards exported."
     )
