@@ -38,18 +38,28 @@ def nu_scatter(scaling: dict[str, LatentScaling], *, threshold: float = 0.5, cli
 
 
 def template_fractions(loc: dict[str, Localisation], *, threshold: float = 0.5, bins: int = 20) -> Figure:
-    """Histograms of the share of activation mass on template tokens and on assistant tokens, per crosscoder."""
+    """Histograms of the share of activation mass on template tokens and on assistant tokens, per crosscoder, each
+    normalised to the crosscoder's number of latents."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
     edges = np.linspace(0, 1, bins + 1)
     for ax, where in zip(axes, ("template", "assistant"), strict=True):
         for name, lo in loc.items():
             frac = (lo.template_fraction if where == "template" else lo.assistant_fraction).numpy()
             frac = frac[~np.isnan(frac)]
-            ax.hist(frac, bins=edges, alpha=0.55, color=COLOURS.get(name), label=f"{name} (n={frac.size})")
+            # Each crosscoder's bars sum to 1 (their latent counts differ by an order of magnitude).
+            ax.hist(
+                frac,
+                bins=edges,
+                weights=np.full(frac.size, 1 / max(frac.size, 1)),
+                histtype="step",
+                lw=2,
+                color=COLOURS.get(name),
+                label=f"{name} (n={frac.size})",
+            )
         ax.axvline(threshold, color="k", ls="--", lw=1)
         ax.set_xlabel(f"share of activation mass on {where} tokens")
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("chat-only latents")
+    axes[0].set_ylabel("share of chat-only latents")
     fig.suptitle("Where chat-only latents fire")
     fig.tight_layout()
     return fig
