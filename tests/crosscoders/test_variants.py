@@ -205,11 +205,11 @@ def test_written_disagreement_penalty_by_hand():
         written_disagreement_penalty(torch.zeros(1, 2, 2), norms, 2.0)
 
 
-def test_written_penalty_tied_trains_with_its_own_penalty():
+def test_written_penalty_tied_trains_with_its_own_penalty(tmp_path):
+    from tiedlib.crosscoders.crosscoder import WrittenTiedCrosscoder, recommended_tied
     from tiedlib.crosscoders.losses import written_disagreement_penalty
-    from tiedlib.synthetic.dedicated import WrittenPenaltyTied
 
-    model = WrittenPenaltyTied(make_cfg(architecture="tied", n_latents=16, eta=1.5))
+    model = WrittenTiedCrosscoder(make_cfg(architecture="tied", n_latents=16, eta=1.5))
     x = random_rows(64)
     out = model.loss(x, l1_coeff=0.3)
     expected = written_disagreement_penalty(model.encode(x), model.decoder_norms(), 1.5)
@@ -218,6 +218,14 @@ def test_written_penalty_tied_trains_with_its_own_penalty():
     first = float(out.total.detach())
     _steps(model, n=5)
     assert float(model.loss(x, l1_coeff=0.3).total) < first
+    # only training differs: saved, it loads as the write-up's tied crosscoder with the same latents
+    model.save_pretrained(tmp_path / "w")
+    loaded = load_crosscoder(tmp_path / "w")
+    assert type(loaded) is TiedCrosscoder
+    torch.testing.assert_close(loaded.encode(x), model.encode(x))
+    rec = recommended_tied(16, 8, norm_factors=[1.0, 2.0])
+    assert type(rec) is WrittenTiedCrosscoder and (rec.cfg.architecture, rec.cfg.eta) == ("tied", 1.5)
+    assert rec.cfg.norm_factors == [1.0, 2.0] and rec.cfg.decoder_norm == "free"
 
 
 def test_dedicated_crosscoder_keeps_one_model_latents_one_sided():

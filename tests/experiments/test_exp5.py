@@ -444,7 +444,8 @@ def test_summary_lines():
     grid = _grid_result()
     with_grid = exp5.summary_lines("smoke", bench, fix, lab, None, colour_run, colour, grid=grid)
     assert with_grid[3].startswith("Robustness grid (issue 15, grid 'smoke': 12 crosscoders = 2 settings x 2 configs")
-    assert "recommended: tied eta 1: meets the goal" in with_grid[3] and with_grid[:3] + with_grid[4:] == lines
+    assert "recommended: tied eta 1: meets the goal (tied >= 0.85, EV gap >= -0.03) in 1 of 2" in with_grid[3]
+    assert with_grid[:3] + with_grid[4:] == lines
 
 
 # ---- issue 15: the robustness grid in the notebook ------------------------------------------------------------------
@@ -455,8 +456,8 @@ def _grid_rows():
             for arch, eta, tied, gap in (("standard", None, 0.0, 0.0), ("tied", 1.0, 0.9 + 0.01 * seed, 0.02)):
                 rows.append({"setting": setting, "axis": setting, "arch": arch, "eta": eta, "seed": seed,
                              "config": arch if eta is None else f"{arch} eta {eta:g}", "seconds": 1.0,
-                             "timing_one_index_strict": tied if setting == "base" else tied - 0.2,
-                             "timing_one_index": tied, "ev_gap": gap, "explained_variance": 0.9 + gap,
+                             "timing_one_index": tied if setting == "base" else tied - 0.2,
+                             "timing_one_index_strict": tied - 0.3, "ev_gap": gap, "explained_variance": 0.9 + gap,
                              "dead_exclusive": 0.0})  # fmt: skip
     return rows
 
@@ -476,6 +477,7 @@ def test_run_robustness_runs_the_settings_grid_and_recommends(monkeypatch):
     grid = exp5.run_robustness(SMOKE)
     assert calls == ["smoke"] and grid.scale == "smoke"
     assert grid.recommendation.config == "tied eta 1" and grid.recommendation.failing == ["dense"]
+    assert grid.recommendation.worst_strict[0] == "base"
     assert grid.summary() == "grid 'smoke': 12 crosscoders = 2 settings x 2 configs x 3 seeds; 12 s of training"
     wide = grid.wide()
     assert list(wide.columns) == ["base", "dense"] and wide.loc["tied eta 1", "base"] == pytest.approx(0.91)
@@ -484,10 +486,11 @@ def test_run_robustness_runs_the_settings_grid_and_recommends(monkeypatch):
 
 def test_plot_grid_annotates_mean_and_interval():
     fig = exp5.plot_grid(_grid_result().table)
-    assert len(fig.axes) == 4  # two heatmaps and their colour bars
+    assert len(fig.axes) == 6  # three heatmaps and their colour bars
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert len(texts) == 4 and any(t.startswith("0.91\n[") for t in texts)
-    assert [a.get_title() for a in fig.axes[:2]] == ["timing concepts on one index", "EV minus standard's"]
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert titles == ["timing concepts on one index", "... strict count", "EV minus standard's"]
 
 
 # ---- figures and the notebook's setup --------------------------------------------------------------------------------

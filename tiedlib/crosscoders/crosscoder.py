@@ -393,6 +393,39 @@ class TiedCrosscoder(_Crosscoder):
         return losses.tied_penalty_weights(norms, self.cfg.eta, self.cfg.shared_penalty)
 
 
+class WrittenTiedCrosscoder(TiedCrosscoder):
+    """The write-up's tied crosscoder (groups, decoder, init) trained with issue 15's written-disagreement penalty
+    (:func:`~tiedlib.crosscoders.losses.written_disagreement_penalty`, ``cfg.eta`` its disagreement charge) instead
+    of the write-up's per-group weights; plain autograd, no fused kernel.
+
+    Only training differs: encode and decode are the tied crosscoder's, so a saved one loads (and is analysed) as a
+    :class:`TiedCrosscoder`. Its config records ``shared_penalty="sum"`` (the config has no field for this penalty
+    yet), so resuming a saved one with :func:`tiedlib.training.resume` would continue with the write-up's penalty.
+    """
+
+    def _latents_reconstruction_sparsity(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        f = self.encode(x)
+        penalty = losses.written_disagreement_penalty(f, self.decoder_norms(), self.cfg.eta)
+        # One term for the whole triple, reported as the shared group's (the exclusive groups' terms are zero).
+        zero = penalty.new_zeros(())
+        return f.reshape(x.shape[0], -1), self.decode(f), torch.stack([penalty, zero, zero])
+
+
+RECOMMENDED_TIED_ETA = 1.5
+"""eta of :func:`recommended_tied` (the disagreement charge of its penalty)."""
+
+
+def recommended_tied(d_model: int, n_latents: int, **overrides) -> WrittenTiedCrosscoder:
+    """Issue 15's recommended tied configuration: the write-up's tied crosscoder (``n_latents`` triples, free decoder
+    norms, the published init) trained with the written-disagreement penalty at eta 1.5.
+
+    Picked from the whole robustness grid of :mod:`tiedlib.synthetic.grid` (``make bench``: 12 settings, 3 seeds
+    each), not from one setting; notebook 05 shows the grid and the limits. ``overrides`` replace config fields.
+    """
+    fields = {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, **overrides}
+    return WrittenTiedCrosscoder(CrosscoderConfig(d_model=d_model, n_latents=n_latents, **fields))
+
+
 Crosscoder = _Crosscoder
 """Common base class of :class:`StandardCrosscoder` and :class:`TiedCrosscoder` (for type hints and loading)."""
 

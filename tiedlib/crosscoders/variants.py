@@ -5,20 +5,15 @@
 * :func:`project_decoder_`: re-impose equal or unit per-model decoder norms after an optimizer step.
 * :func:`tie_designated_`: keep the two decoder halves of designated shared latents equal (Anthropic, Feb 2025).
 * :func:`contrast_init_`: a distinct start for the tied encoder's exclusive groups (issue 15).
-* :func:`recommended_tied`: issue 15's recommended tied configuration (:data:`RECOMMENDED_TIED`).
 
 The crosscoder classes call these; they take and return tensors only so they can be tested on their own.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
-
-from tiedlib.config import CrosscoderConfig
 
 THRESHOLD_MOMENTUM = 0.99
 """Weight of the old value in the running BatchTopK inference threshold (an exponential moving average)."""
@@ -108,17 +103,3 @@ def contrast_init_(W_enc: Float[Tensor, "n_models d_model 3 n_latents"]) -> None
     W_enc[1, :, 1] = -W_enc[1, :, 1]  # base group: minus the chat reading
     W_enc[0, :, 2] = -W_enc[0, :, 2]  # chat group: minus the base reading
 
-
-RECOMMENDED_TIED: dict[str, Any] = {"architecture": "tied", "eta": 1.0}
-"""Issue 15's recommended tied configuration: the write-up's architecture, init and loss (free decoder norms, shared
-weight ``||d_base|| + ||d_chat||``) with ``eta = 1``, so that a one-model firing costs its one decoder norm whether an
-exclusive group or a lopsided shared group carries it. Picked from the whole robustness grid of
-:mod:`tiedlib.synthetic.grid` (``make bench``: 12 settings, 3 seeds each), not from one setting; notebook 05 shows
-the grid and the limits."""
-
-
-def recommended_tied(d_model: int, n_latents: int, **overrides: Any) -> CrosscoderConfig:
-    """The :class:`CrosscoderConfig` of :data:`RECOMMENDED_TIED` for a pair of width ``d_model`` with ``n_latents``
-    triples; ``overrides`` replace any field (e.g. ``norm_factors``). From the command line:
-    ``python -m tiedlib.cli train --architecture tied --eta 1 ...``."""
-    return CrosscoderConfig(**{"d_model": d_model, "n_latents": n_latents, **RECOMMENDED_TIED, **overrides})

@@ -1,25 +1,18 @@
-"""Crosscoders of the robustness grid (issue 15) that the config alone cannot describe yet.
+"""A Dedicated-Feature-style crosscoder for the robustness grid of issue 15 (:mod:`tiedlib.synthetic.grid`).
 
-* :class:`DedicatedCrosscoder`: a standard crosscoder whose dictionary is partitioned into base-only, chat-only and
-  shared latents, in the spirit of Dedicated Feature Crosscoders (arXiv 2602.11729, REFERENCE.md): a base-only latent
-  has no chat decoder half and vice versa, enforced after every optimizer step.
-* :class:`WrittenPenaltyTied`: a tied crosscoder whose penalty charges each triple for what it *writes* into each
-  model, plus ``eta - 1`` times the gap between the two models where they disagree
-  (:func:`tiedlib.crosscoders.losses.written_disagreement_penalty`).
-
-Both keep the parent's ``CrosscoderConfig`` (the partition sizes and the penalty are attributes of the instance, not
-config fields), so :meth:`save_pretrained` round-trips their weights but not the partition or the penalty: they are
-benchmark models, trained and evaluated in one process by :mod:`tiedlib.synthetic.grid`.
+:class:`DedicatedCrosscoder` is a standard crosscoder whose dictionary is partitioned into base-only, chat-only and
+shared latents, in the spirit of Dedicated Feature Crosscoders (arXiv 2602.11729, REFERENCE.md): a base-only latent
+has no chat decoder half and vice versa, enforced after every optimizer step. The partition sizes are attributes of
+the instance, not config fields, so :meth:`save_pretrained` round-trips its weights but not the partition: it is a
+benchmark model, trained and evaluated in one process.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from tiedlib.config import BASE, CHAT, CrosscoderConfig
-from tiedlib.crosscoders import losses
-from tiedlib.crosscoders.crosscoder import StandardCrosscoder, TiedCrosscoder
+from tiedlib.crosscoders.crosscoder import StandardCrosscoder
 
 
 class DedicatedCrosscoder(StandardCrosscoder):
@@ -44,14 +37,3 @@ class DedicatedCrosscoder(StandardCrosscoder):
         self.W_dec[:nb, CHAT] = 0
         self.W_dec[nb : nb + nc, BASE] = 0
 
-
-class WrittenPenaltyTied(TiedCrosscoder):
-    """Tied crosscoder trained with :func:`~tiedlib.crosscoders.losses.written_disagreement_penalty` (plain autograd,
-    no fused kernel). ``cfg.eta`` sets the disagreement charge; the write-up's groups, decoder and init are kept."""
-
-    def _latents_reconstruction_sparsity(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        f = self.encode(x)
-        penalty = losses.written_disagreement_penalty(f, self.decoder_norms(), self.cfg.eta)
-        # One term for the whole triple; reported as the shared group's, the exclusive groups' terms are zero.
-        per_group = torch.stack([penalty, penalty.new_zeros(()), penalty.new_zeros(())])
-        return f.reshape(x.shape[0], -1), self.decode(f), per_group

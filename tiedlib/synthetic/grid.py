@@ -25,21 +25,23 @@ import torch
 
 from tiedlib.activations.batches import InMemoryBatches
 from tiedlib.config import CrosscoderConfig, TrainConfig
-from tiedlib.crosscoders.crosscoder import Crosscoder, make_crosscoder
-from tiedlib.crosscoders.variants import RECOMMENDED_TIED, contrast_init_
+from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder, WrittenTiedCrosscoder, make_crosscoder
+from tiedlib.crosscoders.variants import contrast_init_
 from tiedlib.synthetic.benchmark import SyntheticConfig, SyntheticData, evaluate_crosscoder, make_synthetic
-from tiedlib.synthetic.dedicated import DedicatedCrosscoder, WrittenPenaltyTied
+from tiedlib.synthetic.dedicated import DedicatedCrosscoder
 from tiedlib.training import train
 
 TIED_TARGET = 0.85
 """Issue 15's goal: at least this fraction of timing-shifted concepts on one index ..."""
 EV_TOLERANCE = 0.03
 """... with explained variance at most this far below the standard crosscoder of the same decoder size."""
-TIED_METRIC = "timing_one_index_strict"
-"""The goal's "kept on one index": one index writes the concept's joint firings into both models and its one-model
-firings into that model, with at most a quarter as much into the other one
-(:func:`~tiedlib.synthetic.benchmark.writes_mostly`); the lenient ``timing_one_index`` also counts an index that
-writes a one-model firing into both models alike."""
+TIED_METRIC = "timing_one_index"
+"""The goal's "kept on one index" (issue 15 quotes its figures in it): one index covers at least half of a
+concept's joint, base-alone and chat-alone firings, writing into the model(s) that fire."""
+STRICT_METRIC = "timing_one_index_strict"
+"""Stricter: on one-model firings the index must write at most a quarter as much into the other model
+(:func:`~tiedlib.synthetic.benchmark.writes_mostly`); :data:`TIED_METRIC` also credits an index that writes a
+one-model firing into both models alike (a standard latent, a tied shared group). Reported next to it."""
 METRICS = ("timing_one_index_strict", "timing_one_index", "explained_variance", "ev_gap", "dead_exclusive",
            "exclusive_usage", "l0", "one_sided_frac")  # fmt: skip
 """Per-run metrics kept in :func:`run_grid` rows (``ev_gap`` and ``dead_exclusive`` are added there)."""
@@ -61,7 +63,7 @@ class ArchSpec:
     dedicated: tuple[float, float] | None = None
     """Fractions of base-only and chat-only latents of a :class:`DedicatedCrosscoder` (None: not partitioned)."""
     penalty: str = "write-up"
-    """``"write-up"`` (the config's penalty) or ``"written"`` (:class:`WrittenPenaltyTied`)."""
+    """``"write-up"`` (the config's penalty) or ``"written"`` (:class:`WrittenTiedCrosscoder`)."""
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -79,8 +81,8 @@ ARCHS: dict[str, ArchSpec] = {
 """Architecture name -> spec. ``*_2x``: twice the latents, the tied crosscoder's parameter count."""
 NOT_TIED = tuple(a for a, spec in ARCHS.items() if spec.crosscoder["architecture"] != "tied")
 """The comparisons that are no tied configuration (never recommended)."""
-RECOMMENDED = ("tied", RECOMMENDED_TIED["eta"])
-"""(architecture, eta) of :data:`ARCHS` that is :func:`tiedlib.crosscoders.variants.recommended_tied`."""
+RECOMMENDED = ("tied_written", RECOMMENDED_TIED_ETA)
+"""(architecture, eta) of :data:`ARCHS` that is :func:`tiedlib.crosscoders.crosscoder.recommended_tied`."""
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,15 @@ AXES = ("superposition_1x", "superposition_4x", "dense", "sparse", "shift_0.7", 
 """The one-axis changes of :func:`vary`."""
 
 GRID_SCALES: dict[str, GridScale] = {
-    "smoke": GridScale(_SMOKE_BASE, axes=("shift_0.3",), archs=("standard", "tied"), seeds=(0, 1),
-                       etas={"tied": RECOMMENDED[1:]}),  # fmt: skip
+    "smoke": GridScale(_SMOKE_BASE, axes=("shift_0.3",), archs=("standard", "tied_written"), seeds=(0, 1),
+                       etas={"tied": (2.0,)}),  # fmt: skip
     "book": GridScale(_FULL_BASE, axes=("dense", "shift_0.3", "exclusive_heavy", "lognormal"),
-                      archs=("standard", "tied", "tied_equal"), etas={"tied": (1.0, 2.0), "tied_equal": (1.5,)}),
+                      archs=("standard", "tied", "tied_written"), etas={"tied": (1.0, 2.0)}),
     "full": GridScale(_FULL_BASE, axes=AXES, archs=tuple(a for a in ARCHS if a != "tied_unit")),
 }  # fmt: skip
 """``smoke``: the test suite (a few seconds). ``book``: notebook 05 at the tiny scale (the base setting and four
-axes; the standard crosscoder, the write-up's tied crosscoder at eta 2, the recommended one (eta 1) and issue 8's
-equal-norm fix). ``full``: ``make bench`` (every axis, every architecture and eta but ``tied_unit``)."""
+axes; the standard crosscoder, the write-up's tied crosscoder at eta 2 and 1, and the recommended one, written
+penalty at eta 1.5). ``full``: ``make bench`` (every axis, every architecture and eta but ``tied_unit``)."""
 
 
 def vary(base: GridSetting, axis: str) -> GridSetting:
@@ -211,7 +213,7 @@ def build_model(arch: str, d_model: int, n_latents: int, *, eta: float | None = 
         model: Crosscoder = DedicatedCrosscoder(cfg, n_base_only=max(1, int(spec.dedicated[0] * n)),
                                                 n_chat_only=max(1, int(spec.dedicated[1] * n)))  # fmt: skip
     elif spec.penalty == "written":
-        model = WrittenPenaltyTied(cfg)
+        model = WrittenTiedCrosscoder(cfg)
     else:
         model = make_crosscoder(cfg)
     if spec.init == "contrast":
@@ -312,7 +314,7 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return (mean, mean - half, mean + half)
 
 
-def summarize(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = (TIED_METRIC, "timing_one_index", "ev_gap",
+def summarize(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = (TIED_METRIC, STRICT_METRIC, "ev_gap",
               "dead_exclusive", "explained_variance")):  # fmt: skip
     """One row per (setting, config): ``n`` seeds and, per metric, its mean, ``<metric>_lo`` and ``<metric>_hi``
     (95% interval over seeds, :func:`mean_interval`), plus ``passes``: the mean tied fraction (:data:`TIED_METRIC`)
@@ -348,11 +350,13 @@ class Recommendation:
     """(setting, mean, low, high) of its lowest mean tied fraction."""
     worst_gap: tuple[str, float, float, float]
     """(setting, mean, low, high) of its most negative mean EV gap."""
+    worst_strict: tuple[str, float, float, float]
+    """(setting, mean, low, high) of its lowest mean :data:`STRICT_METRIC`."""
     failing: list[str]
     """Settings where it misses the goal."""
     write_up: dict[str, tuple[float, float, float]]
     """The write-up's tied crosscoder at eta 2 (when in the grid): mean and interval over settings and seeds of
-    :data:`TIED_METRIC`, ``timing_one_index`` and ``ev_gap``."""
+    :data:`TIED_METRIC`, :data:`STRICT_METRIC` and ``ev_gap``."""
     recommended: dict[str, tuple[float, float, float]]
     """The same pooled figures for the recommended config."""
 
@@ -362,11 +366,14 @@ class Recommendation:
                f"{self.n_passing} of {self.n_settings} settings"]  # fmt: skip
         for name, d in (("recommended", self.recommended), ("write-up tied (eta 2)", self.write_up)):
             if d:
-                ti, ev = d[TIED_METRIC], d["ev_gap"]
+                ti, st, ev = d[TIED_METRIC], d[STRICT_METRIC], d["ev_gap"]
                 out.append(f"{name}, pooled over settings and seeds: tied fraction {ti[0]:.2f} [{ti[1]:.2f}, "
-                           f"{ti[2]:.2f}], EV gap {ev[0]:+.3f} [{ev[1]:+.3f}, {ev[2]:+.3f}]")  # fmt: skip
+                           f"{ti[2]:.2f}] (strict count {st[0]:.2f} [{st[1]:.2f}, {st[2]:.2f}]), EV gap "
+                           f"{ev[0]:+.3f} [{ev[1]:+.3f}, {ev[2]:+.3f}]")  # fmt: skip
         out.append(f"its worst setting for the tied fraction: {t[0]}, {t[1]:.2f} [{t[2]:.2f}, {t[3]:.2f}]; for the "
                    f"EV gap: {g[0]}, {g[1]:+.3f} [{g[2]:+.3f}, {g[3]:+.3f}]")  # fmt: skip
+        st = self.worst_strict
+        out.append(f"its worst setting under the strict count: {st[0]}, {st[1]:.2f} [{st[2]:.2f}, {st[3]:.2f}]")
         if self.failing:
             out.append("it misses the goal in: " + ", ".join(self.failing))
         return out
@@ -384,6 +391,7 @@ class Recommendation:
         for name, d in (("recommended", self.recommended), ("writeup", self.write_up)):
             if d:
                 out[f"{prefix}{name}_tied"] = fmt(d[TIED_METRIC])
+                out[f"{prefix}{name}_tied_strict"] = fmt(d[STRICT_METRIC])
                 out[f"{prefix}{name}_ev_gap"] = fmt(d["ev_gap"], signed=True)
         return out
 
@@ -407,17 +415,19 @@ def recommend(rows: Sequence[dict[str, Any]], *, exclude: Sequence[str] = NOT_TI
     sub = table[table["config"] == best]
     t = sub.loc[sub[TIED_METRIC].idxmin()]
     g = sub.loc[sub["ev_gap"].idxmin()]
+    st = sub.loc[sub[STRICT_METRIC].idxmin()]
 
     def pooled(config: str) -> dict[str, tuple[float, float, float]]:
         mine = [r for r in rows if r["config"] == config]
         if not mine:
             return {}
-        return {m: mean_interval([r[m] for r in mine]) for m in (TIED_METRIC, "timing_one_index", "ev_gap")}
+        return {m: mean_interval([r[m] for r in mine]) for m in (TIED_METRIC, STRICT_METRIC, "ev_gap")}
 
     return Recommendation(
         config=best, n_settings=len(sub), n_passing=int(sub["passes"].sum()),
         worst_tied=(t["setting"], t[TIED_METRIC], t[f"{TIED_METRIC}_lo"], t[f"{TIED_METRIC}_hi"]),
         worst_gap=(g["setting"], g["ev_gap"], g["ev_gap_lo"], g["ev_gap_hi"]),
+        worst_strict=(st["setting"], st[STRICT_METRIC], st[f"{STRICT_METRIC}_lo"], st[f"{STRICT_METRIC}_hi"]),
         failing=list(sub.loc[~sub["passes"], "setting"]), write_up=pooled(config_name("tied", 2.0)),
         recommended=pooled(best),
     )  # fmt: skip

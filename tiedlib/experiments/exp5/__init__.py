@@ -7,7 +7,7 @@ and the core functions it calls directly (:func:`load_pair`, :func:`build_colour
 """
 
 from tiedlib.analysis.firing import firing_ratios
-from tiedlib.crosscoders.variants import recommended_tied
+from tiedlib.crosscoders.crosscoder import recommended_tied
 from tiedlib.experiments.exp5.colour_toy import (
     COLOUR_GROUPS,
     ColourCheck,
