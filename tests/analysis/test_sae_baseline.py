@@ -71,11 +71,11 @@ def test_train_sae_learns_a_planted_dictionary():
     acts = codes @ atoms
     sae = sb.train_sae(acts, d_sae=12, l1_coefficient=0.5, n_steps=150, batch_size=128, lr=1e-2)
     fit = sb.sae_fit(sae, acts)
-    assert fit["fvu"] < 0.3 and 0 < fit["l0"] < 12
+    assert fit["fvu"] < 0.05 and 0 < fit["l0"] < 6
     f = sb.sae_activations(sae, acts[:10], chunk_size=4)
     assert f.shape == (10, 12) and (f >= 0).all()
     # each planted atom has a decoder row close to it
-    assert sb.decoder_neighbours(atoms, sae.W_dec.detach(), k=1).cosine.min() > 0.8
+    assert sb.decoder_neighbours(atoms, sae.W_dec.detach(), k=1).cosine.min() > 0.95
     with pytest.raises(ValueError, match="n_tokens >= batch_size"):
         sb.train_sae(acts[:10], d_sae=4, l1_coefficient=1.0, n_steps=1, batch_size=128)
 
