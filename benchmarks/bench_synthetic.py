@@ -4,8 +4,8 @@ Usage: ``python benchmarks/bench_synthetic.py [--size small|book] [--grid full|b
 [--json out.json] [--grid-json rows.jsonl]``.
 Prints ``synthetic_benchmark_seconds: <value> (target <= 120)`` for the whole sweep, then the table of
 :func:`tiedlib.experiments.exp5.tying.run_tying_benchmark` (held-out metrics of every variant at every eta); then
-``synthetic_grid_<scale>_seconds`` for :func:`tiedlib.synthetic.grid.run_grid` (the full grid: 12 settings x 13
-configs x 3 seeds, about 13 minutes of one core), its tied-fraction and EV-gap tables and its recommendation.
+``synthetic_grid_<scale>_seconds`` for :func:`tiedlib.synthetic.grid.run_grid` (the full grid: 12 settings x 12
+configs x 3 seeds, about 10 minutes of one core), its tied-fraction and EV-gap tables and its recommendation.
 """
 
 from __future__ import annotations
