@@ -421,6 +421,8 @@ def recommended_tied(d_model: int, n_latents: int, **overrides) -> WrittenTiedCr
 
     Picked from the whole robustness grid of :mod:`tiedlib.synthetic.grid` (``make bench``: 12 settings, 3 seeds
     each), not from one setting; notebook 05 shows the grid and the limits. ``overrides`` replace config fields.
+    The config has no field for this penalty yet, so ``python -m tiedlib.cli train`` cannot select it: the CLI builds
+    crosscoders from the config alone.
     """
     fields = {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, **overrides}
     return WrittenTiedCrosscoder(CrosscoderConfig(d_model=d_model, n_latents=n_latents, **fields))
