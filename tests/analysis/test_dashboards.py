@@ -87,3 +87,16 @@ def test_histogram_svg_checks_its_input():
     assert svg.count("<rect") == 2 and "a&lt;b" in svg
     with pytest.raises(ValueError, match="one more edge"):
         db.histogram_svg([0, 1], [1, 2])
+
+
+def test_latent_scaling_notes_label_the_part_and_ratios():
+    from tiedlib.analysis.latent_scaling import LatentScaling
+
+    ls = LatentScaling(torch.tensor([4, 9]), "chat", torch.tensor([[0.2, 1.0], [1.0, 2.0]]),
+                       torch.tensor([[0.5, 0.0], [1.0, 1.0]]), torch.tensor([12, 3]))  # fmt: skip
+    notes = db.latent_scaling_notes(ls)
+    assert set(notes) == {4, 9}
+    assert notes[4]["nu_reconstruction (chat part) (Latent Decoupling when large)"] == pytest.approx(0.2)
+    assert notes[9]["nu_error (chat part) (Complete Shrinkage when large)"] == 0.0
+    assert notes[4]["beta_error base / chat (chat part)"] == "0.5 / 1"
+    assert notes[9]["tokens fired on (chat part) (Latent Scaling sample)"] == 3

@@ -44,6 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tiedlib.analysis.contexts import Context, TokenSample, latent_activations, top_k_contexts
+from tiedlib.analysis.latent_scaling import LatentScaling
 from tiedlib.analysis.logit_lens import logit_lens
 from tiedlib.analysis.widgets import GROUP_COLOURS, contexts_html
 from tiedlib.config import BASE, CHAT
@@ -172,6 +173,24 @@ def build_dashboards(
                                     for x, t in zip(bottom.values, bottom.indices, strict=True)]}  # fmt: skip
         out.append(LatentDashboard(int(i), model.cfg.architecture, float(rel[i]), by_part, logits,
                                    dict((notes or {}).get(i, {}))))  # fmt: skip
+    return out
+
+
+def latent_scaling_notes(ls: LatentScaling) -> dict[int, dict[str, float]]:
+    """Dashboard notes from Latent Scaling (:func:`tiedlib.analysis.latent_scaling.latent_scaling`): per latent, its
+    betas of the reconstruction and of the error in each model, their base/chat ratios ``nu`` and the tokens it fired
+    on, keyed by latent index (labelled with the scaled part for a tied crosscoder)."""
+    part = f" ({ls.group} part)" if ls.group else ""
+    out = {}
+    for j, i in enumerate(ls.latents.tolist()):
+        out[int(i)] = {
+            f"beta_reconstruction base / chat{part}": f"{float(ls.beta_reconstruction[0, j]):.3g} / "
+                                                     f"{float(ls.beta_reconstruction[1, j]):.3g}",
+            f"beta_error base / chat{part}": f"{float(ls.beta_error[0, j]):.3g} / {float(ls.beta_error[1, j]):.3g}",
+            f"nu_reconstruction{part} (Latent Decoupling when large)": float(ls.nu_reconstruction[j]),
+            f"nu_error{part} (Complete Shrinkage when large)": float(ls.nu_error[j]),
+            f"tokens fired on{part} (Latent Scaling sample)": int(ls.n_active[j]),
+        }  # fmt: skip
     return out
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from tiedlib.activations.collect import collect_activations
 from tiedlib.analysis import sae_baseline as sb
 from tiedlib.analysis.concepts import concept_auroc, sample_labels
 from tiedlib.analysis.contexts import TokenSample, eval_sample
-from tiedlib.analysis.dashboards import LatentDashboard, build_dashboards, export_dashboards
+from tiedlib.analysis.dashboards import LatentDashboard, build_dashboards, export_dashboards, latent_scaling_notes
+from tiedlib.analysis.latent_scaling import latent_scaling
 from tiedlib.analysis.logit_lens import unembedding
 from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, SHARED, CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.crosscoder import Crosscoder
@@ -178,10 +180,16 @@ def dashboard_latents(found: list[sb.ConceptMatches], settings: Exp7Settings, n_
 
 def dashboards(pair: ModelPair, models: Models, samples: dict[str, TokenSample], latents: list[int],
                settings: Exp7Settings, folder: str | Path) -> tuple[list[LatentDashboard], Path]:  # fmt: skip
-    """Build and export the dashboards of ``latents`` (tied triples) into ``folder``; returns them and the index."""
+    """Build and export the dashboards of ``latents`` (tied triples) into ``folder``; returns them and the index.
+
+    Each page also carries the Latent Scaling betas of the triple's chat part over all held-out tokens (its own
+    triple's other parts left out of the target, as in notebook 06)."""
     W_U = {name: unembedding(model) for name, model in (("base", pair.base), ("chat", pair.chat))}
+    batches = itertools.chain.from_iterable(s.batches() for s in samples.values())
+    ls = latent_scaling(models.tied, batches, latents, group="chat", exclude_triple=True)
     # Decoder vectors are in the crosscoder's units; a positive factor per model does not change which logits lead.
-    pages = build_dashboards(models.tied, samples, latents, pair.tokenizer, unembeddings=W_U, k=settings.top_k_contexts)
+    pages = build_dashboards(models.tied, samples, latents, pair.tokenizer, unembeddings=W_U,
+                             notes=latent_scaling_notes(ls), k=settings.top_k_contexts)  # fmt: skip
     index = export_dashboards(pages, folder, title=f"Tied crosscoder dashboards ({pair.name})",
                               meta={"pair": pair.name, "layer": pair.layer, "run_id": settings.run_id})  # fmt: skip
     return pages, index
