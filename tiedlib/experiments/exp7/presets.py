@@ -3,7 +3,9 @@
 One SAE per model (sae_lens, ``d_sae`` latents each) and a tied crosscoder (``n_latents`` triples, the write-up's
 eta = 2) train on the same harvested activations; held-out web and chat documents score them on the lab pair's
 planted concepts. ``paper`` uses the write-up's crosscoder configuration on Gemma-2-2b / -it (layer 14); it has no
-concept labels, so there the notebook stops at the decoder-cosine matches and the dashboards.
+concept labels, so there the precision table is empty and only the fits and the dashboards remain. The paper SAEs'
+width (16,384) and L1 coefficient (5, on inputs of norm sqrt(d)) are our choices, not tuned; the paper column has not
+been run (the SAEs would train from the streamed buffer, harvesting the pair again for each SAE).
 """
 
 from __future__ import annotations
