@@ -41,8 +41,8 @@ def plot_tying_benchmark(rows: Sequence[dict[str, Any]], metrics: Sequence[str] 
 def plot_grid(table: Any, metrics: Sequence[tuple[str, str]] = (
         ("timing_one_index", "timing concepts on one index"), ("timing_one_index_strict", "... strict count"),
         ("ev_gap", "EV minus standard's"))):
-    """Issue 15's robustness grid: one seaborn heatmap per metric, configs (rows) x settings (columns), each cell the
-    mean over seeds with its 95% interval written under it.
+    """Issue 15's robustness grid: one seaborn heatmap per metric (stacked), configs (rows) x settings (columns), each
+    cell the mean over seeds with its 95% interval written under it.
 
     ``table``: :func:`tiedlib.synthetic.grid.summarize` (columns ``config``, ``setting``, ``<metric>``,
     ``<metric>_lo``, ``<metric>_hi``). The tied fraction is coloured on [0, 1] and the EV gap around 0. Returns the
@@ -52,9 +52,9 @@ def plot_grid(table: Any, metrics: Sequence[tuple[str, str]] = (
     import seaborn as sns
 
     n_cfg, n_set = table["config"].nunique(), table["setting"].nunique()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(1.25 * n_set * len(metrics) + 3, 0.55 * n_cfg + 1.8),
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(1.1 * n_set + 4, (0.45 * n_cfg + 1.6) * len(metrics)),
                              squeeze=False)  # fmt: skip
-    for ax, (metric, title) in zip(axes[0], metrics, strict=True):
+    for ax, (metric, title) in zip(axes[:, 0], metrics, strict=True):
         wide = {k: table.pivot_table(index="config", columns="setting", values=f"{metric}{k}", sort=False)
                 for k in ("", "_lo", "_hi")}  # fmt: skip
         mean = wide[""]
