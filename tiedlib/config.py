@@ -23,7 +23,7 @@ GROUP_NAMES = ("shared", "base", "chat")
 Architecture = Literal["standard", "tied"]
 DecoderNorm = Literal["free", "equal", "unit"]
 Activation = Literal["relu", "batchtopk"]
-SharedPenalty = Literal["sum", "max"]
+SharedPenalty = Literal["sum", "max", "written"]
 ModelDtype = Literal["auto", "bfloat16", "float32", "float16"]
 BufferDtype = Literal["bfloat16", "float32"]
 
@@ -78,7 +78,11 @@ class CrosscoderConfig(_JsonConfig):
     can shrink one half and use its *shared* group as an exclusive latent)."""
     shared_penalty: SharedPenalty = "sum"
     """Tied only: weight of a shared firing. ``"sum"`` (the write-up): ``||d_base|| + ||d_chat||``. ``"max"``:
-    ``2 max(||d_base||, ||d_chat||)``, so shrinking one half no longer makes the shared group a cheap exclusive."""
+    ``2 max(||d_base||, ||d_chat||)``, so shrinking one half no longer makes the shared group a cheap exclusive.
+    ``"written"`` (issue 15, the recommended configuration): one charge per triple on what it writes into each model,
+    ``w_b + w_c + (eta - 1) |w_b - w_c|`` with ``w_m = (f_shared + f_m) ||d_m||``
+    (:func:`~tiedlib.crosscoders.losses.written_disagreement_penalty`); built as
+    :class:`~tiedlib.crosscoders.crosscoder.WrittenTiedCrosscoder`."""
     activation: Activation = "relu"
     """``"relu"``: every latent is ``ReLU(pre-activation)`` with an L1 penalty. ``"batchtopk"``: BatchTopK (Bussmann
     et al. 2024; used for crosscoders by Minder et al. 2025): in training keep the ``k * batch`` largest scores
@@ -111,8 +115,11 @@ class CrosscoderConfig(_JsonConfig):
             self.needs_norm_factors = False
         if self.decoder_norm not in ("free", "equal", "unit"):
             raise ValueError(f"decoder_norm must be 'free', 'equal' or 'unit', got {self.decoder_norm!r}")
-        if self.shared_penalty not in ("sum", "max"):
-            raise ValueError(f"shared_penalty must be 'sum' or 'max', got {self.shared_penalty!r}")
+        if self.shared_penalty not in ("sum", "max", "written"):
+            raise ValueError(f"shared_penalty must be 'sum', 'max' or 'written', got {self.shared_penalty!r}")
+        if self.shared_penalty == "written" and (self.activation != "relu" or self.decoder_norm != "free"):
+            raise ValueError("shared_penalty='written' is defined for ReLU latents with free decoder norms "
+                             f"(got activation={self.activation!r}, decoder_norm={self.decoder_norm!r})")
         if self.architecture != "tied" and (self.decoder_norm != "free" or self.shared_penalty != "sum"):
             raise ValueError(
                 "decoder_norm and shared_penalty variants need architecture='tied' (in a standard "

@@ -206,10 +206,12 @@ def test_written_disagreement_penalty_by_hand():
 
 
 def test_written_penalty_tied_trains_with_its_own_penalty(tmp_path):
-    from tiedlib.crosscoders.crosscoder import WrittenTiedCrosscoder, recommended_tied
+    from tiedlib.crosscoders.crosscoder import WrittenTiedCrosscoder, make_crosscoder, recommended_tied
     from tiedlib.crosscoders.losses import written_disagreement_penalty
 
-    model = WrittenTiedCrosscoder(make_cfg(architecture="tied", n_latents=16, eta=1.5))
+    # the config names the penalty, so make_crosscoder, loading and resume all rebuild the same class
+    model = make_crosscoder(make_cfg(architecture="tied", n_latents=16, eta=1.5, shared_penalty="written"))
+    assert type(model) is WrittenTiedCrosscoder
     x = random_rows(64)
     out = model.loss(x, l1_coeff=0.3)
     expected = written_disagreement_penalty(model.encode(x), model.decoder_norms(), 1.5)
@@ -218,14 +220,32 @@ def test_written_penalty_tied_trains_with_its_own_penalty(tmp_path):
     first = float(out.total.detach())
     _steps(model, n=5)
     assert float(model.loss(x, l1_coeff=0.3).total) < first
-    # only training differs: saved, it loads as the write-up's tied crosscoder with the same latents
     model.save_pretrained(tmp_path / "w")
     loaded = load_crosscoder(tmp_path / "w")
-    assert type(loaded) is TiedCrosscoder
+    assert type(loaded) is WrittenTiedCrosscoder and loaded.cfg.shared_penalty == "written"
     torch.testing.assert_close(loaded.encode(x), model.encode(x))
+    torch.testing.assert_close(loaded.loss(x, l1_coeff=0.3).total, model.loss(x, l1_coeff=0.3).total)
+    assert type(TiedCrosscoder.from_pretrained(tmp_path / "w")) is WrittenTiedCrosscoder
     rec = recommended_tied(16, 8, norm_factors=[1.0, 2.0])
     assert type(rec) is WrittenTiedCrosscoder and (rec.cfg.architecture, rec.cfg.eta) == ("tied", 1.5)
     assert rec.cfg.norm_factors == [1.0, 2.0] and rec.cfg.decoder_norm == "free"
+    assert rec.cfg.shared_penalty == "written"
+    with pytest.raises(ValueError, match="written"):
+        make_cfg(architecture="tied", n_latents=16, shared_penalty="written", activation="batchtopk")
+
+
+def test_cli_selects_the_recommended_tied_penalty():
+    from tiedlib.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--pair", "smoke", "--architecture", "tied", "--shared-penalty",
+                                      "written", "--eta", "1.5", "--out-dir", "x"])
+    from tiedlib.cli import config_from_args
+    from tiedlib.crosscoders.crosscoder import WrittenTiedCrosscoder, make_crosscoder
+
+    cfg = config_from_args(args).crosscoder
+    assert cfg.shared_penalty == "written" and cfg.eta == 1.5
+    assert type(make_crosscoder(CrosscoderConfig.from_dict({**cfg.to_dict(), "d_model": 8, "n_latents": 4}))) \
+        is WrittenTiedCrosscoder
 
 
 def test_dedicated_crosscoder_keeps_one_model_latents_one_sided():

@@ -316,8 +316,8 @@ class _Crosscoder(nn.Module):
             if not (path / name).is_file():
                 raise FileNotFoundError(f"no {name} in {path}: not a tiedlib crosscoder folder")
         cfg = CrosscoderConfig.load_json(path / CONFIG_NAME)
-        model_cls = crosscoder_class(cfg.architecture)
-        if cls is not _Crosscoder and model_cls is not cls:
+        model_cls = crosscoder_class(cfg.architecture, cfg.shared_penalty)
+        if cls is not _Crosscoder and not issubclass(model_cls, cls):
             raise ValueError(f"{path} holds a {cfg.architecture} crosscoder, not a {cls.architecture} one")
         model = model_cls(cfg)
         model.load_weights_(load_file(str(path / WEIGHTS_NAME)), source=str(path))
@@ -398,9 +398,9 @@ class WrittenTiedCrosscoder(TiedCrosscoder):
     (:func:`~tiedlib.crosscoders.losses.written_disagreement_penalty`, ``cfg.eta`` its disagreement charge) instead
     of the write-up's per-group weights; plain autograd, no fused kernel.
 
-    Only training differs: encode and decode are the tied crosscoder's, so a saved one loads (and is analysed) as a
-    :class:`TiedCrosscoder`. Its config records ``shared_penalty="sum"`` (the config has no field for this penalty
-    yet), so resuming a saved one with :func:`tiedlib.training.resume` would continue with the write-up's penalty.
+    Only training differs: encode and decode are the tied crosscoder's. Its config records
+    ``shared_penalty="written"``, so :func:`make_crosscoder`, loading a saved folder and
+    :func:`tiedlib.training.resume` all rebuild this class (and the CLI selects it with ``--shared-penalty written``).
     """
 
     def _latents_reconstruction_sparsity(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -421,10 +421,9 @@ def recommended_tied(d_model: int, n_latents: int, **overrides) -> WrittenTiedCr
 
     Picked from the whole robustness grid of :mod:`tiedlib.synthetic.grid` (``make bench``: 12 settings, 3 seeds
     each), not from one setting; notebook 05 shows the grid and the limits. ``overrides`` replace config fields.
-    The config has no field for this penalty yet, so ``python -m tiedlib.cli train`` cannot select it: the CLI builds
-    crosscoders from the config alone.
+    The same configuration from the command line: ``--architecture tied --shared-penalty written --eta 1.5``.
     """
-    fields = {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, **overrides}
+    fields = {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, "shared_penalty": "written", **overrides}
     return WrittenTiedCrosscoder(CrosscoderConfig(d_model=d_model, n_latents=n_latents, **fields))
 
 
@@ -432,13 +431,17 @@ Crosscoder = _Crosscoder
 """Common base class of :class:`StandardCrosscoder` and :class:`TiedCrosscoder` (for type hints and loading)."""
 
 
-def crosscoder_class(architecture: str) -> type[_Crosscoder]:
+def crosscoder_class(architecture: str, shared_penalty: str = "sum") -> type[_Crosscoder]:
+    """The class of a crosscoder config: ``architecture``, and for tied ones ``shared_penalty="written"`` selects
+    :class:`WrittenTiedCrosscoder`."""
     classes = {"standard": StandardCrosscoder, "tied": TiedCrosscoder}
     if architecture not in classes:
         raise ValueError(f"unknown crosscoder architecture {architecture!r}; expected one of {sorted(classes)}")
+    if architecture == "tied" and shared_penalty == "written":
+        return WrittenTiedCrosscoder
     return classes[architecture]
 
 
 def make_crosscoder(cfg: CrosscoderConfig) -> _Crosscoder:
-    """Build the crosscoder that ``cfg.architecture`` names."""
-    return crosscoder_class(cfg.architecture)(cfg)
+    """Build the crosscoder that ``cfg`` describes (``architecture`` and, for tied, ``shared_penalty``)."""
+    return crosscoder_class(cfg.architecture, cfg.shared_penalty)(cfg)
