@@ -85,7 +85,7 @@ def train_lab_crosscoders(data: LabData, settings: Exp5Settings, results: str | 
     """Train (or load) the write-up's tied crosscoder and then the fix (``settings.variant``) on the same data, each
     in ``results/<variant>/``, with ``n_latents`` triples, ``eta``, ``n_steps``, ``lr``, ``l1_coeff`` (seed 0)."""
     train_cfg = TrainConfig(n_steps=settings.n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff,
-                            device=settings.device, log_every=settings.log_every, progress=False)  # fmt: skip
+                            device=settings.device, log_every=settings.log_every, progress=True)  # fmt: skip
     variants = lab_variants(settings)
     models, logs = {}, {}
     for label, variant in variants.items():
