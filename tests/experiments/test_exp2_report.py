@@ -51,9 +51,11 @@ def test_colour_seeds_interval_and_verdict():
     found, failing = _found(), _found(NO_CHAT_HIT)
     seeds = report.ColourSeeds([0, 1, 2], [found, found, found])
     assert seeds.n_pairs == 3 and seeds.pair_cosine().mean == pytest.approx(0.4)
-    assert seeds.cosine_verdict() == "the exclusive blue/green pair is further than cosine 0.5"
+    assert seeds.cosine_verdict() == ("the exclusive blue/green pair is further than cosine 0.5 (over the 3 of 3 seeds "
+                                      "with a pair)")  # fmt: skip
     one = report.ColourSeeds([0, 1], [found, failing])
-    assert one.n_pairs == 1 and one.pair_cosine().n == 1 and one.cosine_verdict() == "inconclusive at this scale"
+    assert one.n_pairs == 1 and one.pair_cosine().n == 1
+    assert one.cosine_verdict() == "inconclusive at this scale (over the 1 of 2 seeds with a pair)"
     assert one.hits("chat").mean == pytest.approx(0.5)
     none = report.ColourSeeds([0, 1], [failing, failing])
     assert none.pair_cosine() is None

@@ -148,12 +148,15 @@ class ColourSeeds:
         return t_interval(values) if values else None
 
     def cosine_verdict(self, null: float = COSINE_NULL) -> str:
-        """Whether passing pairs are near-duplicates (cosine above ``null``), only where the interval says so."""
+        """Whether passing pairs are near-duplicates (cosine above ``null``), only where the interval says so, and
+        over how many of the seeds (only seeds with a passing pair have a pair cosine)."""
         cos = self.pair_cosine()
         if cos is None:
             return f"no seed has a blue/green pair: {INCONCLUSIVE}"
-        return verdict(cos, null, above=f"the exclusive blue/green pair is closer than cosine {null}",
+        said = verdict(cos, null, above=f"the exclusive blue/green pair is closer than cosine {null}",
                        below=f"the exclusive blue/green pair is further than cosine {null}")  # fmt: skip
+        # The interval is over the seeds that have a pair only: say how many that is.
+        return f"{said} (over the {self.n_pairs} of {len(self.seeds)} seeds with a pair)"
 
     def summary(self) -> str:
         """What passed per seed, the pair cosine interval and its verdict."""
