@@ -56,6 +56,13 @@ LINES = [
     "{exp5_recommended_config} meets the goal in {exp5_recommended_passing} settings.",
     "?  Tied fraction and explained-variance gap: recommended {exp5_recommended_tied}, {exp5_recommended_ev_gap}; "
     "the write-up's tied crosscoder (eta 2) {exp5_writeup_tied}, {exp5_writeup_ev_gap}.",
+    "?- **Next steps** (06; {exp6_setup}): spliced CE recovered / KL, standard {exp6_ce_standard}; write-up tied "
+    "{exp6_ce_tied}. Latent Scaling of chat-only latents: standard {exp6_scaling_standard}; tied "
+    "{exp6_scaling_tied}. Mainly on template tokens: standard {exp6_template_standard}; tied {exp6_template_tied}.",
+    "?- **SAE baseline** (07): a chat SAE latent's nearest base SAE latent detects its planted concept with precision "
+    "at 1 {exp7_sae_p1} (chance {exp7_sae_chance}, {exp7_sae_queries} queries); the tied triple's own base part "
+    "{exp7_tied_own_p1} (chance {exp7_tied_own_chance}, {exp7_tied_own_queries} queries); its shared part "
+    "{exp7_tied_shared_p1} (chance {exp7_tied_shared_chance}, {exp7_tied_shared_queries} queries).",
 ]
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
 
