@@ -193,7 +193,19 @@ def test_bf16_finetune_equals_one_adamw_over_float32_masters():
         assert torch.equal(a, b), name  # bitwise: the same arithmetic in another order of parameters
 
 
-def test_finetune_cache_key_carries_the_code_version(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def hf_bars_enabled():
+    """transformers' bars switched on for the test (other tests and the experiment modules silence them globally)
+    and put back as they were afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    yield
+    (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def test_finetune_cache_key_carries_the_code_version(tmp_path, monkeypatch, capsys, hf_bars_enabled):
     examples = [([1, 4, 5], 7), ([1, 5, 6], 8)]
     cfg = colours.FinetuneConfig(lr=1e-3, epochs=1, batch_size=2)
 
@@ -221,7 +233,7 @@ def test_finetune_cache_key_carries_the_code_version(tmp_path, monkeypatch, caps
     assert len(list(tmp_path.glob("no-swap-*"))) == 2
 
 
-def test_quiet_transformers_bars_is_scoped():
+def test_quiet_transformers_bars_is_scoped(hf_bars_enabled):
     from transformers.utils import logging as hf_logging
 
     with colours.quiet_transformers_bars():
