@@ -117,7 +117,7 @@ def _training(settings):
 def test_configs_follow_the_settings():
     s = _settings(lr=3e-3, l1_coeff=0.7, eta=1.5)
     tc = exp1.train_config(s, 11)
-    assert (tc.n_steps, tc.lr, tc.l1_coeff, tc.log_every, tc.progress) == (11, 3e-3, 0.7, 2, False)
+    assert (tc.n_steps, tc.lr, tc.l1_coeff, tc.log_every, tc.progress) == (11, 3e-3, 0.7, 2, True)
     tied = exp1.tied_config(s, 16)
     assert (tied.architecture, tied.n_latents, tied.eta, tied.d_model) == ("tied", 8, 1.5, 16)
     std = exp1.standard_config(s, 16)

@@ -21,7 +21,7 @@ from tiedlib.training import train_or_load
 def train_config(settings: Exp1Settings, n_steps: int) -> TrainConfig:
     """The optimisation settings both crosscoders share; only the number of steps differs."""
     return TrainConfig(n_steps=n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, device=settings.device,
-                       log_every=settings.log_every, progress=False)  # fmt: skip
+                       log_every=settings.log_every, progress=True)  # fmt: skip
 
 
 def tied_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:

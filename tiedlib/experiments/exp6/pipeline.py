@@ -71,7 +71,7 @@ def train_crosscoders(pair: ModelPair, settings: Exp6Settings, run_dir: str | Pa
     make_data = training_data(pair, seqs, batch_size=settings.batch_size, model_batch_size=settings.model_batch_size,
                               in_memory=is_lab(pair), seed=settings.seed)  # fmt: skip
     train_cfg = TrainConfig(n_steps=settings.n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
-                            device=settings.device, log_every=settings.log_every, progress=False)  # fmt: skip
+                            device=settings.device, log_every=settings.log_every, progress=True)  # fmt: skip
     models, logs = {}, {}
     for arch in ARCHITECTURES:
         cfg = CrosscoderConfig(d_model=pair.d_model, n_latents=settings.n_latents, architecture=arch, eta=settings.eta)
@@ -103,7 +103,7 @@ def held_out(pair: ModelPair, settings: Exp6Settings, norm_factors: Sequence[flo
             for src in ("web", "chat")}  # fmt: skip
     sample = seqs["web"][: settings.eval_docs] + seqs["chat"][: settings.eval_docs]
     acts = collect_activations(pair, sample, norm_factors=torch.as_tensor(norm_factors, dtype=torch.float32),
-                               batch_size=settings.model_batch_size, progress=False)  # fmt: skip
+                               batch_size=settings.model_batch_size, progress=False, in_memory=True)  # fmt: skip
     roles = token_roles(acts.harvest, sample, template_ids(pair), turn_token_ids(pair.tokenizer))
     return HeldOut(seqs, acts, roles)
 

@@ -84,7 +84,7 @@ def train_models(pair: ModelPair, settings: Exp7Settings, run_dir: str | Path) -
                                train_batch_size=settings.batch_size)  # fmt: skip
     cfg = CrosscoderConfig(d_model=pair.d_model, n_latents=settings.n_latents, architecture="tied", eta=settings.eta)
     train_cfg = TrainConfig(n_steps=settings.n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
-                            device=settings.device, log_every=settings.log_every, progress=False)  # fmt: skip
+                            device=settings.device, log_every=settings.log_every, progress=True)  # fmt: skip
     tied, log = train_or_load(Path(run_dir) / "tied", cfg, train_cfg,
                               lambda: acts.batches(settings.batch_size, seed=settings.seed))  # fmt: skip
     saes, fits = {}, {}
