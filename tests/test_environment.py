@@ -71,3 +71,24 @@ def test_no_warning_when_the_scale_has_what_it_needs(scale, gpu):
 def test_an_unknown_scale_is_named_in_the_error():
     with pytest.raises(ValueError, match=r"unknown SCALE 'Paper'.*'smoke', 'tiny', 'paper'"):
         check("Paper", env=make_env())
+
+
+def test_quiet_notebook_logs_silences_hf_bars_and_epoch_warnings():
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from tiedlib.environment import quiet_notebook_logs
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_notebook_logs()
+            warnings.warn("InMemoryBatches: starting epoch 2; rows are being reused", UserWarning, stacklevel=1)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+        assert [str(w.message) for w in caught] == ["something else"]
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()

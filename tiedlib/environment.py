@@ -117,3 +117,13 @@ def check(scale: str | None = None, *, show_versions: bool = True, env: Environm
             stacklevel=2,
         )
     return env
+
+
+def quiet_notebook_logs() -> None:
+    """Silence, process-wide, what would clutter an executed notebook: the in-memory batches' "starting epoch"
+    warning (small scales repeat their training rows over several epochs) and Hugging Face's weight-loading bars.
+    tiedlib's own progress bars (harvesting, training) are left on."""
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+    hf_logging.disable_progress_bar()

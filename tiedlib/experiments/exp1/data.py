@@ -7,7 +7,6 @@ Everything branches on the pair only (lab or not), never on the scale: the lab p
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from torch import Tensor
 
 from tiedlib.activations.collect import PairActivations, collect_activations, training_data
 from tiedlib.analysis.contexts import TokenSample, concat_samples, eval_sample
+from tiedlib.environment import quiet_notebook_logs
 from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.pairs import is_lab, template_ids, training_sequences
 
@@ -24,10 +24,7 @@ def quiet_logs() -> None:
     """Silence what would clutter the book: the in-memory batches' "starting epoch" warning (small scales repeat
     their training rows over several epochs; :meth:`TrainingData.summary` prints how many) and Hugging Face's
     weight-loading progress bars. Process-wide, like the notebook cell it replaces."""
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
-    hf_logging.disable_progress_bar()
+    quiet_notebook_logs()
 
 
 @dataclass

@@ -55,12 +55,9 @@ from tiedlib.pairs.colours import build_colour_toy, colour_token_ids
 def quiet() -> None:
     """Silence what would clutter the executed notebook: the trainer's "starting epoch" warnings of in-memory
     batches and the Hugging Face progress bars."""
-    import warnings
+    from tiedlib.environment import quiet_notebook_logs
 
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
-    hf_logging.disable_progress_bar()
+    quiet_notebook_logs()
 
 
 __all__ = [

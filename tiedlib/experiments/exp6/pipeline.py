@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from tiedlib.analysis.latent_scaling import LatentScaling, latent_scaling
 from tiedlib.analysis.localisation import Localisation, TokenRoles, localisation, token_roles, turn_token_ids
 from tiedlib.config import CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.crosscoder import Crosscoder
+from tiedlib.environment import quiet_notebook_logs
 from tiedlib.pairs import ModelPair, heldout_sequences, is_lab, load_pair, template_ids, training_sequences
 from tiedlib.training import train_or_load
 
@@ -39,10 +39,7 @@ VERDICTS = ("chat-specific", "complete shrinkage", "latent decoupling", "both")
 def load(settings: Exp6Settings) -> ModelPair:
     """The settings' model pair, without Hugging Face's weight-loading progress bars (process-wide, as they would
     clutter the book) and without the in-memory batches' per-epoch warning (small scales repeat their rows)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+    quiet_notebook_logs()
     return load_pair(settings.pair, layer=settings.layer, device=settings.device)
 
 

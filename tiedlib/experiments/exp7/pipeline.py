@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tiedlib.analysis.latent_scaling import latent_scaling
 from tiedlib.analysis.logit_lens import unembedding
 from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, SHARED, CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.crosscoder import Crosscoder
+from tiedlib.environment import quiet_notebook_logs
 from tiedlib.pairs import ModelPair, is_lab, load_pair, training_sequences
 from tiedlib.training import train_or_load
 
@@ -43,10 +43,7 @@ SIDES = {"base": BASE, "chat": CHAT}
 def load(settings: Exp7Settings) -> ModelPair:
     """The settings' model pair, without Hugging Face's weight-loading progress bars and the in-memory batches'
     per-epoch warning (process-wide: both would clutter the book)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+    quiet_notebook_logs()
     return load_pair(settings.pair, layer=settings.layer, device=settings.device)
 
 
