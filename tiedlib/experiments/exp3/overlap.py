@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tiedlib.activations.harvest import _device, _get_path, _pad_left, layer_path
+from tiedlib.analysis import sae_baseline
 
 SET_PAIRS: dict[str, tuple[str, str]] = {"refusal": ("cannot", "can"), "harmful": ("harmful", "harmless")}
 """The two contrasts: name -> (set whose larger sums select a latent, the set it is compared with)."""
@@ -97,40 +98,12 @@ def train_sae(
     acts: Float[Tensor, "n_tokens d_in"], *, d_sae: int, l1_coefficient: float, total_samples: int,
     batch_size: int = 1024, lr: float = 3e-4, seed: int = 0, device: str = "cpu",
 ) -> Any:
-    """Train a sae_lens ``StandardTrainingSAE`` with sae_lens's own ``SAETrainer`` on an in-memory activation stream.
-
-    The stream reshuffles ``acts`` every epoch; sae_lens estimates the input scale (``expected_average_only_in``),
-    warms the L1 coefficient up over the first 10% of steps, decays the learning rate over the last 20%, and folds
-    the scale into the weights at the end, so the returned SAE reads raw activations.
-
-    Returns:
-        The trained ``StandardTrainingSAE`` (its ``encode`` gives latent activations; see :func:`save_sae`).
+    """:func:`tiedlib.analysis.sae_baseline.train_sae` (sae_lens's ``StandardTrainingSAE`` and ``SAETrainer``) for
+    ``total_samples // batch_size`` steps on ``acts``, reshuffled every epoch; the returned SAE reads raw activations.
     """
-    from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
-
-    if acts.ndim != 2 or acts.shape[0] < batch_size:
-        raise ValueError(f"need a (n_tokens >= batch_size, d_in) tensor, got {tuple(acts.shape)}")
-    torch.manual_seed(seed)
-    steps = max(1, total_samples // batch_size)
-    sae_cfg = StandardTrainingSAEConfig(d_in=acts.shape[1], d_sae=d_sae, l1_coefficient=l1_coefficient,
-                                        l1_warm_up_steps=steps // 10, device=device,
-                                        normalize_activations="expected_average_only_in")
-    sae = StandardTrainingSAE(sae_cfg)
-    trainer_cfg = SAETrainerConfig(total_training_samples=steps * batch_size, train_batch_size_samples=batch_size,
-                                   lr=lr, lr_end=lr / 10, lr_warm_up_steps=0, lr_decay_steps=steps // 5, device=device,
-                                   n_batches_for_norm_estimate=min(20, steps))
-    trainer = SAETrainer(trainer_cfg, sae, data_provider=_shuffled_batches(acts, batch_size, seed))
-    return trainer.fit()
-
-
-def _shuffled_batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        perm = torch.randperm(acts.shape[0], generator=gen)
-        for i in range(0, len(perm) - batch_size + 1, batch_size):
-            yield acts[perm[i : i + batch_size]]
+    return sae_baseline.train_sae(acts, d_sae=d_sae, l1_coefficient=l1_coefficient,
+                                  n_steps=max(1, total_samples // batch_size), batch_size=batch_size, lr=lr, seed=seed,
+                                  device=device)  # fmt: skip
 
 
 def save_sae(sae: Any, path: str | Path) -> None:
