@@ -25,7 +25,7 @@ import torch
 
 from tiedlib.activations.batches import InMemoryBatches
 from tiedlib.config import CrosscoderConfig, TrainConfig
-from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder, WrittenTiedCrosscoder, make_crosscoder
+from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder, make_crosscoder
 from tiedlib.crosscoders.variants import contrast_init_
 from tiedlib.synthetic.benchmark import SyntheticConfig, SyntheticData, evaluate_crosscoder, make_synthetic
 from tiedlib.synthetic.dedicated import DedicatedCrosscoder
@@ -62,8 +62,6 @@ class ArchSpec:
     a tied triple has 3 encoder columns and one decoder pair, 8 d_model parameters; a standard latent 4)."""
     dedicated: tuple[float, float] | None = None
     """Fractions of base-only and chat-only latents of a :class:`DedicatedCrosscoder` (None: not partitioned)."""
-    penalty: str = "write-up"
-    """``"write-up"`` (the config's penalty) or ``"written"`` (:class:`WrittenTiedCrosscoder`)."""
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -72,7 +70,7 @@ ARCHS: dict[str, ArchSpec] = {
     "tied_equal": ArchSpec({"architecture": "tied", "decoder_norm": "equal"}, etas=(1.0, 1.5)),
     "tied_unit": ArchSpec({"architecture": "tied", "decoder_norm": "unit"}, etas=(1.0,)),
     "tied_max": ArchSpec({"architecture": "tied", "shared_penalty": "max"}, etas=(1.5,)),
-    "tied_written": ArchSpec({"architecture": "tied"}, etas=(1.5,), penalty="written"),
+    "tied_written": ArchSpec({"architecture": "tied", "shared_penalty": "written"}, etas=(1.5,)),
     "tied_contrast": ArchSpec({"architecture": "tied"}, etas=(1.0,), init="contrast"),
     "standard_2x": ArchSpec({"architecture": "standard"}, latent_scale=2.0),
     "designated_2x": ArchSpec({"architecture": "standard", "n_designated_shared": 0.125}, latent_scale=2.0),
@@ -213,8 +211,6 @@ def build_model(arch: str, d_model: int, n_latents: int, *, eta: float | None = 
     if spec.dedicated is not None:
         model: Crosscoder = DedicatedCrosscoder(cfg, n_base_only=max(1, int(spec.dedicated[0] * n)),
                                                 n_chat_only=max(1, int(spec.dedicated[1] * n)))  # fmt: skip
-    elif spec.penalty == "written":
-        model = WrittenTiedCrosscoder(cfg)
     else:
         model = make_crosscoder(cfg)
     if spec.init == "contrast":
