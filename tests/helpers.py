@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import torch
 
 from tiedlib import CrosscoderConfig, TrainConfig, make_crosscoder
@@ -79,3 +82,23 @@ def peak_cpu_bytes(fn) -> int:
         current += e.nbytes()
         peak = max(peak, current)
     return peak
+
+
+class SigtermAt:
+    """Wraps a data source and sends this process SIGTERM when batch number ``at`` (1-based) is requested; other
+    attributes (``state_dict``, ``load_state_dict``, ``norm_factors``, ``rank``, ...) are the wrapped source's."""
+
+    def __init__(self, data, at: int):
+        self.data, self.at, self.requested = data, at, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.requested += 1
+        if self.requested == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return next(self.data)
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)

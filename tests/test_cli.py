@@ -1,12 +1,12 @@
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import SigtermAt
 from tiedlib import load_crosscoder
 from tiedlib.cli import build_parser, config_from_args, main
 
@@ -39,6 +39,15 @@ def test_train_then_resume_through_the_nnsight_buffer_is_exact(tmp_path, capsys)
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["crosscoder"]["architecture"] == "tied"
     # the same run interrupted after step 4: drop everything later, then resume from the run folder
+    _resume_a_copy_cut_after_step_4(tmp_path, full)
+    # an existing run folder is refused without --overwrite
+    assert main(["train", *flags, "--out-dir", str(tmp_path / "a")]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def _resume_a_copy_cut_after_step_4(tmp_path, full) -> None:
+    """Copy the finished run ``tmp_path/a`` to ``b``, drop everything after the step-4 checkpoint, resume ``b`` with
+    the CLI and check it ends bitwise equal to ``full``."""
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     cc = tmp_path / "b" / "crosscoder"
     shutil.rmtree(cc / "checkpoints" / "step_0000008")
@@ -48,28 +57,6 @@ def test_train_then_resume_through_the_nnsight_buffer_is_exact(tmp_path, capsys)
     resumed = load_crosscoder(cc)
     for name, p in full.state_dict().items():
         assert torch.equal(p, resumed.state_dict()[name]), name
-    # an existing run folder is refused without --overwrite
-    assert main(["train", *flags, "--out-dir", str(tmp_path / "a")]) == 2
-    assert "not empty" in capsys.readouterr().err
-
-
-class _SignalAt:
-    """Wraps a data source and sends this process SIGTERM when batch number ``at`` (1-based) is requested."""
-
-    def __init__(self, data, at: int):
-        self.data, self.at, self.requested = data, at, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        self.requested += 1
-        if self.requested == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next(self.data)
-
-    def __getattr__(self, name):  # state_dict, load_state_dict, norm_factors
-        return getattr(self.data, name)
 
 
 def _rows_with_inner_bos(seq_len: int):
@@ -95,7 +82,7 @@ def test_sigterm_near_the_end_then_resume_reads_the_saved_tokens_and_finishes_ex
     full = load_crosscoder(tmp_path / "a" / "crosscoder")
 
     real_buffer = cli.make_buffer
-    monkeypatch.setattr(cli, "make_buffer", lambda *a: _SignalAt(real_buffer(*a), at=9))  # during step 9 of 10
+    monkeypatch.setattr(cli, "make_buffer", lambda *a: SigtermAt(real_buffer(*a), at=9))  # during step 9 of 10
     assert main(["train", *flags, "--out-dir", str(tmp_path / "b")]) == 143
     err = capsys.readouterr().err
     assert f"python -m tiedlib.cli resume {tmp_path / 'b'}" in err
@@ -174,15 +161,7 @@ def test_cache_in_shard_ranges_then_train_from_it_and_resume_exactly(tmp_path, c
     full = load_crosscoder(tmp_path / "a" / "crosscoder")
     assert full.cfg.norm_factors == opened.norm_factors.tolist()  # the cache's factors
     assert not (tmp_path / "a" / "tokens.safetensors").exists()  # no models, no token file
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    cc = tmp_path / "b" / "crosscoder"
-    shutil.rmtree(cc / "checkpoints" / "step_0000008")
-    for name in ("model.safetensors", "config.json", "trainer_state.pt", "train_config.json"):
-        (cc / name).unlink()
-    assert main(["resume", str(tmp_path / "b")]) == 0
-    resumed = load_crosscoder(cc)
-    for name, p in full.state_dict().items():
-        assert torch.equal(p, resumed.state_dict()[name]), name
+    _resume_a_copy_cut_after_step_4(tmp_path, full)
 
 
 @pytest.mark.parametrize("flags, message", [

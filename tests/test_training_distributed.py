@@ -4,9 +4,7 @@ every rank after the same step."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.helpers import make_model, make_train_cfg
+from tests.helpers import SigtermAt, make_model, make_train_cfg
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap
 from tiedlib import load_crosscoder
 from tiedlib.activations.cache import open_cache, write_cache
@@ -51,25 +49,6 @@ def _truncate(src: Path, dst: Path, step: int) -> Path:
     return dst
 
 
-class _SigtermAt:
-    """Wraps a data source and sends this process SIGTERM when batch number ``at`` (1-based) is requested."""
-
-    def __init__(self, data, at: int):
-        self.data, self.at, self.requested = data, at, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        self.requested += 1
-        if self.requested == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return next(self.data)
-
-    def __getattr__(self, name):  # state_dict, load_state_dict, norm_factors, rank, world_size
-        return getattr(self.data, name)
-
-
 def _worker(rank: int, world_size: int, root: str) -> None:
     torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool (as DataLoader workers do)
     root_p = Path(root)
@@ -85,7 +64,7 @@ def _worker(rank: int, world_size: int, root: str) -> None:
         data = _data(root_p / "cache", rank, world_size)
         expected = "SIGTERM at step 3" if rank == 1 else "a stop signal on another rank at step 3"
         with pytest.raises(TrainingInterrupted, match=expected):
-            train(_cfg(), _model(), _SigtermAt(data, 3) if rank == 1 else data, out_dir=root_p / "stopped")
+            train(_cfg(), _model(), SigtermAt(data, 3) if rank == 1 else data, out_dir=root_p / "stopped")
     finally:
         dist.destroy_process_group()
 
