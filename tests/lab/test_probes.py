@@ -147,6 +147,9 @@ def test_smoke_pair_probe_suite(smoke_probes):
     # harmful-request direction at layer 1 (AUROC about 0.6-0.75), the base decline direction on harmful requests
     # (about 0.65) and a 50-point refusal drop on ablation.
     assert all(math.isfinite(v) for v in frame["refusal_drop_pts"])
+    # The causal check mean-ablates (to the negatives' mean coordinate) and rates harmless prompts under it too.
+    assert all(math.isfinite(r.ablate_to) for r in smoke_probes.results)
+    assert all(0.0 <= v <= 1.0 for v in frame["harmless_refusal_after"])
 
 
 def test_transfer_needs_its_source_first(random_gemma):
@@ -154,3 +157,16 @@ def test_transfer_needs_its_source_first(random_gemma):
     c = Contrast("t", "last", docs[:1], docs[1:], direction_from="missing")
     with pytest.raises(ValueError, match="not measured before"):
         run_probes(None, type("Tok", (), {"pad_token_id": 0})(), random_gemma, random_gemma, contrasts=[c], layer=0)
+
+
+def test_mean_ablation_sets_the_coordinate_at_every_position(random_gemma):
+    docs = [_doc([2, 11 + i, 12 + i, 7], f"q{i}") for i in range(6)]
+    gen = torch.Generator().manual_seed(3)
+    r = torch.randn(32, generator=gen)
+    with project_out(random_gemma, 3.0 * r, 1, value=2.5):
+        for pos in (1, 2, -1):
+            coord = residuals(random_gemma, docs, [pos] * len(docs), 1) @ (r / r.norm())
+            torch.testing.assert_close(coord, torch.full((len(docs),), 2.5), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="finite"):
+        with project_out(random_gemma, r, 1, value=float("nan")):
+            pass

@@ -111,13 +111,14 @@ def test_page_settings_reject_empty_counts():
 def _probe_frame(transfer_auroc):
     import pandas as pd
 
-    rows = {"harmful request": dict(auroc_base=0.96, auroc_chat=1.0, cos_base_chat=0.75, refusal_drop_pts=43.3),
+    rows = {"harmful request": dict(auroc_base=0.96, auroc_chat=1.0, cos_base_chat=0.75, refusal_drop_pts=43.3,
+                                harmless_refusal_after=0.117),
             "about to decline (web)": dict(auroc_base=0.99, auroc_chat=0.98, cos_base_chat=0.94, refusal_drop_pts=8),
             "decline direction on harmful requests": dict(auroc_base=0.31, auroc_chat=0.03,
                                                           auroc_chat_base_dir=transfer_auroc, refusal_drop_pts=8),
             "random direction (control)": dict(refusal_drop_pts=-1.7)}
     frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.attrs.update(layer=2, chat_refusal_baseline=0.933, n_refusal_prompts=60)
+    frame.attrs.update(layer=2, chat_refusal_baseline=0.933, n_refusal_prompts=60, chat_harmless_refusal_baseline=0.183)
     return frame
 
 
@@ -127,6 +128,7 @@ def test_probe_summary_reads_its_numbers_and_verdict_off_the_table():
     text = " ".join(probe_summary(_probe_frame(0.04)).split())
     assert "layer 2" in text and "AUROC 0.96 in the base model, 1.00 in the chat model" in text
     assert "from 93% by 43 points" in text and "random direction: -2 points" in text
+    assert "goes from 18% to 12%" in text
     assert "does *not* reuse" in text and "opposite" in text
     assert "fires the base decline direction" in probe_summary(_probe_frame(0.9))
     frame = _probe_frame(0.5)

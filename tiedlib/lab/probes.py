@@ -9,9 +9,12 @@ For each *contrast* (two sets of prompts, each read at one position, e.g. the la
 * AUROC of the projection on the held-out questions, in each model with its own direction, and in the chat model with
   the base direction (is the base feature reused as is?);
 * the cosine of the base and chat directions;
-* one causal check: the chat direction is projected out of the chat model's residual stream at the input of the
-  harvesting layer, at every position, ``x <- x - (x . r) r`` (the same paper's directional ablation, restricted to
-  one layer), and the refusal rate on held-out harmful requests is measured again; the drop is reported in points;
+* one causal check: the chat model's coordinate along the chat direction, at the input of the harvesting layer and
+  at every position, is set to its mean over the contrast's negative training prompts, ``x <- x + (m - x . r) r``
+  (a mean ablation; the same paper's directional ablation sets it to 0, which in this uncentred residual stream
+  moves harmless prompts too: on the tiny pair zero-ablation made 32% of harmless requests refuse), and the refusal
+  rate on held-out harmful requests is measured again; the drop is reported in points, with the refusal rate on
+  held-out harmless requests under the same ablation beside it;
 * a behaviour rate per model where the contrast has one (refusal, "I cannot", disclaimer, name copy, colour).
 
 The harvesting layer is the one :func:`tiedlib.pairs.load_pair` reads by default for a lab pair: the input of decoder
@@ -22,6 +25,7 @@ standalone: nothing here imports outside :mod:`tiedlib.lab`).
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -106,27 +110,32 @@ def residuals(model, docs: Sequence[LabDoc], positions: Sequence[int], layer: in
 
 
 @contextlib.contextmanager
-def project_out(model, direction: torch.Tensor, layer: int) -> Iterator[None]:
-    """Within the block, remove ``direction`` from the input of decoder layer ``layer`` at every position.
+def project_out(model, direction: torch.Tensor, layer: int, value: float = 0.0) -> Iterator[None]:
+    """Within the block, set the coordinate along ``direction`` of the input of decoder layer ``layer`` to ``value``
+    at every position.
 
-    ``x <- x - (x . r) r`` with ``r = direction / ||direction||`` (Arditi et al. 2024, directional ablation), applied
-    by a forward pre-hook, so generation with a KV cache sees it at every new token too.
+    ``x <- x + (value - x . r) r`` with ``r = direction / ||direction||``, applied by a forward pre-hook, so
+    generation with a KV cache sees it at every new token too. ``value=0`` is the directional ablation of Arditi et
+    al. 2024 ("Refusal in language models is mediated by a single direction", arXiv 2406.11717); a class mean as
+    ``value`` is a mean ablation (the coordinate every prompt would have if it were a negative), which the probe
+    suite's causal check uses: in a model whose residual stream is not centred, zero is not "absent".
 
     Args:
         direction: ``(d_model,)``, any non-zero length.
+        value: the coordinate along the unit direction after the hook.
     """
     _check_layer(model, layer)
     if direction.ndim != 1 or not torch.isfinite(direction).all() or direction.norm() == 0:
         raise ValueError(f"direction must be a finite non-zero (d_model,) vector, got shape {tuple(direction.shape)}")
+    if not math.isfinite(value):
+        raise ValueError(f"value must be finite, got {value}")
     param = next(model.parameters())
     r = (direction / direction.norm()).to(param.device, param.dtype)
 
     def ablate(_module, args, kwargs):
-        if args:
-            h = args[0]
-            return (h - (h @ r)[..., None] * r, *args[1:]), kwargs
-        h = kwargs["hidden_states"]
-        return args, {**kwargs, "hidden_states": h - (h @ r)[..., None] * r}
+        h = args[0] if args else kwargs["hidden_states"]
+        h = h + (value - h @ r)[..., None] * r
+        return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
 
     handle = _layers(model)[layer].register_forward_pre_hook(ablate, with_kwargs=True)
     try:
@@ -305,6 +314,12 @@ class ProbeResult:
     auroc_chat_base_dir: float
     cos_base_chat: float
     refusal_drop_pts: float
+    harmless_refusal_after: float = float("nan")
+    """The chat model's refusal rate on held-out harmless prompts with the same ablation (a side-effect check: an
+    ablation that makes every reply a refusal or breaks the model is not evidence)."""
+    ablate_to: float = float("nan")
+    """The coordinate the causal check sets along the row's chat direction (the mean over the contrast's negative
+    training prompts in the chat model)."""
     behaviour: str = ""
     behaviour_base: float = float("nan")
     behaviour_chat: float = float("nan")
@@ -330,6 +345,8 @@ class ProbeSuite:
     chat_refusal_baseline: float
     """The chat model's refusal rate on the causal check's held-out harmful prompts, nothing ablated."""
     n_refusal_prompts: int
+    chat_harmless_refusal_baseline: float = float("nan")
+    """The chat model's refusal rate on the causal check's held-out harmless prompts, nothing ablated."""
 
     def frame(self, decimals: int = 3):
         """The probe table as a pandas DataFrame, one row per contrast (directions left out); ``attrs`` hold the
@@ -337,12 +354,14 @@ class ProbeSuite:
         import pandas as pd
 
         cols = ["position", "n_train_questions", "n_test_questions", "auroc_base", "auroc_chat",
-                "auroc_chat_base_dir", "cos_base_chat", "refusal_drop_pts", "behaviour", "behaviour_base",
+                "auroc_chat_base_dir", "cos_base_chat", "refusal_drop_pts", "harmless_refusal_after", "behaviour",
+                "behaviour_base",
                 "behaviour_chat"]
         frame = pd.DataFrame([{k: getattr(r, k) for k in cols} for r in self.results],
                              index=pd.Index([r.name for r in self.results], name="mechanism")).round(decimals)
         frame.attrs.update(layer=self.layer, chat_refusal_baseline=self.chat_refusal_baseline,
-                           n_refusal_prompts=self.n_refusal_prompts)
+                           n_refusal_prompts=self.n_refusal_prompts,
+                           chat_harmless_refusal_baseline=self.chat_harmless_refusal_baseline)
         return frame
 
 
@@ -353,7 +372,8 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
 
     The causal check's prompts are the harmful prompts of the first contrast with a "refusal" behaviour, its test
     questions only (the first ``n_refusal_prompts``); its baseline is the chat model's refusal rate on them, and each
-    row's ``refusal_drop_pts`` is ``100 * (baseline - rate with that row's chat direction projected out)``. A last
+    row's ``refusal_drop_pts`` is ``100 * (baseline - rate with that row's chat direction projected out)`` at the
+    harvesting layer, ``refusal_drop_all_pts`` the same with it projected out at every layer. A last
     row, "random direction (control)", projects out a seeded random unit vector. Behaviours are judged on greedy
     replies of ``max_new_tokens`` tokens to (at most ``n_refusal_prompts``) positive test prompts.
     """
@@ -363,6 +383,8 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     fitted: dict[str, dict[str, torch.Tensor]] = {}
     rows: list[ProbeResult] = []
     refusal_prompts: list[LabDoc] | None = None
+    harmless_prompts: list[LabDoc] | None = None
+    negatives_chat: torch.Tensor | None = None  # chat activations of the refusal contrast's negative prompts
     for c in contrasts:
         docs, labels, groups = c.docs()
         acts = {m: residuals(model, docs, [-1] * len(docs), layer, pad_id=pad) for m, model in
@@ -386,28 +408,41 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
             auroc_chat=auroc(acts["chat"][test] @ dirs["chat"], labels[test]),
             auroc_chat_base_dir=auroc(acts["chat"][test] @ dirs["base"], labels[test]),
             cos_base_chat=float(dirs["base"] @ dirs["chat"]), refusal_drop_pts=float("nan"), directions=dirs)
+        fit_negatives = ~labels & (train if train.any() else torch.ones_like(train))
+        row.ablate_to = float((acts["chat"][fit_negatives] @ dirs["chat"]).mean())
         if c.behaviour is not None:
             row.behaviour, judge = c.behaviour
             if refusal_prompts is None and row.behaviour == "refusal":
                 refusal_prompts = pos_test[:n_refusal_prompts]
+                harmless_prompts = [d for d, y, t in zip(docs, labels.tolist(), test.tolist(), strict=True)
+                                    if t and not y][:n_refusal_prompts]
+                negatives_chat = acts["chat"][~labels]
             rated = pos_test[:n_refusal_prompts]
             for m, model in (("base", base), ("chat", chat)):
                 replies = generate_replies(model, tokenizer, rated, max_new_tokens=max_new_tokens)
                 rate = sum(judge(d, r) for d, r in zip(rated, replies, strict=True)) / len(rated)
                 setattr(row, f"behaviour_{m}", rate)
         rows.append(row)
-    if refusal_prompts is None:
-        refusal_prompts = harmful_harmless_prompts(cfg, n_refusal_prompts)["harmful"]
+    if refusal_prompts is None or harmless_prompts is None:
+        hh = harmful_harmless_prompts(cfg, n_refusal_prompts)
+        refusal_prompts, harmless_prompts = hh["harmful"], hh["harmless"]
     baseline = refusal_rate(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+    harmless_baseline = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
     gen = torch.Generator().manual_seed(seed)
     nan = float("nan")
+    random_dir = torch.randn(chat.config.hidden_size, generator=gen)
+    if negatives_chat is None:
+        negatives_chat = residuals(chat, harmless_prompts, [-1] * len(harmless_prompts), layer, pad_id=pad)
     control = ProbeResult("random direction (control)", "every position", 0, 0, nan, nan, nan, nan, nan,
-                          directions={"chat": torch.randn(chat.config.hidden_size, generator=gen)})
+                          directions={"chat": random_dir},
+                          ablate_to=float((negatives_chat @ (random_dir / random_dir.norm())).mean()))
     for row in [*rows, control]:
-        with project_out(chat, row.directions["chat"], layer):
+        with project_out(chat, row.directions["chat"], layer, row.ablate_to):
             ablated = refusal_rate(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
         row.refusal_drop_pts = 100 * (baseline - ablated)
-    return ProbeSuite([*rows, control], layer, baseline, len(refusal_prompts))
+        with project_out(chat, row.directions["chat"], layer, row.ablate_to):
+            row.harmless_refusal_after = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
+    return ProbeSuite([*rows, control], layer, baseline, len(refusal_prompts), harmless_baseline)
 
 
 def probe_table(cfg: LabConfig | None = None, *, n: int = 120, n_refusal_prompts: int = 60, layer: int | None = None,

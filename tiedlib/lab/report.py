@@ -139,10 +139,12 @@ def probe_summary(frame) -> str:
     return f"""
 - Read at the input of decoder layer {a['layer']} (the harvesting layer), question-level held-out split.
 - Harmful vs harmless requests: AUROC {h['auroc_base']:.2f} in the base model, {h['auroc_chat']:.2f} in the chat model
-  (directions at cosine {h['cos_base_chat']:.2f}). Projecting the chat direction out of the chat model's residual
-  stream at that layer moves its refusal rate on {a['n_refusal_prompts']} held-out harmful prompts from
-  {a['chat_refusal_baseline']:.0%} by {h['refusal_drop_pts']:.0f} points (random direction:
-  {c['refusal_drop_pts']:.0f} points; the issue's bar is a 50-point drop).
+  (directions at cosine {h['cos_base_chat']:.2f}). Setting the chat model's coordinate along its direction to the
+  harmless mean, at that layer and every position, moves its refusal rate on {a['n_refusal_prompts']} held-out
+  harmful prompts from {a['chat_refusal_baseline']:.0%} by {h['refusal_drop_pts']:.0f} points (random direction:
+  {c['refusal_drop_pts']:.0f} points; the issue's bar is a 50-point drop); on held-out harmless prompts the refusal
+  rate goes from {a.get('chat_harmless_refusal_baseline', float('nan')):.0%} to {h['harmless_refusal_after']:.0%}
+  under the same ablation, so the drop is not the model breaking.
 - "About to decline" in web forums (impossible vs yes questions at "Answer:"): AUROC {d['auroc_base']:.2f} base,
   {d['auroc_chat']:.2f} chat. Scored on harmful vs harmless requests, that base direction gives AUROC
   {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
