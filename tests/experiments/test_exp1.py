@@ -20,9 +20,10 @@ import tiedlib.experiments.exp1 as exp1  # noqa: E402
 from tests.helpers import make_model, random_rows  # noqa: E402
 from tiedlib.activations.batches import InMemoryBatches  # noqa: E402
 from tiedlib.analysis import concepts as gt  # noqa: E402
-from tiedlib.analysis.contexts import TokenSample  # noqa: E402
+from tiedlib.analysis.contexts import TokenSample, latent_activations  # noqa: E402
 from tiedlib.analysis.firing import Corners, FiringCounts, HeldOutMetrics, evaluate  # noqa: E402
 from tiedlib.config import pick  # noqa: E402
+from tiedlib.crosscoders.crosscoder import WrittenTiedCrosscoder, recommended_tied  # noqa: E402
 from tiedlib.experiments.exp1 import data as data_mod  # noqa: E402
 from tiedlib.experiments.exp1 import figures  # noqa: E402
 
@@ -122,6 +123,9 @@ def test_configs_follow_the_settings():
     assert (tied.architecture, tied.n_latents, tied.eta, tied.d_model) == ("tied", 8, 1.5, 16)
     std = exp1.standard_config(s, 16)
     assert (std.architecture, std.n_latents) == ("standard", 6)
+    rec = exp1.recommended_config(s, 16)
+    assert (rec.architecture, rec.shared_penalty, rec.n_latents) == ("tied", "written", 8)
+    assert rec == recommended_tied(16, 8).cfg  # the project's recommended configuration, not a copy that may drift
 
 
 def test_tied_and_standard_crosscoders_train_then_load(tmp_path):
@@ -134,6 +138,9 @@ def test_tied_and_standard_crosscoders_train_then_load(tmp_path):
     assert log2 == log
     std, std_log = exp1.standard_crosscoder(td, tmp_path / "standard")
     assert std.cfg.architecture == "standard" and std.cfg.n_latents == 6 and len(std_log) > 0
+    rec, rec_log = exp1.recommended_crosscoder(td, tmp_path / "recommended")  # same data, same steps
+    assert isinstance(rec, WrittenTiedCrosscoder) and rec.cfg.shared_penalty == "written"
+    assert rec_log[-1]["step"] == log[-1]["step"] == 6
 
 
 def test_released_checkpoints_replace_training(tmp_path):
@@ -242,7 +249,11 @@ def _scores(n=2):
     mix[:, 0] = float("nan")
     labels_web = torch.tensor([[1, 1, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)  # refusal, disclaimer, code on web
     labels_chat = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)  # refusal, turn marker on chat
-    return exp1.ConceptScores(CONCEPTS, n, web, chat, mix, labels_web, labels_chat)
+    # Precision tables from the AUROC ones: 0.5 -> 0 (chance picks nothing), 0.9 -> 0.8, 0.85 -> 0.7, ...
+    parts = {name: gt.PartScores(((a - 0.5) * 2).clamp_min(0), ((a - 0.5) * 2).clamp_min(0) / 2,
+                                 torch.full(a.shape, 30), torch.full((4,), 25), 20)
+             for name, a in (("web", web), ("chat", chat), ("mix", mix))}  # fmt: skip
+    return exp1.ConceptScores(CONCEPTS, n, web, chat, mix, labels_web, labels_chat, parts)
 
 
 def test_concept_scores_source_only_concepts_and_best_table():
@@ -255,6 +266,12 @@ def test_concept_scores_source_only_concepts_and_best_table():
     assert table.loc["disclaimer", "base / web"] == pytest.approx(0.9)
     assert table.loc["refusal", "chat / chat"] == pytest.approx(0.85)
     assert table.loc["code", "shared / chat"] == pytest.approx(0.5)
+    precision = s.precision_table()
+    assert precision.loc["disclaimer", "base / web"] == pytest.approx(0.8)
+    assert precision.loc["refusal", "chat / chat"] == pytest.approx(0.7)
+    bare = exp1.ConceptScores(CONCEPTS, 2, s.web, s.chat, s.mix, s.labels_web, s.labels_chat)
+    with pytest.raises(ValueError, match="no precision-at-k tables"):
+        bare.precision_table()
 
 
 def test_concept_scores_on_hand_labelled_documents():
@@ -262,36 +279,48 @@ def test_concept_scores_on_hand_labelled_documents():
 
     def docs(n_docs, length, flag):
         return [SimpleNamespace(input_ids=list(range(length)), labels={c: [flag and t % 2 == 1 for t in range(length)]
-                                                                       for c in CONCEPTS})
+                                                                       for c in [*CONCEPTS, "end_of_prompt"]})
                 for _ in range(n_docs)]  # fmt: skip
 
     web = _sample(n_docs=3, seed=1, name="web", docs=docs(3, 6, True))
     chat = _sample(n_docs=3, seed=2, name="chat", docs=docs(3, 6, False))
     samples = exp1.HeldOutSamples.from_sources(web, chat)
-    s = exp1.concept_scores(model, samples, CONCEPTS)
+    s = exp1.concept_scores(model, samples, CONCEPTS, k=3)
     assert s.web.shape == (4, 12) and s.n_latents == 4
     torch.testing.assert_close(s.mix, gt.concept_auroc(model, samples.mix, CONCEPTS), equal_nan=True)
+    torch.testing.assert_close(s.web, gt.concept_auroc(model, samples.web, CONCEPTS), equal_nan=True)
+    # The web part scores are those of the web rows alone (encoded once on web + chat, then sliced).
+    acts = latent_activations(model, web.batches(), [(g, i) for g in range(3) for i in range(4)])
+    direct = gt.part_scores(acts, *gt.positional_labels(web.docs, web.doc_index, web.position, CONCEPTS), 3)
+    torch.testing.assert_close(s.part("web").precision, direct.precision, equal_nan=True)
+    assert s.part("chat").n_positive.sum() == 0 and s.part("mix").precision.shape == (4, 12)
     assert torch.isnan(s.chat).all()  # no positive labels on chat data: AUROC undefined
     assert s.labels_web.sum() == 9 * 4 and s.web_only == CONCEPTS and s.chat_only == []
     with pytest.raises(ValueError, match="no labelled documents"):
         exp1.concept_scores(model, exp1.HeldOutSamples.from_sources(_sample(), _sample()), CONCEPTS)
 
 
-def test_refusal_triple_and_its_sentences():
+def test_refusal_triple_is_chosen_by_precision_and_its_sentences():
     r = exp1.refusal_triple(_scores())
-    assert (r.triple, r.base_concept) == (1, "disclaimer")
-    assert (r.chat_auroc, r.base_auroc, r.joint_auroc) == pytest.approx((0.85, 0.9, 0.85))
-    assert r.found(0.8) and not r.found(0.86)
-    assert r.summary(0.75) == ("triple 1: chat part AUROC 0.850 for chat refusals, base part AUROC 0.900 for web "
-                               "disclaimers (threshold 0.75)")  # fmt: skip
-    assert r.verdict(0.9).endswith("-> no triple passes at AUROC >= 0.9.")
-    assert "such a triple exists" in r.verdict(0.75)
+    assert (r.triple, r.base_concept, r.k) == (1, "disclaimer", 20)
+    assert (r.chat_precision, r.base_precision, r.joint) == pytest.approx((0.7, 0.8, 0.7))
+    assert (r.chat_p_fires, r.base_p_fires, r.chat_auroc, r.base_auroc) == pytest.approx((0.35, 0.4, 0.85, 0.9))
+    assert r.found(0.7) and not r.found(0.71)
+    assert r.summary(0.5) == ("triple 1: chat part precision@20 0.70 (P(refusal | fires) 0.35, AUROC 0.850) for chat "
+                              "refusals, base part precision@20 0.80 (P(disclaimer | fires) 0.40, AUROC 0.900) for web "
+                              "disclaimers, at the end of the prompt (threshold 0.5)")  # fmt: skip
+    assert r.verdict(0.9).endswith("-> no triple passes at precision >= 0.9.")
+    assert "such a triple exists" in r.verdict(0.5)
+    # A triple with a better chat AUROC but no precision loses: chat AUROC 0.99 for triple 0, precision unchanged.
+    s = _scores()
+    s.chat[0, 2 * 2 + 0] = 0.99
+    assert exp1.refusal_triple(s).triple == 1
 
 
 def test_focus_triple_prefers_ground_truth_then_settings_then_top_left():
     sc = _scatter()
     r = exp1.RefusalTriple(5, 0.8, 0.8, 0.9, "refusal")
-    assert exp1.focus_triple(sc, 42, r) == 5
+    assert exp1.focus_triple(sc, 42, r) == 5 and r.found(0.8)
     assert exp1.focus_triple(sc, 42) == 42
     assert exp1.focus_triple(sc, None) == 0
 
@@ -310,9 +339,13 @@ def test_corner_concepts_on_hand_made_scores():
     assert cc.bottom_right_web_frac == 1.0  # triple 1's base part is best at code, a web-only concept
     table = cc.table()
     assert table.to_dict("list") == {"top-left triple": [0], "chat part's best concept": ["turn_marker"],
-                                     "chat/shared": [2.0], "base/shared": [0.5]}  # fmt: skip
+                                     "precision at k": [0.9], "chat/shared": [2.0], "base/shared": [0.5]}  # fmt: skip
     assert cc.summary() == ("top-left triples whose chat part's best concept is chat-only: 100% "
-                            "(all 2 kept triples with a firing chat part: 50%)")  # fmt: skip
+                            "(all 2 kept triples whose chat part fires >= 1 times: 50%)")  # fmt: skip
+    # The firing floor: only triple 0's chat part fires 10 times, so it alone is compared at a floor of 10.
+    assert exp1.corner_concepts(_scores(), sc, min_firings=10).n_alive == 1
+    # A part with zero precision for every concept has no best concept.
+    assert exp1.ground_truth.best_part_concepts(torch.zeros(4, 6), torch.tensor([1]), CONCEPTS) == ["none"]
     assert cc.verdict().endswith("bottom-right base parts best at a web-only concept: 100%.")
 
 
@@ -396,7 +429,7 @@ def test_concept_baseline_on_hand_made_aurocs():
 def test_summary_lines_with_and_without_ground_truth():
     held = HeldOutMetrics(torch.tensor([0.91234, 0.8]), torch.tensor([3.04, 1.0, 2.26]),
                           FiringCounts(torch.tensor([[1, 0], [1, 1], [0, 0]]), 1234))  # fmt: skip
-    tied = SimpleNamespace(cfg=SimpleNamespace(n_latents=4, eta=2.0))
+    tied = SimpleNamespace(cfg=SimpleNamespace(n_latents=4, eta=2.0, shared_penalty="sum"))
     text = exp1.summary("tiny", PAIR, tied, held, _scatter(), _settings())
     assert text.splitlines() == [
         "Scale: tiny (pair toy, layer 3, 4 x 3 latents, eta 2.0).",
@@ -408,7 +441,7 @@ def test_summary_lines_with_and_without_ground_truth():
     no_query = exp1.StandardBaseline(held, torch.tensor([]), None)
     lines = exp1.summary("tiny", PAIR, tied, held, _scatter(), _settings(), refusal=r, corners=cc,
                          baseline=no_query).splitlines()  # fmt: skip
-    assert len(lines) == 5 and lines[3] == r.verdict(0.75) and lines[4] == cc.verdict()
+    assert len(lines) == 5 and lines[3] == r.verdict(0.5) and lines[4] == cc.verdict()
     with pytest.raises(ValueError, match="both ground-truth results"):
         exp1.summary("tiny", PAIR, tied, held, _scatter(), _settings(), refusal=r)
 
@@ -506,16 +539,73 @@ def test_findings_give_every_key_the_page_and_readme_paste():
     from tests.test_findings import glued_keys
 
     held = _held(0.3, 0.26, dead_base=1, ev=(0.97, 0.968))
-    tied = SimpleNamespace(cfg=SimpleNamespace(n_latents=4, eta=2.0))
+    tied = SimpleNamespace(cfg=SimpleNamespace(n_latents=4, eta=2.0, shared_penalty="sum"))
     seeds = exp1.SeedRuns([0, 1, 2], 10, [_held(0.1, 1.1), _held(1.0, 0.1), _held(0.5, 0.5)])
-    r, cc = exp1.RefusalTriple(7, 0.52, 0.52, 0.9, "refusal"), exp1.corner_concepts(_scores(n=4), _scatter())
+    r, cc = exp1.RefusalTriple(7, 0.42, 0.42, 0.9, "refusal"), exp1.corner_concepts(_scores(n=4), _scatter())
     out = exp1.findings("tiny", PAIR, tied, held, _settings(), refusal=r, corners=cc, seeds=seeds)
     assert glued_keys("exp1_") <= set(out) and all(isinstance(v, str) for v in out.values())
     assert out["exp1_ev"] == "base 0.970, chat 0.968"
     assert out["exp1_dead"] == "base-only 1, chat-only 0 of 4"
-    assert out["exp1_refusal_recovered"] == "no: joint AUROC 0.52 < 0.75"
+    assert out["exp1_refusal_recovered"] == "no: joint precision@20 0.42 < 0.5"
+    assert out["exp1_corners"] == "not measured" and "exp1_rec_ev" not in out
     assert out["exp1_seed_verdict"] == "inconclusive at this scale" and out["exp1_seeds"] == "3 seeds x 10 steps"
     assert out["exp1_baseline"] == "no firing chat-exclusive latent in the standard crosscoder"
     bare = exp1.findings("paper", PAIR, tied, held, _settings())
     assert set(bare) == set(out)
     assert bare["exp1_refusal"].startswith("n/a") and bare["exp1_seed_l0"] == "no seed runs at this scale"
+
+
+# ---- corners: the firing floor and the bootstrap ---------------------------------------------------------------------
+def test_a_corner_needs_enough_exclusive_firings():
+    # Triple 0: chat part 19 firings, triple 1: 20 (both far above their shared and base parts); triple 2: base 25.
+    counts = torch.tensor([[1, 1, 1], [0, 0, 25], [19, 20, 0]])
+    sc = exp1.ratio_scatter(FiringCounts(counts, 100), _settings(n_corner=3, min_exclusive_firings=20))
+    assert sc.corners.top_left.tolist() == [1] and sc.corners.bottom_right.tolist() == [2]
+    m = exp1.corners.corner_masks(counts.double(), torch.tensor(1000.0), min_frequency=0.0, min_firings=20, ratio=2.0)
+    assert m["top-left"].tolist() == [False, True, False] and m["bottom-right"].tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="min_firings >= 1"):
+        exp1.corners.corner_masks(counts, torch.tensor(1.0), min_frequency=0.0, min_firings=0, ratio=2.0)
+
+
+def test_corner_share_bootstrap_on_a_constructed_case():
+    s = _settings(min_frequency=0.0, min_exclusive_firings=20, corner_ratio=2.0, n_boot=400)
+    # 10 documents; triple 1 fires in its shared part in every one (always kept, never a corner).
+    docs = torch.zeros(10, 3, 2, dtype=torch.int32)
+    docs[:, 0, 1] = 3
+    spread = docs.clone()
+    spread[:, 2, 0] = 5  # triple 0's chat part: 5 firings in every document -> a corner in every resample
+    shares = exp1.corner_shares(spread, torch.full((10,), 50), s)
+    assert (shares.top_left.share, shares.top_left.low, shares.top_left.high) == (0.5, 0.5, 0.5)
+    assert shares.top_left.count == 1 and shares.n_kept == 2 and shares.bottom_right.share == 0.0
+    one = docs.clone()
+    one[0, 2, 0] = 25  # all 25 firings in one document: resamples without it (about 35%) have no corner
+    shares = exp1.corner_shares(one, torch.full((10,), 50), s)
+    assert shares.top_left.share == 0.5 and shares.top_left.low == 0.0 and shares.top_left.high == 0.5
+    assert shares.text().startswith("top-left 50% [0%, 50%] (1 triples)")
+    # Stratified: with document 0 alone in its stratum it is drawn in every resample, so the interval closes.
+    pinned = exp1.corner_shares(one, torch.full((10,), 50), s, strata=[1] + [0] * 9)
+    assert (pinned.top_left.low, pinned.top_left.high) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="strata has 3 labels"):
+        exp1.corner_shares(one, torch.full((10,), 50), s, strata=[0, 1, 0])
+
+
+def test_document_counts_add_up_to_the_held_out_counts_and_analyse_both_models():
+    model, rec = make_model(architecture="tied", n_latents=8), make_model(architecture="tied", n_latents=8)
+    samples = exp1.HeldOutSamples.from_sources(_sample(seed=1, name="web"), _sample(seed=2, name="chat"))
+    counts, tokens = exp1.corners.document_firing_counts(model, samples.mix)
+    assert counts.shape == (8, 3, 8) and tokens.tolist() == [5] * 8
+    torch.testing.assert_close(counts.sum(dim=0).long(), evaluate(model, samples.mix.batches()).firing.counts)
+    s = _settings(min_exclusive_firings=1, n_boot=50)
+    both = [exp1.analyse(name, m, samples, s, ground_truth=False) for name, m in (("a", model), ("b", rec))]
+    assert both[0].shares.n_docs == 8 and both[0].scores is None
+    table = exp1.side_by_side(both, s)
+    assert list(table.columns) == ["a", "b"] and table.loc["penalty", "a"] == "sum, eta 2.0"
+    assert table.loc["top-left share [95% CI]", "b"] == both[1].shares.top_left.text()
+    fig = figures.ratio_scatters({r.name: (r.scatter.ratios, r.scatter.corners) for r in both})
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"] and fig.axes[0].get_xlim() == fig.axes[1].get_xlim()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no ground truth"):
+        exp1.precision_tables(both)
+    out = exp1.findings("tiny", PAIR, model, both[0].held, s, shares=both[0].shares, recommended=both[1])
+    assert out["exp1_rec_refusal"].startswith("n/a") and out["exp1_rec_corners"] == both[1].shares.text()
+    assert {k.replace("exp1_rec_", "exp1_") for k in out if k.startswith("exp1_rec_")} <= set(out)

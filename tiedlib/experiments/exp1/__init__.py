@@ -1,7 +1,7 @@
 """Experiment 1 (notebook 01): the tied crosscoder, firing-count ratios, top activations of a triple's parts.
 
 The notebook imports only this package: the pipeline modules (:mod:`.data`, :mod:`.models`, :mod:`.ratios`,
-:mod:`.ground_truth`, :mod:`.baseline`, :mod:`.seeds`, :mod:`.summary`,
+:mod:`.corners`, :mod:`.ground_truth`, :mod:`.compare`, :mod:`.baseline`, :mod:`.seeds`, :mod:`.summary`,
 :mod:`.findings`), :mod:`.figures`, the settings of :mod:`.presets`, and the
 core names it calls directly (re-exported below).
 """
@@ -17,6 +17,8 @@ from tiedlib.experiments.exp1.baseline import (
     pick_query,
     standard_baseline,
 )
+from tiedlib.experiments.exp1.compare import ArchResults, analyse, precision_tables, side_by_side
+from tiedlib.experiments.exp1.corners import CornerShares, corner_shares, sample_corner_shares, shares_table
 from tiedlib.experiments.exp1.data import HeldOutSamples, TrainingData, heldout_samples, prepare_training, quiet_logs
 from tiedlib.experiments.exp1.findings import findings
 from tiedlib.experiments.exp1.ground_truth import (
@@ -32,6 +34,8 @@ from tiedlib.experiments.exp1.ground_truth import (
 from tiedlib.experiments.exp1.models import (
     held_out_metrics,
     held_out_table,
+    recommended_config,
+    recommended_crosscoder,
     standard_config,
     standard_crosscoder,
     tied_config,
@@ -45,7 +49,9 @@ from tiedlib.experiments.exp1.summary import summary
 from tiedlib.pairs import is_lab, load_pair
 
 __all__ = [
+    "ArchResults",
     "CHAT_EXCLUSIVE",
+    "CornerShares",
     "TABLE",
     "ConceptBaseline",
     "ConceptScores",
@@ -58,11 +64,13 @@ __all__ = [
     "SeedRuns",
     "StandardBaseline",
     "TrainingData",
+    "analyse",
     "best_tied_triple",
     "concept_baseline",
     "concept_scores",
     "concept_share",
     "corner_concepts",
+    "corner_shares",
     "figures",
     "findings",
     "focus_triple",
@@ -73,11 +81,17 @@ __all__ = [
     "latent_html",
     "load_pair",
     "pick_query",
+    "precision_tables",
     "prepare_training",
     "quiet_logs",
     "ratio_scatter",
+    "recommended_config",
+    "recommended_crosscoder",
     "refusal_triple",
+    "sample_corner_shares",
     "seed_runs",
+    "shares_table",
+    "side_by_side",
     "standard_baseline",
     "standard_config",
     "standard_crosscoder",

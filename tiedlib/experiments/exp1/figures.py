@@ -65,12 +65,12 @@ def ratio_points(ratios: FiringRatios, corners: Corners | None = None) -> pd.Dat
 
 
 def firing_ratio_scatter(ratios: FiringRatios, corners: Corners | None = None, *, annotate: int = 3,
-                         title: str = "") -> Figure:  # fmt: skip
+                         title: str = "", ax: plt.Axes | None = None) -> Figure:  # fmt: skip
     """base/shared (x) against chat/shared (y) firing-count ratios of every kept triple (the write-up's Figure 2).
 
     A seaborn scatter with hue by corner: top-left latents (chat-side novelty) are red, bottom-right ones blue; the
     first ``annotate`` of each are labelled with their index. Triples dropped by the frequency filter and those with
-    zero shared firings are counted in the legend, not plotted.
+    zero shared firings are counted in the legend, not plotted. Drawn on ``ax`` when given (its figure is returned).
     """
     points = ratio_points(ratios, corners)
     counts = points["kind"].value_counts()
@@ -80,7 +80,7 @@ def firing_ratio_scatter(ratios: FiringRatios, corners: Corners | None = None, *
                names["bottom-right"]: GROUP_COLOURS["base"]}  # fmt: skip
     sizes = {names["other"]: 8, names["top-left"]: 28, names["bottom-right"]: 28}
     order = [n for k, n in names.items() if counts.get(k, 0)]
-    fig, ax = plt.subplots(figsize=(5.6, 5))
+    fig, ax = plt.subplots(figsize=(5.6, 5)) if ax is None else (ax.figure, ax)
     sns.scatterplot(data=points, x="base/shared", y="chat/shared", hue="kind", size="kind", hue_order=order,
                     size_order=order, palette=palette, sizes=sizes, alpha=0.8, linewidth=0, ax=ax)  # fmt: skip
     if corners is not None:
@@ -101,18 +101,33 @@ def firing_ratio_scatter(ratios: FiringRatios, corners: Corners | None = None, *
     return fig
 
 
+def ratio_scatters(panels: Mapping[str, tuple[FiringRatios, Corners | None]], *, annotate: int = 3) -> Figure:
+    """:func:`firing_ratio_scatter` of several crosscoders side by side, one panel per name (same axis limits)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 5), squeeze=False)
+    for ax, (name, (ratios, corners)) in zip(axes[0], panels.items(), strict=True):
+        firing_ratio_scatter(ratios, corners, annotate=annotate, title=name, ax=ax)
+    right = max(ax.get_xlim()[1] for ax in axes[0])
+    top = max(ax.get_ylim()[1] for ax in axes[0])
+    for ax in axes[0]:
+        ax.set(xlim=(0, right), ylim=(0, top))
+    fig.tight_layout()
+    return fig
+
+
 def auroc_heatmap(values: np.ndarray | pd.DataFrame, rows: Sequence[str] | None = None,
-                  cols: Sequence[str] | None = None, *, title: str = "") -> Figure:  # fmt: skip
+                  cols: Sequence[str] | None = None, *, title: str = "",
+                  label: str = "best AUROC") -> Figure:  # fmt: skip
     """Annotated seaborn heatmap of AUROC values (``rows x cols``, e.g. concepts x (group, dataset)), 0.5 white.
 
     ``values`` is an array with ``rows`` and ``cols`` labels, or a DataFrame whose index and columns are the labels.
-    NaN cells (a concept absent from the data) are left blank.
+    NaN cells (a concept absent from the data) are left blank. ``label`` names the colour bar (the same 0-1 scale
+    serves precision at k).
     """
     table = values if isinstance(values, pd.DataFrame) else pd.DataFrame(np.asarray(values, dtype=float), index=rows,
                                                                          columns=cols)  # fmt: skip
     fig, ax = plt.subplots(figsize=(1.1 * table.shape[1] + 2.5, 0.28 * table.shape[0] + 1.4))
     sns.heatmap(table.astype(float), cmap="RdBu_r", vmin=0.0, vmax=1.0, center=0.5, annot=True, fmt=".2f",
-                annot_kws={"fontsize": 6.5}, cbar_kws={"fraction": 0.04, "label": "best AUROC"}, ax=ax)  # fmt: skip
+                annot_kws={"fontsize": 6.5}, cbar_kws={"fraction": 0.04, "label": label}, ax=ax)  # fmt: skip
     ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha="right", fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
     ax.set_title(title or "Best latent per concept")

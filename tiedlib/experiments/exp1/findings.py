@@ -8,6 +8,8 @@ from typing import Any
 from tiedlib.analysis.firing import HeldOutMetrics
 from tiedlib.config import BASE, CHAT
 from tiedlib.experiments.exp1.baseline import StandardBaseline
+from tiedlib.experiments.exp1.compare import ArchResults
+from tiedlib.experiments.exp1.corners import CornerShares
 from tiedlib.experiments.exp1.ground_truth import CornerConcepts, RefusalTriple
 from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.experiments.exp1.seeds import SeedRuns
@@ -15,10 +17,43 @@ from tiedlib.experiments.exp1.seeds import SeedRuns
 NO_GROUND_TRUTH = "n/a (no ground-truth labels for this pair)"
 
 
+def _model_findings(prefix: str, scale: str, pair: Any, tied: Any, held: HeldOutMetrics, settings: Exp1Settings,
+                    refusal: RefusalTriple | None, corners: CornerConcepts | None,
+                    shares: CornerShares | None) -> dict[str, str]:  # fmt: skip
+    """The headline numbers of one tied crosscoder under ``<prefix>setup``, ``<prefix>ev``, ... keys."""
+    n, cfg = tied.cfg.n_latents, tied.cfg
+    penalty = "" if cfg.shared_penalty == "sum" else f", {cfg.shared_penalty} shared penalty"
+    out = {
+        f"{prefix}setup": f"{scale} scale, pair {pair.name} (layer {pair.layer}), {n} x 3 latents, eta {cfg.eta}"
+                          f"{penalty}, {settings.n_steps} steps",
+        f"{prefix}ev": f"base {held.explained_variance[BASE]:.3f}, chat {held.explained_variance[CHAT]:.3f}",
+        f"{prefix}l0": f"shared {held.l0[0]:.1f}, base-only {held.l0[1]:.2f}, chat-only {held.l0[2]:.2f}",
+        f"{prefix}dead": f"base-only {int(held.dead[1])}, chat-only {int(held.dead[2])} of {n}",
+        f"{prefix}corners": shares.text() if shares is not None else "not measured",
+    }  # fmt: skip
+    if refusal is None or corners is None:
+        for key in ("refusal", "refusal_recovered", "top_left"):
+            out[f"{prefix}{key}"] = NO_GROUND_TRUTH
+        return out
+    passed, k = refusal.found(settings.precision_threshold), refusal.k
+    out[f"{prefix}refusal"] = (f"triple {refusal.triple}: at the end of the prompt, chat part precision@{k} "
+                               f"{refusal.chat_precision:.2f} (P | fires {refusal.chat_p_fires:.2f}) on chat refusals, "
+                               f"base part {refusal.base_precision:.2f} (P | fires {refusal.base_p_fires:.2f}) on web "
+                               f"{refusal.base_concept}s")  # fmt: skip
+    out[f"{prefix}refusal_recovered"] = (f"{'yes' if passed else 'no'}: joint precision@{k} {refusal.joint:.2f} "
+                                         f"{'>=' if passed else '<'} {settings.precision_threshold}")  # fmt: skip
+    out[f"{prefix}top_left"] = (f"{corners.top_left_chat_frac:.0%} of {len(corners.top_left)} top-left triples (chat "
+                                f"part >= {corners.min_firings} firings) vs {corners.all_chat_frac:.0%} of all "
+                                f"{corners.n_alive} kept triples")  # fmt: skip
+    return out
+
+
 def findings(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, settings: Exp1Settings, *,
              refusal: RefusalTriple | None = None, corners: CornerConcepts | None = None,
-             baseline: StandardBaseline | None = None, seeds: SeedRuns | None = None) -> dict[str, str]:  # fmt: skip
-    """Every headline number of notebook 01, formatted, under a stable ``exp1_*`` key.
+             baseline: StandardBaseline | None = None, seeds: SeedRuns | None = None,
+             shares: CornerShares | None = None, recommended: ArchResults | None = None) -> dict[str, str]:  # fmt: skip
+    """Every headline number of notebook 01, formatted, under a stable ``exp1_*`` key; the recommended tied
+    crosscoder's under the same names with ``exp1_rec_`` (when ``recommended`` is given).
 
     Args:
         scale: the notebook's ``SCALE``.
@@ -29,25 +64,13 @@ def findings(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, settings: E
         refusal, corners: the ground-truth results (lab pairs), None without ground truth.
         baseline: the standard-crosscoder baseline.
         seeds: the seed runs (None when the scale runs none).
+        shares: the write-up crosscoder's corner shares with their bootstrap intervals.
+        recommended: the recommended tied crosscoder's results (:func:`tiedlib.experiments.exp1.compare.analyse`).
     """
-    n = tied.cfg.n_latents
-    out = {
-        "exp1_setup": f"{scale} scale, pair {pair.name} (layer {pair.layer}), {n} x 3 latents, eta {tied.cfg.eta}, "
-                      f"{settings.n_steps} steps",
-        "exp1_ev": f"base {held.explained_variance[BASE]:.3f}, chat {held.explained_variance[CHAT]:.3f}",
-        "exp1_l0": f"shared {held.l0[0]:.1f}, base-only {held.l0[1]:.2f}, chat-only {held.l0[2]:.2f}",
-        "exp1_dead": f"base-only {int(held.dead[1])}, chat-only {int(held.dead[2])} of {n}",
-    }  # fmt: skip
-    if refusal is None or corners is None:
-        out.update(exp1_refusal=NO_GROUND_TRUTH, exp1_refusal_recovered=NO_GROUND_TRUTH, exp1_top_left=NO_GROUND_TRUTH)
-    else:
-        passed = refusal.found(settings.auroc_threshold)
-        out["exp1_refusal"] = (f"triple {refusal.triple}: chat part AUROC {refusal.chat_auroc:.2f} on chat refusals, "
-                               f"base part {refusal.base_auroc:.2f} on web {refusal.base_concept}s")  # fmt: skip
-        out["exp1_refusal_recovered"] = (f"{'yes' if passed else 'no'}: joint AUROC {refusal.joint_auroc:.2f} "
-                                         f"{'>=' if passed else '<'} {settings.auroc_threshold}")  # fmt: skip
-        out["exp1_top_left"] = (f"{corners.top_left_chat_frac:.0%} of top-left triples vs {corners.all_chat_frac:.0%} "
-                                f"of all {corners.n_alive} kept triples")  # fmt: skip
+    out = _model_findings("exp1_", scale, pair, tied, held, settings, refusal, corners, shares)
+    if recommended is not None:
+        r = recommended
+        out |= _model_findings("exp1_rec_", scale, pair, r.model, r.held, settings, r.refusal, r.corners, r.shares)
     c = baseline.concepts if baseline is not None else None
     if baseline is None or baseline.query is None:
         out["exp1_baseline"] = "no firing chat-exclusive latent in the standard crosscoder"

@@ -1,5 +1,5 @@
-"""Experiment 1's two crosscoders (the tied one and the standard baseline, trained on the same data or loaded from
-released checkpoints) and their held-out metrics."""
+"""Experiment 1's crosscoders (the write-up's tied one, the project's recommended tied configuration and the standard
+baseline, all trained on the same data, or loaded from released checkpoints) and their held-out metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tiedlib.analysis.contexts import TokenSample
 from tiedlib.analysis.firing import HeldOutMetrics, evaluate
 from tiedlib.config import CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.checkpoints import load_crosscoder
-from tiedlib.crosscoders.crosscoder import Crosscoder
+from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder
 from tiedlib.experiments.exp1.data import TrainingData
 from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.training import train_or_load
@@ -27,6 +27,14 @@ def train_config(settings: Exp1Settings, n_steps: int) -> TrainConfig:
 def tied_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
     """The tied crosscoder: ``n_latents`` triples (shared, base, chat) and the write-up's penalty exponent ``eta``."""
     return CrosscoderConfig(d_model=d_model, n_latents=settings.n_latents, architecture="tied", eta=settings.eta)
+
+
+def recommended_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
+    """The project's recommended tied configuration (:func:`tiedlib.crosscoders.crosscoder.recommended_tied`: the
+    written-disagreement penalty, ``shared_penalty="written"``, at its eta) with the write-up model's
+    ``n_latents`` triples. The same config as ``recommended_tied(d_model, n_latents).cfg``, without building it."""
+    return CrosscoderConfig(d_model=d_model, n_latents=settings.n_latents, architecture="tied",
+                            eta=RECOMMENDED_TIED_ETA, shared_penalty="written")  # fmt: skip
 
 
 def standard_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
@@ -73,6 +81,15 @@ def tied_crosscoder(data: TrainingData, run_dir: str | Path) -> tuple[Crosscoder
     """
     s = data.settings
     return _train_or_checkpoint(s.checkpoint, Path(run_dir), tied_config(s, data.pair.d_model),
+                                train_config(s, s.n_steps), data)  # fmt: skip
+
+
+def recommended_crosscoder(data: TrainingData, run_dir: str | Path) -> tuple[Crosscoder, list[dict]]:
+    """Train the recommended tied crosscoder (:func:`recommended_config`) into ``run_dir`` (or load it) on the same
+    data, with the same optimiser settings and steps as :func:`tied_crosscoder`. Never a released checkpoint: the
+    write-up released none with this penalty."""
+    s = data.settings
+    return _train_or_checkpoint(None, Path(run_dir), recommended_config(s, data.pair.d_model),
                                 train_config(s, s.n_steps), data)  # fmt: skip
 
 

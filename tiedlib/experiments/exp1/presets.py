@@ -54,7 +54,20 @@ class Exp1Settings:
     n_neighbours: int = 5
     """Baseline: base decoder vectors closest to a chat-exclusive latent's chat vector."""
     auroc_threshold: float = 0.75
-    """Ground truth: a latent part "detects" a concept when its AUROC reaches this."""
+    """AUROC a part must reach to "detect" a concept in the AUROC columns (shown, never used to choose)."""
+    precision_k: int = 20
+    """Ground truth: parts are scored by precision at this k (and P(concept | part fires)) at each concept's
+    positions (:data:`tiedlib.analysis.concepts.POSITIONAL_CONCEPTS`: end of prompt for refusals and requests)."""
+    precision_threshold: float = 0.5
+    """The Figure-3 triple is "found" when both its parts reach this precision at k."""
+    min_exclusive_firings: int = 20
+    """A triple is a top-left (bottom-right) corner only if its chat (base) part fires on at least this many held-out
+    tokens (issue 16)."""
+    corner_ratio: float = 2.0
+    """Corner shares: a triple counts in the top-left corner when its chat part fires at least this many times as
+    often as its shared part and as its base part (bottom-right: base over shared and chat), besides the floor above."""
+    n_boot: int = 1000
+    """Bootstrap resamples of held-out documents for the corner shares' 95% intervals."""
     focus_latent: LatentRef | int | None = None
     """Triple whose contexts are shown when there is no ground truth to pick one. The write-up's 10615 (refusals)
     is a :class:`LatentRef` to the released tied checkpoint: :func:`focus_triple` refuses it for any other crosscoder
@@ -79,7 +92,7 @@ TABLE: dict[str, Exp1Settings] = {
     "smoke": Exp1Settings(
         pair="smoke", n_latents=128, train_docs=300, n_steps=150, batch_size=256, lr=2e-3, l1_coeff=0.5,
         eval_docs=60, standard_n_latents=128, standard_n_steps=100, top_k=5, n_corner=5, log_every=10,
-        seeds=(0, 1), seed_steps=10,
+        seeds=(0, 1), seed_steps=10, precision_k=5, min_exclusive_firings=2, n_boot=200,
     ),
     "tiny": Exp1Settings(
         pair="tiny", n_latents=512, train_docs=3000, n_steps=2500, batch_size=512, lr=1e-3, l1_coeff=0.5,

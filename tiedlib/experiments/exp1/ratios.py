@@ -1,10 +1,15 @@
-"""The write-up's Figure 2: firing-count ratios per latent triple and the triples in its two corners."""
+"""The write-up's Figure 2: firing-count ratios per latent triple and the triples in its two corners.
+
+A triple is a corner only if its exclusive part on that side fires often enough (``min_exclusive_firings``, issue 16):
+a part that fired three times has a ratio, not a reading.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tiedlib.analysis.firing import Corners, FiringCounts, FiringRatios, firing_ratios, select_corners
+from tiedlib.config import BASE_ONLY, CHAT_ONLY
 from tiedlib.experiments.exp1.presets import Exp1Settings
 
 
@@ -63,7 +68,21 @@ class RatioScatter:
         return [focus, *self.corners.top_left.tolist(), *self.corners.bottom_right.tolist()]
 
 
+def floor_corners(ratios: FiringRatios, firing: FiringCounts, k: int, min_firings: int) -> Corners:
+    """The ``k`` most top-left triples among those whose chat part fires on at least ``min_firings`` tokens and lies
+    above the diagonal (chat/shared > base/shared); the ``k`` most bottom-right among those whose base part does and
+    lies below it (a triple on the diagonal is in neither). Kept triples with finite ratios only, as
+    :func:`tiedlib.analysis.firing.select_corners`."""
+    c = firing.counts
+    above, below = ratios.chat_over_shared > ratios.base_over_shared, ratios.base_over_shared > ratios.chat_over_shared
+    top = ratios._replace(kept=ratios.kept & (c[CHAT_ONLY] >= min_firings) & above)
+    bottom = ratios._replace(kept=ratios.kept & (c[BASE_ONLY] >= min_firings) & below)
+    return Corners(select_corners(top, k).top_left, select_corners(bottom, k).bottom_right)
+
+
 def ratio_scatter(firing: FiringCounts, settings: Exp1Settings) -> RatioScatter:
-    """Ratios with the settings' frequency filter and the ``n_corner`` most top-left / bottom-right triples."""
+    """Ratios with the settings' frequency filter and the ``n_corner`` most top-left / bottom-right triples that have
+    at least ``min_exclusive_firings`` firings of their chat (top-left) or base (bottom-right) part."""
     ratios = firing_ratios(firing, min_frequency=settings.min_frequency)
-    return RatioScatter(firing, ratios, select_corners(ratios, settings.n_corner))
+    return RatioScatter(firing, ratios, floor_corners(ratios, firing, settings.n_corner,
+                                                      settings.min_exclusive_firings))  # fmt: skip
