@@ -406,23 +406,26 @@ def test_standard_baseline_without_a_firing_chat_exclusive_latent():
     assert b.query is None and b.neighbours is None and b.verdict() is None
 
 
-def test_concept_baseline_on_hand_made_aurocs():
+def test_concept_baseline_on_hand_made_precisions():
     std = _standard()
-    std_auc = torch.tensor([[0.9, 0.5, 0.6, 0.4], [0.5, 0.5, 0.7, 0.95], [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2]])
+    std_score = torch.tensor([[0.9, 0.0, 0.6, 0.4], [0.0, 0.0, 0.7, 0.95], [0.1, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2]])
     neighbours, cosines = torch.tensor([2, 3]), torch.tensor([0.99, 0.0])
-    c = exp1.concept_baseline(std, std_auc, 0, neighbours, cosines, _scores(n=2))
-    assert c.concept == "refusal" and c.query_auroc == pytest.approx(0.9)
-    assert c.neighbour_best == pytest.approx(0.6) and c.neighbour_aurocs == pytest.approx([0.6, 0.4])
-    assert (c.tied_triple, c.tied_base) == (1, pytest.approx(0.5))  # triple 1's chat part is best at refusals
+    c = exp1.concept_baseline(std, std_score, 0, neighbours, cosines, _scores(n=2))
+    assert c.concept == "refusal" and c.query_score == pytest.approx(0.9) and c.metric == "precision@20"
+    assert c.neighbour_best == pytest.approx(0.6) and c.neighbour_scores == pytest.approx([0.6, 0.4])
+    assert (c.tied_triple, c.tied_base) == (1, pytest.approx(0.0))  # triple 1's chat part is best at refusals
     assert list(c.table["latent"]) == [0, 2, 3] and list(c.table["cosine"]) == pytest.approx([1.0, 0.99, 0.0])
     assert list(c.table["best concept"]) == ["refusal", "disclaimer", "disclaimer"]
     assert list(c.table["relative norm"]) == pytest.approx([1.0, 0.5, 0.5])
-    assert list(c.table["AUROC refusal"]) == pytest.approx([0.9, 0.6, 0.4])
+    assert list(c.table["precision@20 refusal"]) == pytest.approx([0.9, 0.6, 0.4])
     b = exp1.StandardBaseline(evaluate(std, _samples_4d().mix.batches()), torch.tensor([0]), 0, neighbours, cosines,
                               c)  # fmt: skip
-    assert b.verdict() == ("Baseline: standard chat-exclusive latent 0 detects 'refusal' (AUROC 0.900); its 2 nearest "
-                           "base decoder vectors reach at best AUROC 0.600 for it; the tied triple best at it (1) has "
-                           "a base part at AUROC 0.500.")  # fmt: skip
+    assert b.verdict() == ("Baseline: standard chat-exclusive latent 0 picks out 'refusal' (precision@20 0.90); its 2 "
+                           "nearest base decoder vectors reach at best 0.60 for it; the tied triple best at it (1) has "
+                           "a base part at 0.00.")  # fmt: skip
+    fig = figures.baseline_neighbours(b)
+    assert fig.axes[1].get_xlabel() == "precision@20 for 'refusal'"
+    plt.close(fig)
 
 
 # ---- summary --------------------------------------------------------------------------------------------------------

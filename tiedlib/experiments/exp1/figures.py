@@ -135,18 +135,19 @@ def auroc_heatmap(values: np.ndarray | pd.DataFrame, rows: Sequence[str] | None 
     return fig
 
 
-def neighbour_bars(labels: Sequence[str], cosines: Sequence[float], aurocs: Sequence[float], *,
-                   concept: str, title: str = "") -> Figure:  # fmt: skip
+def neighbour_bars(labels: Sequence[str], cosines: Sequence[float], scores: Sequence[float], *,
+                   concept: str, title: str = "", metric: str = "AUROC") -> Figure:  # fmt: skip
     """Baseline: cosine of each neighbour's base decoder vector with the query's chat vector, beside that
-    neighbour's AUROC for the query's concept."""
+    neighbour's score (``metric``: AUROC, precision at k) for the query's concept."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), sharey=True)
     pos = np.arange(len(labels))
     axes[0].barh(pos, cosines, color="0.5")
     axes[0].set(xlabel="cosine (base decoder vs query chat decoder)", yticks=pos)
     axes[0].set_yticklabels(labels, fontsize=8)
-    axes[1].barh(pos, aurocs, color=GROUP_COLOURS["base"])
-    axes[1].axvline(0.5, color="k", lw=0.8, ls="--")
-    axes[1].set(xlabel=f"AUROC for '{concept}'", xlim=(0, 1))
+    axes[1].barh(pos, scores, color=GROUP_COLOURS["base"])
+    if metric == "AUROC":
+        axes[1].axvline(0.5, color="k", lw=0.8, ls="--")  # chance
+    axes[1].set(xlabel=f"{metric} for '{concept}'", xlim=(0, 1))
     axes[0].invert_yaxis()
     fig.suptitle(title or "Standard-crosscoder baseline: nearest base decoder vectors")
     fig.tight_layout()
@@ -159,4 +160,4 @@ def baseline_neighbours(baseline: StandardBaseline, *, title: str = "") -> Figur
     if baseline.query is None or baseline.neighbours is None or baseline.cosines is None or c is None:
         raise ValueError("the baseline has no query latent or no ground truth, so there are no neighbours to plot")
     return neighbour_bars([str(i) for i in baseline.neighbours.tolist()], baseline.cosines.tolist(),
-                          c.neighbour_aurocs, concept=c.concept, title=title)  # fmt: skip
+                          c.neighbour_scores, concept=c.concept, title=title, metric=c.metric)  # fmt: skip

@@ -77,9 +77,9 @@ def findings(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, settings: E
     elif c is None:
         out["exp1_baseline"] = f"query latent {baseline.query} ({NO_GROUND_TRUTH})"
     else:
-        out["exp1_baseline"] = (f"standard latent {baseline.query} detects '{c.concept}' (AUROC {c.query_auroc:.2f}); "
-                                f"its nearest base decoders reach {c.neighbour_best:.2f}, the tied triple's base part "
-                                f"{c.tied_base:.2f} (one seed)")  # fmt: skip
+        out["exp1_baseline"] = (f"standard latent {baseline.query} picks out '{c.concept}' ({c.metric} "
+                                f"{c.query_score:.2f}); its nearest base decoders reach {c.neighbour_best:.2f}, the "
+                                f"tied triple's base part {c.tied_base:.2f} (one seed)")  # fmt: skip
     if seeds is None:
         none = "no seed runs at this scale"
         out.update(exp1_seeds=none, exp1_seed_l0=none, exp1_seed_dead=none, exp1_seed_verdict=none)
