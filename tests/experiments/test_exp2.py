@@ -193,6 +193,23 @@ def test_train_uses_the_crosscoder_settings_and_reloads_a_finished_run(tmp_path)
     assert tied.cfg.n_groups == 3 and tied.cfg.eta == settings.eta
 
 
+def test_train_recommended_is_the_written_penalty_tied_crosscoder_on_the_same_settings(tmp_path):
+    from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, WrittenTiedCrosscoder, recommended_tied
+
+    settings = pick(TABLE, "smoke", n_latents=12, train_tokens=6 * 32, batch_size=32, lr=1e-3)
+    acts = _acts(random_rows(128, d_model=16))
+    rec, metrics = train(settings, tmp_path / "rec", acts, "recommended")
+    assert isinstance(rec, WrittenTiedCrosscoder) and rec.cfg.shared_penalty == "written"
+    assert rec.cfg.eta == RECOMMENDED_TIED_ETA != settings.eta and rec.cfg.n_latents == 12 and rec.cfg.n_groups == 3
+    assert rec.cfg.to_dict() | {"norm_factors": None} == recommended_tied(16, 12).cfg.to_dict()  # the same config
+    assert metrics[-1]["step"] == settings.n_steps == 6
+    again, _ = train(settings, tmp_path / "rec", acts, "recommended")  # reloaded as the same class
+    assert isinstance(again, WrittenTiedCrosscoder)
+    torch.testing.assert_close(again.W_dec, rec.W_dec)
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        train(settings, tmp_path / "x", acts, "tied_max")
+
+
 def test_final_metrics_and_fit_summary_read_the_last_step():
     metrics = [{"explained_variance": 0.1, "l0": 50.0}, {"explained_variance": 0.81234, "l0": 12.345, "mse": 1.0}]
     assert final_metrics(metrics) == {"explained_variance": 0.812, "l0": 12.345}
@@ -263,7 +280,7 @@ def test_colour_latents_by_category_ranks_each_category_through_its_own_model():
 def test_top_logit_panels_read_each_best_candidate_through_its_own_unembedding():
     found = colour_latents_by_category(_standard_with_decoder(HALVES), W_U, ("b", "c"), IDS)
     panels = found.top_logit_panels(W_U, _Tok(), k=3)
-    assert [title for title, _ in panels] == ["b-excl. latent 1 (b W_U)", "c-excl. latent 2 (c W_U)"]
+    assert [title for title, _ in panels] == ["b-excl. latent 1 (b W_U): passes", "c-excl. latent 2 (c W_U): passes"]
     for (_, tokens), third in zip(panels, ("t5", "t6"), strict=True):
         assert sorted(tokens[:2]) == [("t3", 1.0), ("t4", 1.0)]  # blue and green tie for the top
         assert tokens[2] == (third, 0.5)
@@ -335,6 +352,13 @@ def test_tied_colour_triple_falls_back_to_the_best_ranked_half():
     assert tied_colour_triple(_tied_with_decoder(tie, 0), W_U, ("b", "c"), IDS, _colour_acts()).triple == 0
     with pytest.raises(ValueError, match="tied crosscoder"):
         tied_colour_triple(_standard_with_decoder(tie), W_U, ("b", "c"), IDS, _colour_acts())
+    # Nothing passes on either half (index 0's c half has both colours at a negative logit): no triple is inspected,
+    # and no firing is measured for a failing candidate.
+    failing = [(_e((2, 1.0)), _e((0, -1.0))), (_e((0, 1.0)), _e((2, 1.0)))]
+    none = tied_colour_triple(_tied_with_decoder(failing, 0), W_U, ("b", "c"), IDS, _colour_acts())
+    assert (none.hits_base, none.hits_chat, none.triple, none.firing) == ([], [], None, None)
+    assert none.n_passing == 0 and none.summary().splitlines()[1].startswith("no index passes the blue/green test")
+    assert none.passing_text() == "0 indices pass (b half 0, c half 0, both 0)"
 
 
 def test_single_triple_needs_the_same_one_index_on_both_halves():

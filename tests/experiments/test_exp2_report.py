@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import pytest
 
 from tests.experiments.test_exp2 import HALVES, IDS, W_U, ZERO, _e, _standard_with_decoder
 from tests.test_findings import glued_keys
 from tiedlib.config import pick
-from tiedlib.experiments.exp2 import TABLE, HeldOutChoice, TiedColourTriple, colour_latents_by_category, report
+from tiedlib.experiments.exp2 import TABLE, HeldOutChoice, TiedColourTriple, colour_latents_by_category, figures, report
 
 # Latent 2 (c-exclusive) now reads as token 5 in c: no c-exclusive latent passes, though one is still best-ranked.
 NO_CHAT_HIT = [*HALVES[:2], (ZERO, _e((1, 1.0))), *HALVES[3:]]
@@ -91,3 +92,42 @@ def test_findings_give_every_key_the_page_and_readme_paste():
     assert out["exp2_pair"] == "none passed" and out["exp2_tied"].startswith("yes")
     assert out["exp2_seed_pairs"] == "1 of 2 seeds" and out["exp2_seed_cosine"] == "0.400 (1 seed, no interval)"
     assert not math.isnan(float(out["exp2_seed_cosine"].split()[0]))
+
+
+def test_recommended_tied_side_by_side_and_the_passing_counts():
+    choice = HeldOutChoice({m: {"p_true": 0.5, "p_other": 0.4, "true_wins": 0.5} for m in ("base", "no-swap",
+                                                                                         "half-swap")}, 4)  # fmt: skip
+    tied = TiedColourTriple(("b", "c"), [1, 2], [2], 2, {"colour tokens": [1, 0, 0.5], "all tokens": [0.2, 0, 0]})
+    rec = TiedColourTriple(("b", "c"), [], [], None, None)
+    found, failing = _found(), _found(NO_CHAT_HIT)
+    assert report.passing_counts(found, failing, tied, rec) == (
+        "standard (b, c): 1 of 2 b-exclusive, 1 of 2 c-exclusive; standard (b, c): 1 of 2 b-exclusive, 0 of 2 "
+        "c-exclusive; write-up tied: 2 indices pass (b half 2, c half 1, both 1); recommended tied: 0 indices pass "
+        "(b half 0, c half 0, both 0)")
+    assert "recommended" not in report.passing_counts(found, failing, tied)
+    lines = report.summary(pick(TABLE, "smoke"), layer=1, n_entries=8, choice=choice, no_swap_half_swap=found,
+                           base_half_swap=found, tied=tied, rec_tied=rec, scale="smoke").splitlines()  # fmt: skip
+    assert len(lines) == 6 and lines[4].startswith("Tied crosscoder on (b, c): blue/green on the b half at 2 indices")
+    assert lines[5] == ("Recommended tied crosscoder (written penalty, eta 1.5) on (b, c): blue/green on the b half at "
+                        "0 indices, on the c half at 0, on both at 0; one tied triple for blue/green: False.")
+    fit = [{"explained_variance": 0.75, "l0": 3.0}]
+    table = report.tied_table({"w": (tied, fit), "r": (rec, [])})
+    assert list(table.index) == ["w", "r"] and table.loc["w", "b half passes"] == 2
+    assert table.loc["w", "explained variance"] == 0.75 and table.loc["w", "c only on colour tokens"] == 0.5
+    assert table.loc["r", "triple"] == -1 and math.isnan(table.loc["r", "shared on colour tokens"])
+    seeds = report.ColourSeeds([0], [found])
+    out = report.findings(pick(TABLE, "smoke"), scale="smoke", choice=choice, no_swap_half_swap=found,
+                          base_half_swap=failing, tied=tied, seeds=seeds, rec_tied=rec,
+                          fits={"tied": fit})  # fmt: skip
+    assert out["exp2_rec_tied"] == "no (b half blue/green at 0 indices, c half at 0, both at 0)"
+    assert out["exp2_rec_triple"].startswith("no index passes") and out["exp2_tied_triple"].startswith("triple 2:")
+    assert out["exp2_tied_fit"] == "explained variance 0.750, L0 3.0" and out["exp2_rec_fit"] == "no training log"
+    assert out["exp2_passing"] == report.passing_counts(found, failing, tied, rec)
+    bare = report.findings(pick(TABLE, "smoke"), scale="smoke", choice=choice, no_swap_half_swap=found,
+                           base_half_swap=failing, tied=tied, seeds=seeds)  # fmt: skip
+    assert set(bare) == set(out) and bare["exp2_rec_tied"] == "not trained"
+    fig = figures.tied_firing_comparison({"w": tied, "r": rec}, model_names=("b", "c"))
+    assert [ax.get_title() for ax in fig.axes] == ["w: triple 2", "r"]
+    assert sorted(round(p.get_height(), 2) for p in fig.axes[0].patches if p.get_width() > 0) == [0, 0, 0, 0.2, 0.5, 1]
+    assert not fig.axes[1].patches and "no index passes" in fig.axes[1].texts[0].get_text()
+    plt.close("all")

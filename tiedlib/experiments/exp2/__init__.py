@@ -2,12 +2,13 @@
 crosscoder then learns on them.
 
 Modules: :mod:`.presets` (settings per scale), :mod:`.toy` (the colour toy, its fine-tunes' colour choice),
-:mod:`.latents` (standard crosscoders and their blue/green latents by category), :mod:`.tied` (the tied crosscoder's
-blue/green triple), :mod:`.report` (the closing summary) and :mod:`.figures`.
+:mod:`.latents` (standard crosscoders and their blue/green latents by category), :mod:`.tied` (a tied crosscoder's
+blue/green triple: the write-up's and the recommended one), :mod:`.report` (the closing summary) and :mod:`.figures`.
 """
 
 from . import figures
 from .latents import (
+    ARCHITECTURES,
     CategoryColourLatents,
     acts_report,
     collect,
@@ -22,6 +23,7 @@ from .tied import TiedColourTriple, tied_colour_triple
 from .toy import HeldOutChoice, finetune_report, held_out_choice, load_colour_toy, sets_report, unembeddings
 
 __all__ = [
+    "ARCHITECTURES",
     "TABLE",
     "CategoryColourLatents",
     "Exp2Settings",

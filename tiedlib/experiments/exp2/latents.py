@@ -6,6 +6,7 @@ decoder vector, read through its own model's unembedding (the write-up's criteri
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,11 @@ from torch import Tensor
 from tiedlib.activations.collect import Activations, collect_activations
 from tiedlib.analysis.cosines import Categories, exclusivity_categories, max_cosine
 from tiedlib.analysis.logit_lens import ColourLatents, colour_latents, logit_lens, top_tokens
-from tiedlib.config import BASE, CHAT
+from tiedlib.config import BASE, CHAT, CrosscoderConfig
+from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA
 from tiedlib.pairs.colours import ColourToy
-from tiedlib.training import train_crosscoder
+from tiedlib.training import TrainConfig, train_crosscoder, train_or_load
+from tiedlib.training.cached import EPOCH_WARNINGS
 
 from .presets import Exp2Settings
 
@@ -44,13 +47,35 @@ def acts_report(acts: Activations, n_entries: int, layer: int) -> str:
             + ("" if acts.in_memory else " (streamed)"))
 
 
+ARCHITECTURES = ("standard", "tied", "recommended")
+"""What :func:`train` trains: a standard crosscoder, the write-up's tied one (eta ``settings.eta``), or the project's
+recommended tied configuration (:func:`tiedlib.crosscoders.crosscoder.recommended_tied`)."""
+
+
 def train(settings: Exp2Settings, run_dir: str | Path, acts: Activations, architecture: str
           ) -> tuple[Any, list[dict]]:
-    """Train (or load, when ``run_dir`` holds the finished run) a ``"standard"`` or ``"tied"`` crosscoder on
-    ``acts`` with the crosscoder settings of ``settings`` (:func:`tiedlib.training.train_crosscoder`)."""
-    return train_crosscoder(run_dir, acts, architecture=architecture, n_latents=settings.n_latents,
-                            n_steps=settings.n_steps, batch_size=settings.batch_size, lr=settings.lr,
-                            l1_coeff=settings.l1_coeff, eta=settings.eta, seed=settings.seed, device=settings.device)
+    """Train (or load, when ``run_dir`` holds the finished run) a crosscoder on ``acts`` with the crosscoder settings
+    of ``settings``: ``"standard"`` or ``"tied"`` (the write-up's, :func:`tiedlib.training.train_crosscoder`), or
+    ``"recommended"``: the write-up's tied crosscoder trained with the written-disagreement penalty at eta
+    :data:`~tiedlib.crosscoders.crosscoder.RECOMMENDED_TIED_ETA` (``shared_penalty="written"``, the configuration of
+    :func:`~tiedlib.crosscoders.crosscoder.recommended_tied`), with the same data, steps, batch size, learning rate,
+    L1 coefficient and seed."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if architecture != "recommended":
+        return train_crosscoder(run_dir, acts, architecture=architecture, n_latents=settings.n_latents,
+                                n_steps=settings.n_steps, batch_size=settings.batch_size, lr=settings.lr,
+                                l1_coeff=settings.l1_coeff, eta=settings.eta, seed=settings.seed,
+                                device=settings.device)  # fmt: skip
+    cc_cfg = CrosscoderConfig(d_model=acts.d_model, n_latents=settings.n_latents, architecture="tied",
+                              eta=RECOMMENDED_TIED_ETA, shared_penalty="written")  # fmt: skip
+    # The same training settings as train_crosscoder gives the other two.
+    train_cfg = TrainConfig(n_steps=settings.n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
+                            device=settings.device, progress=True, log_every=max(1, settings.n_steps // 20))
+    with warnings.catch_warnings():
+        for message in EPOCH_WARNINGS:  # the data is repeated on purpose (as train_crosscoder does)
+            warnings.filterwarnings("ignore", message=message)
+        return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(settings.batch_size, seed=settings.seed))
 
 
 def final_metrics(metrics: Sequence[dict], keys: Sequence[str] = ("explained_variance", "l0"),
@@ -154,13 +179,15 @@ class CategoryColourLatents:
     def top_logit_panels(self, W_U: dict[str, Tensor], tokenizer: Any, k: int = 8
                          ) -> list[tuple[str, list[tuple[str, float]]]]:
         """``(title, top-k (token, logit))`` for the best base- and chat-exclusive candidates, each read through its
-        own model's unembedding ``W_U[name]`` (input of ``figures.top_logits_panels``)."""
+        own model's unembedding ``W_U[name]`` (input of ``figures.top_logits_panels``); each title says whether the
+        latent passes the blue/green test (a best-ranked candidate may fail it)."""
         panels = []
         for which, half, name in (("base", BASE, self.names[0]), ("chat", CHAT, self.names[1])):
             i = self.best(which)
             if i is not None:
                 logits = logit_lens(self.W_dec[i, half][None], W_U[name])[0]
-                panels.append((f"{name}-excl. latent {i} ({name} W_U)", top_tokens(logits, tokenizer, k)))
+                verdict = "passes" if i in self.hits(which) else "fails the blue/green test"
+                panels.append((f"{name}-excl. latent {i} ({name} W_U): {verdict}", top_tokens(logits, tokenizer, k)))
         return panels
 
 

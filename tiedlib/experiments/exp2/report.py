@@ -4,10 +4,12 @@ book's Findings page and the README."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -16,7 +18,7 @@ from tiedlib.analysis.cosines import max_cosine
 from tiedlib.analysis.stats import INCONCLUSIVE, Interval, t_interval, verdict
 from tiedlib.config import BASE, CHAT
 
-from .latents import CategoryColourLatents, colour_latents_by_category, train
+from .latents import CategoryColourLatents, colour_latents_by_category, final_metrics, fit_summary, train
 from .presets import Exp2Settings
 from .tied import TiedColourTriple
 from .toy import HeldOutChoice
@@ -32,8 +34,10 @@ COSINE_NULL = 0.5
 def summary(
     settings: Exp2Settings, *, layer: int, n_entries: int, choice: HeldOutChoice,
     no_swap_half_swap: CategoryColourLatents, base_half_swap: CategoryColourLatents, tied: TiedColourTriple, scale: str,
+    rec_tied: TiedColourTriple | None = None,
 ) -> str:
-    """Five lines: the setup, the fine-tunes' colour choice, the two standard crosscoders and the tied one.
+    """Five lines (six with ``rec_tied``): the setup, the fine-tunes' colour choice, the two standard crosscoders, the
+    write-up's tied one and the recommended tied one.
 
     Args:
         settings: the notebook's settings.
@@ -42,8 +46,9 @@ def summary(
         choice: colour choice on held-out prefixes (needs ``"base"``, ``"no-swap"`` and ``"half-swap"``).
         no_swap_half_swap: blue/green latents of the (no-swap, half-swap) standard crosscoder.
         base_half_swap: those of the (base, half-swap) one, shared latents ranked (``shared=True``).
-        tied: the tied crosscoder's blue/green triple.
+        tied: the write-up's tied crosscoder's blue/green triple.
         scale: the notebook's ``SCALE``.
+        rec_tied: the recommended tied crosscoder's (``train(..., "recommended")``), when trained.
     """
     toy, c, ns, b = settings.toy, choice.by_model, no_swap_half_swap, base_half_swap
     pair, partner = passing_pair(ns), shared_partner(b)
@@ -64,10 +69,53 @@ def summary(
         + (f"the best {b.names[1]}-exclusive candidate's closest shared latent is at cosine {partner[2]:.3f} "
            f"(write-up: 0.91), blue/green itself: {partner[3]}." if partner and partner[1] is not None
            else f"{partner_report(b)}."),
-        f"Tied crosscoder on ({tied.names[0]}, {tied.names[1]}): blue/green on the {tied.names[0]} half at "
-        f"{len(tied.hits_base)} indices, on the {tied.names[1]} half at {len(tied.hits_chat)}, on both at "
-        f"{len(tied.both)}; one tied triple for blue/green: {tied.single_triple}.",
+        *(_tied_line(label, t) for label, t in (("Tied crosscoder", tied),
+                                                ("Recommended tied crosscoder (written penalty, eta 1.5)", rec_tied))
+          if t is not None),
     ])
+
+
+def _tied_line(label: str, tied: TiedColourTriple) -> str:
+    return (f"{label} on ({tied.names[0]}, {tied.names[1]}): blue/green on the {tied.names[0]} half at "
+            f"{len(tied.hits_base)} indices, on the {tied.names[1]} half at {len(tied.hits_chat)}, on both at "
+            f"{len(tied.both)}; one tied triple for blue/green: {tied.single_triple}.")
+
+
+TIED_LABELS = {"tied": "write-up tied (eta 2)", "recommended": "recommended tied (written, eta 1.5)"}
+"""Row names of :func:`tied_table` per architecture of :func:`~.latents.train`."""
+
+
+def tied_table(runs: dict[str, tuple[TiedColourTriple, Sequence[dict]]]) -> pd.DataFrame:
+    """Side by side, one row per tied crosscoder (``{label: (triple, logged metrics)}``): fit (explained variance, L0
+    of the last logged step), how many indices pass the blue/green test on each decoder half and on both, whether
+    blue/green is one triple, and the firing on colour tokens of each group of the inspected (passing) triple (NaN
+    when no index passes)."""
+    rows = {}
+    for label, (t, metrics) in runs.items():
+        fit = final_metrics(metrics)
+        firing = t.firing["colour tokens"] if t.firing is not None else [math.nan] * 3
+        rows[label] = {"explained variance": fit.get("explained_variance", math.nan), "L0": fit.get("l0", math.nan),
+                       f"{t.names[0]} half passes": len(t.hits_base), f"{t.names[1]} half passes": len(t.hits_chat),
+                       "both halves pass": len(t.both), "one triple": t.single_triple,
+                       "triple": -1 if t.triple is None else t.triple,
+                       **{f"{g} on colour tokens": round(float(v), 3) for g, v in
+                          zip(("shared", f"{t.names[0]} only", f"{t.names[1]} only"), firing, strict=True)}}
+    return pd.DataFrame(rows).T.rename_axis("crosscoder")
+
+
+def passing_counts(no_swap_half_swap: CategoryColourLatents, base_half_swap: CategoryColourLatents,
+                   tied: TiedColourTriple, rec_tied: TiedColourTriple | None = None) -> str:
+    """How many latents pass the blue/green test, per crosscoder: exclusive latents of each standard crosscoder (of
+    how many), indices of each tied one (on either decoder half)."""
+    parts = []
+    for found in (no_swap_half_swap, base_half_swap):
+        (n0, n1), cats = found.names, found.categories
+        parts.append(f"standard ({n0}, {n1}): {len(found.hits('base'))} of {len(cats.base_exclusive)} {n0}-exclusive, "
+                     f"{len(found.hits('chat'))} of {len(cats.chat_exclusive)} {n1}-exclusive")
+    for label, t in (("write-up tied", tied), ("recommended tied", rec_tied)):
+        if t is not None:
+            parts.append(f"{label}: {t.passing_text()}")
+    return "; ".join(parts)
 
 
 def shared_partner(found: CategoryColourLatents) -> tuple[int, int | None, float, bool | None] | None:
@@ -188,9 +236,12 @@ def colour_seed_runs(settings: Exp2Settings, run_dir: str | Path, acts: PairActi
 
 
 def findings(settings: Exp2Settings, *, scale: str, choice: HeldOutChoice, no_swap_half_swap: CategoryColourLatents,
-             base_half_swap: CategoryColourLatents, tied: TiedColourTriple, seeds: ColourSeeds) -> dict[str, str]:
+             base_half_swap: CategoryColourLatents, tied: TiedColourTriple, seeds: ColourSeeds,
+             rec_tied: TiedColourTriple | None = None, fits: dict[str, Sequence[dict]] | None = None,
+             ) -> dict[str, str]:  # fmt: skip
     """Every headline number of notebook 02, formatted, under a stable ``exp2_*`` key (arguments as in
-    :func:`summary`; ``seeds`` from :func:`colour_seed_runs`)."""
+    :func:`summary`; ``seeds`` from :func:`colour_seed_runs`; ``fits``: logged metrics of the ``"tied"`` and
+    ``"recommended"`` crosscoders, for their fit)."""
     c, ns, b = choice.by_model, no_swap_half_swap, base_half_swap
     pair = passing_pair(ns)
     cos = seeds.pair_cosine()
@@ -202,13 +253,27 @@ def findings(settings: Exp2Settings, *, scale: str, choice: HeldOutChoice, no_sw
                      f"{len(ns.hits('chat'))} of {len(ns.categories.chat_exclusive)} {ns.names[1]}-exclusive",
         "exp2_pair": "none passed" if pair is None else f"latents {pair[0]} and {pair[1]}, cosine {pair[2]:.3f}",
         "exp2_partner": partner_report(b),
-        "exp2_tied": f"{'yes' if tied.single_triple else 'no'} ({tied.names[0]} half blue/green at "
-                     f"{len(tied.hits_base)} indices, {tied.names[1]} half at {len(tied.hits_chat)}, both at "
-                     f"{len(tied.both)})",
+        "exp2_tied": _tied_text(tied),
         "exp2_seeds": f"{len(seeds.seeds)} seeds x {settings.n_steps} steps",
         "exp2_seed_pairs": f"{seeds.n_pairs} of {len(seeds.seeds)} seeds",
         "exp2_seed_hits": f"{ns.names[0]}-exclusive {seeds.hits('base').text(1)}, {ns.names[1]}-exclusive "
                           f"{seeds.hits('chat').text(1)}",
         "exp2_seed_cosine": cos.text() if cos is not None else "n/a (no seed has a passing pair)",
         "exp2_seed_verdict": seeds.cosine_verdict(),
+        "exp2_passing": passing_counts(ns, b, tied, rec_tied),
+        "exp2_tied_triple": tied.firing_text(),
+        "exp2_rec_tied": "not trained" if rec_tied is None else _tied_text(rec_tied),
+        "exp2_rec_passing": "not trained" if rec_tied is None else rec_tied.passing_text(),
+        "exp2_rec_triple": "not trained" if rec_tied is None else rec_tied.firing_text(),
+        "exp2_tied_fit": _fit_text((fits or {}).get("tied")),
+        "exp2_rec_fit": _fit_text((fits or {}).get("recommended")),
     }  # fmt: skip
+
+
+def _tied_text(tied: TiedColourTriple) -> str:
+    return (f"{'yes' if tied.single_triple else 'no'} ({tied.names[0]} half blue/green at {len(tied.hits_base)} "
+            f"indices, {tied.names[1]} half at {len(tied.hits_chat)}, both at {len(tied.both)})")
+
+
+def _fit_text(metrics: Sequence[dict] | None) -> str:
+    return fit_summary(metrics) if metrics else "no training log"

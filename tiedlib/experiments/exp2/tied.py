@@ -14,7 +14,7 @@ from torch import Tensor
 
 from tiedlib.activations.collect import Activations
 from tiedlib.analysis.firing import firing_counts
-from tiedlib.analysis.logit_lens import colour_latents
+from tiedlib.analysis.logit_lens import ColourLatents, colour_latents
 from tiedlib.config import BASE, CHAT, GROUP_NAMES
 
 
@@ -27,11 +27,12 @@ class TiedColourTriple:
     """Indices whose first-model decoder half is blue/green (ascending)."""
     hits_chat: list[int]
     """Indices whose second-model decoder half is blue/green (ascending)."""
-    triple: int
-    """The triple inspected: the first index blue/green on both halves, else the best-ranked one on either half."""
-    firing: dict[str, list[float]]
+    triple: int | None
+    """The triple inspected: the first index blue/green on both halves, else the best-ranked index that passes the
+    blue/green test on either half; None when no index passes on any half (a failing candidate is never inspected)."""
+    firing: dict[str, list[float]] | None
     """``{"colour tokens": [shared, base-only, chat-only], "all tokens": [...]}``: fraction of tokens on which each
-    group of :attr:`triple` fires."""
+    group of :attr:`triple` fires (None when there is no triple)."""
 
     @property
     def both(self) -> list[int]:
@@ -43,13 +44,29 @@ class TiedColourTriple:
         """Whether blue/green is exactly one triple: one index, the same on both halves."""
         return len(self.both) == 1 and set(self.hits_base) == set(self.hits_chat)
 
+    @property
+    def n_passing(self) -> int:
+        """Indices that pass the blue/green test on at least one decoder half."""
+        return len(set(self.hits_base) | set(self.hits_chat))
+
+    def passing_text(self) -> str:
+        """``"<n> indices pass (<base> half <k>, <chat> half <k>, both <k>)"``."""
+        return (f"{self.n_passing} indices pass ({self.names[0]} half {len(self.hits_base)}, {self.names[1]} half "
+                f"{len(self.hits_chat)}, both {len(self.both)})")
+
+    def firing_text(self) -> str:
+        """How often each group of :attr:`triple` fires on colour tokens, or that no index passed."""
+        if self.triple is None or self.firing is None:
+            return "no index passes the blue/green test on either half, so no triple is inspected"
+        return f"triple {self.triple}: " + ", ".join(
+            f"{g} fires on {v:.1%} of colour tokens"
+            for g, v in zip(GROUP_NAMES, self.firing["colour tokens"], strict=True))
+
     def summary(self) -> str:
         return "\n".join([
             f"indices whose {self.names[0]} half is blue/green: {self.hits_base}; {self.names[1]} half: "
             f"{self.hits_chat}; both: {self.both}",
-            f"triple {self.triple}: " + ", ".join(f"{g} fires on {v:.1%} of colour tokens"
-                                                  for g, v in zip(GROUP_NAMES, self.firing["colour tokens"],
-                                                                  strict=True)),
+            self.firing_text(),
         ])
 
 
@@ -81,11 +98,23 @@ def tied_colour_triple(
     both = sorted(set(hits_base) & set(hits_chat))
     if both:
         triple = both[0]
-    else:  # the better best-ranked candidate of the two halves (the base half on a tie)
-        pick = ranked_chat if int(ranked_chat.worst_rank[0]) < int(ranked_base.worst_rank[0]) else ranked_base
-        triple = int(pick.indices[0])
+    else:  # the better best-ranked *passing* index of the two halves (the base half on a tie), if any passes
+        found = [b for b in (_best_passing(ranked_base, top_k), _best_passing(ranked_chat, top_k)) if b is not None]
+        triple = min(found, key=lambda b: b[1])[0] if found else None
+    if triple is None:
+        return TiedColourTriple(names, hits_base, hits_chat, None, None)
     firing = _triple_firing(tied, acts, triple, torch.tensor(list(colour_ids.values())))
     return TiedColourTriple(names, hits_base, hits_chat, triple, firing)
+
+
+def _best_passing(ranked: ColourLatents, top_k: int) -> tuple[int, int] | None:
+    """The best-ranked index of ``ranked`` that passes the blue/green test and its worse colour's rank (None if none
+    passes)."""
+    ok = (ranked.worst_rank < top_k) & (ranked.colour_logits > 0).all(dim=1)  # ColourLatents.hits' criterion
+    if not bool(ok.any()):
+        return None
+    first = int(torch.nonzero(ok)[0])
+    return int(ranked.indices[first]), int(ranked.worst_rank[first])
 
 
 def _triple_firing(tied: Any, acts: Activations, triple: int, colour: Tensor) -> dict[str, list[float]]:
