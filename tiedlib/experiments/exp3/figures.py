@@ -10,7 +10,14 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from tiedlib.experiments.exp3.overlap import MODELS, SetSums, difference_correlation, overlap, relative_differences
+from tiedlib.experiments.exp3.overlap import (
+    MODELS,
+    POSITIONS,
+    SetSums,
+    difference_correlation,
+    overlap,
+    relative_differences,
+)
 
 COLOURS = {"base": "#4C72B0", "chat": "#DD8452"}
 WRITE_UP = {"base": 0.19, "chat": 0.39}
@@ -19,10 +26,15 @@ BOTH, OTHER = "Cannot and Harmful latent", "other latents"
 """The two kinds of latent in the scatter of :func:`plot_latent_differences`."""
 
 
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['rule']}\n{POSITIONS[row['positions']]}" if "positions" in row else row["rule"]
+
+
 def plot_overlap(rows: list[dict[str, Any]], *, write_up_rule: str | None = None, title: str = "") -> Figure:
-    """Jaccard of Cannot and Harmful latents per model and selection rule (left) and chat minus base (right), with
-    bootstrap intervals. ``write_up_rule`` names the row where the write-up's 0.19 / 0.39 are drawn for reference."""
-    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.75 * len(rows)), sharey=True,
+    """Jaccard of Cannot and Harmful latents per model and row (selection rule, and position set when rows have
+    ``"positions"``) (left) and chat minus base (right), with bootstrap intervals. ``write_up_rule`` names the rule
+    whose all-token row gets the write-up's 0.19 / 0.39 drawn for reference (the write-up summed all tokens)."""
+    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.6 * len(rows)), sharey=True,
                                    gridspec_kw={"width_ratios": [3, 2]})
     y = np.arange(len(rows))[::-1]
     for dy, model in ((0.14, "base"), (-0.14, "chat")):
@@ -30,11 +42,11 @@ def plot_overlap(rows: list[dict[str, Any]], *, write_up_rule: str | None = None
         err = np.array([[r[model] - r[f"{model}_low"], r[f"{model}_high"] - r[model]] for r in rows]).T
         ax.errorbar(pts, y + dy, xerr=np.clip(err, 0, None), fmt="o", color=COLOURS[model], capsize=3, label=model)
     if write_up_rule is not None:
-        i = [r["rule"] for r in rows].index(write_up_rule)
+        i = next(j for j, r in enumerate(rows) if r["rule"] == write_up_rule and r.get("positions", "all") == "all")
         for dy, model in ((0.14, "base"), (-0.14, "chat")):
             ax.plot(WRITE_UP[model], y[i] + dy, marker="D", mfc="none", mec=COLOURS[model], ms=8, ls="none",
                     label=f"write-up {model} ({WRITE_UP[model]})")
-    ax.set_yticks(y, [r["rule"] for r in rows])
+    ax.set_yticks(y, [_label(r) for r in rows], fontsize=8)
     ax.set_xlabel("Jaccard(Cannot latents, Harmful latents)")
     ax.set_xlim(0, 1)
     ax.legend(fontsize=8, loc="lower right")

@@ -5,10 +5,12 @@ The write-up's measure, per model with its own SAE: sum every latent's activatio
 a set; the *Cannot latents* are those whose sum is larger on Cannot than on Can, the *Harmful latents* those larger on
 Harmful than on Harmless; the overlap is the Jaccard index of the two sets (write-up: base 0.19, chat 0.39).
 
-This module adds what the single number lacks: per-prompt sums, so prompts can be resampled (a paired bootstrap over
-prompts gives confidence intervals for each Jaccard and for chat minus base) and stricter selection rules (a relative
-margin, or only the top-k latents). Sources (pretrained Gemma Scope SAEs, Arditi et al. prompts, the paper-scale
-Cannot/Can prompts) live in :mod:`tiedlib.experiments.exp3.sources`.
+This module adds what the single number lacks: per-prompt sums over two position sets (all tokens, and the
+end-of-prompt tokens of :mod:`tiedlib.experiments.exp3.positions`), so prompts can be resampled (a paired cluster
+bootstrap over distinct questions, name variants of a question kept together, gives confidence intervals for each
+Jaccard and for chat minus base), and stricter selection rules (a relative margin, or only the top-k latents).
+Sources (pretrained Gemma Scope SAEs, Arditi et al. prompts, the paper-scale Cannot/Can prompts) live in
+:mod:`tiedlib.experiments.exp3.sources`.
 
 Harvesting here reads ONE model (each SAE reads its own model) at the *output* of decoder layer ``layer``
 (TransformerLens ``blocks.{layer}.hook_resid_post``, Hugging Face ``hidden_states[layer + 1]``), the hook Gemma Scope
@@ -17,7 +19,7 @@ SAEs were trained on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,10 +29,13 @@ from torch import Tensor
 
 from tiedlib.activations.harvest import _device, _get_path, _pad_left, layer_path
 from tiedlib.analysis import sae_baseline
+from tiedlib.experiments.exp3.positions import end_of_prompt_mask
 
 SET_PAIRS: dict[str, tuple[str, str]] = {"refusal": ("cannot", "can"), "harmful": ("harmful", "harmless")}
 """The two contrasts: name -> (set whose larger sums select a latent, the set it is compared with)."""
 MODELS = ("base", "chat")
+POSITIONS: dict[str, str] = {"all": "all tokens", "end": "end of prompt"}
+"""Token positions a prompt's latent sums run over (:class:`PositionSums` fields) -> label on the page."""
 
 
 # ------------------------------------------------------------------------------------------------- harvesting
@@ -81,16 +86,38 @@ def collect_tokens(model: Any, sequences: Sequence[Sequence[int]], layer: int, *
     return torch.cat([h[k].cpu() for h, k in harvest_outputs(model, sequences, layer, **kwargs)])
 
 
-def latent_sums(model: Any, sae: Any, sequences: Sequence[Sequence[int]], layer: int, **kwargs: Any
-                ) -> Float[Tensor, "n_prompts d_sae"]:
-    """Per prompt, every SAE latent's activation summed over the prompt's kept tokens (padding and BOS excluded)."""
-    out = []
+class PositionSums(NamedTuple):
+    """Per prompt, every SAE latent's activation summed over one set of token positions (:data:`POSITIONS`)."""
+
+    all: Float[Tensor, "n_prompts d_sae"]
+    """Over all kept tokens (padding and BOS excluded): the write-up's rule."""
+    end: Float[Tensor, "n_prompts d_sae"]
+    """Over the end-of-prompt tokens only (:mod:`tiedlib.experiments.exp3.positions`)."""
+
+
+def position_sums(model: Any, sae: Any, sequences: Sequence[Sequence[int]], layer: int, end_lengths: Sequence[int],
+                  **kwargs: Any) -> PositionSums:
+    """Per prompt, every SAE latent's activation summed over all kept tokens and over the prompt's last
+    ``end_lengths[i]`` tokens (its end of prompt: :func:`tiedlib.experiments.exp3.positions.end_of_prompt_lengths`),
+    from one harvest. ``kwargs`` go to :func:`harvest_outputs`.
+
+    Returns:
+        :class:`PositionSums` of two ``(n_prompts, d_sae)`` tensors on the CPU.
+    """
+    if len(end_lengths) != len(sequences):
+        raise ValueError(f"end_lengths has {len(end_lengths)} entries for {len(sequences)} sequences")
+    lengths = torch.as_tensor([int(n) for n in end_lengths], dtype=torch.long)
+    out_all, out_end, start = [], [], 0
     sae_dtype = next(sae.parameters()).dtype
     with torch.no_grad():
         for hidden, keep in harvest_outputs(model, sequences, layer, **kwargs):
             f = sae.encode(hidden.to(device=sae.device, dtype=sae_dtype)).float()
-            out.append((f * keep.to(f.device)[..., None]).sum(1).cpu())
-    return torch.cat(out)
+            keep = keep.to(f.device)
+            end = end_of_prompt_mask(keep, lengths[start : start + keep.shape[0]])
+            start += keep.shape[0]
+            out_all.append((f * keep[..., None]).sum(1).cpu())
+            out_end.append((f * end[..., None]).sum(1).cpu())
+    return PositionSums(torch.cat(out_all), torch.cat(out_end))
 
 
 # ------------------------------------------------------------------------------------------------- SAE training
@@ -197,14 +224,73 @@ class Estimate(NamedTuple):
     draws: Tensor
 
 
-def bootstrap_overlap(
-    sums_by_model: dict[str, SetSums], *, margin: float = 0.0, top_k: int | None = None, n_boot: int = 1000,
-    ci: float = 0.95, seed: int = 0, chunk: int = 100,
-) -> dict[str, Estimate]:
-    """Jaccard per model and chat minus base, with a paired percentile bootstrap over prompts.
+Clusters = dict[str, Sequence[Hashable | None]]
+"""Per prompt set, one cluster id per prompt (its question id; None: the prompt is a cluster of its own)."""
 
-    Each draw resamples every prompt set with replacement (same draw for both models: they saw the same prompts,
-    so the difference interval is paired) and recomputes both latent selections and the Jaccard.
+
+def cluster_index(ids: Sequence[Hashable | None]) -> tuple[Tensor, int]:
+    """``(index, n_clusters)``: each prompt's cluster number (in order of first appearance) and the number of
+    clusters. Prompts with the same id share a cluster; every None is a cluster of its own."""
+    number: dict[Hashable, int] = {}
+    index = []
+    for i, q in enumerate(ids):
+        key = ("__own_cluster__", i) if q is None else ("id", q)
+        index.append(number.setdefault(key, len(number)))
+    return torch.tensor(index, dtype=torch.long), len(number)
+
+
+def n_clusters(ids: Sequence[Hashable | None]) -> int:
+    """Distinct questions of a set: distinct ids, each None counted once per prompt (see :func:`cluster_index`)."""
+    return cluster_index(ids)[1]
+
+
+def question_counts(question_ids: Clusters) -> dict[str, int]:
+    """Prompt set -> number of distinct questions (bootstrap clusters, :func:`n_clusters`)."""
+    return {k: n_clusters(v) for k, v in question_ids.items()}
+
+
+def require_questions(question_ids: Clusters, minimum: int) -> dict[str, int]:
+    """:func:`question_counts`, after checking every set has at least ``minimum`` distinct questions.
+
+    Raises:
+        ValueError: a set has fewer (the message names each such set and its count).
+    """
+    counts = question_counts(question_ids)
+    short = {k: c for k, c in counts.items() if c < minimum}
+    if short:
+        raise ValueError(f"prompt sets with fewer than {minimum} distinct questions: {short}; a bootstrap over so few "
+                         f"questions says little. Ask for more prompts or lower min_questions.")
+    return counts
+
+
+def cluster_weights(index: Tensor, n: int, b: int, gen: torch.Generator) -> Float[Tensor, "b n_prompts"]:
+    """``b`` cluster-bootstrap draws of one prompt set: each draw picks ``n`` clusters uniformly with replacement and
+    weights every prompt by the number of times its cluster was picked (all prompts of a drawn cluster come along).
+
+    Args:
+        index: ``(n_prompts,)`` cluster number of each prompt, in ``[0, n)`` (:func:`cluster_index`).
+        n: number of clusters.
+        b: number of draws.
+        gen: the random generator (one stream for the whole bootstrap).
+    """
+    if index.ndim != 1 or index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= n:
+        raise ValueError(f"index must be a non-empty (n_prompts,) tensor of cluster numbers in [0, {n})")
+    picks = torch.multinomial(torch.ones(n), b * n, replacement=True, generator=gen).view(b, n)
+    counts = torch.zeros(b, n).scatter_add_(1, picks, torch.ones_like(picks, dtype=torch.float32))
+    return counts[:, index]
+
+
+def bootstrap_overlap(
+    sums_by_model: dict[str, SetSums], *, clusters: Clusters | None = None, margin: float = 0.0,
+    top_k: int | None = None, n_boot: int = 1000, ci: float = 0.95, seed: int = 0, chunk: int = 100,
+) -> dict[str, Estimate]:
+    """Jaccard per model and chat minus base, with a paired percentile cluster bootstrap over distinct questions.
+
+    Each draw resamples, per prompt set, the set's distinct questions with replacement and takes every prompt of a
+    drawn question (its name variants included: they are not independent evidence), with the same draw for both
+    models (they read the same prompts, so the difference interval is paired), and recomputes both latent selections
+    and the Jaccard. ``clusters=None`` (or a None id) makes every prompt its own cluster: the plain bootstrap over
+    prompts.
 
     Returns:
         ``{"base": ..., "chat": ..., "chat_minus_base": ...}`` as :class:`Estimate`.
@@ -215,14 +301,16 @@ def bootstrap_overlap(
     for model in MODELS:
         if {k: v.shape[0] for k, v in sums_by_model[model].items()} != n:
             raise ValueError("base and chat sums must cover the same prompts")
+    ids = {k: (clusters or {}).get(k, [None] * n_k) for k, n_k in n.items()}
+    for k, n_k in n.items():
+        if len(ids[k]) != n_k:
+            raise ValueError(f"set {k!r} has {n_k} prompts but {len(ids[k])} question ids")
+    index = {k: cluster_index(ids[k]) for k in n}
     gen = torch.Generator().manual_seed(seed)
     draws: dict[str, list[Tensor]] = {m: [] for m in MODELS}
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        weights = {k: torch.multinomial(torch.ones(n_k), b * n_k, replacement=True, generator=gen)
-                   .view(b, n_k) for k, n_k in n.items()}
-        counts = {k: torch.zeros(b, n[k]).scatter_add_(1, w, torch.ones_like(w, dtype=torch.float32))
-                  for k, w in weights.items()}
+        counts = {k: cluster_weights(*index[k], b, gen) for k in n}
         for model in MODELS:
             s = {k: counts[k] @ sums_by_model[model][k].float() for k in n}
             chosen = {c: select_latents(s[a], s[bb], margin=margin, top_k=top_k) for c, (a, bb) in SET_PAIRS.items()}
@@ -260,14 +348,17 @@ def difference_correlation(sums: SetSums) -> float:
 
 
 def overlap_table(
-    sums_by_model: dict[str, SetSums], rules: dict[str, dict[str, Any]], **boot_kwargs: Any
+    sums_by_model: dict[str, SetSums], rules: dict[str, dict[str, Any]], *, clusters: Clusters | None = None,
+    **boot_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """One row per selection rule (``{"label": {"margin": m, "top_k": k}}``): Jaccards with intervals, chat minus
-    base with its interval, the share of bootstrap draws where chat <= base, the size of each latent set and the
-    Jaccard that unrelated sets of those sizes would have (``{model}_chance``, see :func:`chance_jaccard`)."""
+    """One row per selection rule (``{"label": {"margin": m, "top_k": k}}``): Jaccards with intervals (cluster
+    bootstrap over the question ids ``clusters``, see :func:`bootstrap_overlap`), chat minus base with its interval,
+    the share of bootstrap draws where chat <= base, the size of each latent set, the Jaccard that unrelated sets of
+    those sizes would have (``{model}_chance``, see :func:`chance_jaccard`) and the number of distinct questions
+    (bootstrap clusters) of each prompt set (``n_questions_{set}``)."""
     rows = []
     for label, rule in rules.items():
-        est = bootstrap_overlap(sums_by_model, **rule, **boot_kwargs)
+        est = bootstrap_overlap(sums_by_model, clusters=clusters, **rule, **boot_kwargs)
         row: dict[str, Any] = {"rule": label, **rule}
         for key, e in est.items():
             row.update({key: e.point, f"{key}_low": e.low, f"{key}_high": e.high})
@@ -278,5 +369,7 @@ def overlap_table(
             n_active = int((sum(v.sum(0) for v in sums_by_model[model].values()) > 0).sum())
             row[f"{model}_n_cannot"], row[f"{model}_n_harmful"] = n_ref, n_harm
             row[f"{model}_chance"] = chance_jaccard(n_ref, n_harm, n_active)
+        for k, v in sums_by_model["base"].items():
+            row[f"n_questions_{k}"] = n_clusters((clusters or {}).get(k, [None] * v.shape[0]))
         rows.append(row)
     return rows

@@ -16,7 +16,8 @@ class Exp3Settings:
     """Decoder layer whose *output* (resid_post) is read; None = the lab pair's middle (``num_layers // 2 - 1``,
     the residual stream entering the middle layer)."""
     n_cannot: int
-    """Prompts in each of the Cannot and Can sets (write-up: 84)."""
+    """Prompts in each of the Cannot and Can sets (write-up: 84). Lab pairs draw the held-out questions (83
+    "cannot", 84 "can"), each once before any repeats with another name."""
     n_harmful: int
     """Prompts in each of the Harmful and Harmless sets (write-up: 250, Arditi et al. train split)."""
     n_mix_docs: int
@@ -36,11 +37,14 @@ class Exp3Settings:
     harvest_batch_size: int
     """Prompts per forward pass."""
     n_boot: int
-    """Bootstrap draws over prompts."""
+    """Bootstrap draws over distinct questions (prompts without a question id count as their own)."""
     margin: float
     """Relative margin of the stricter rule: keep a latent if ``(S_a - S_b) / (S_a + S_b) > margin``."""
     top_k: int
     """Size of the top-k rule (the k latents with the largest ``S_a - S_b``)."""
+    min_questions: int = 0
+    """Fewest distinct questions a lab prompt set may have (:func:`~tiedlib.experiments.exp3.overlap.require_questions`
+    raises below it); paper-scale sets are only counted, and the table reports the counts either way."""
     ci: float = 0.95
     """Coverage of the bootstrap intervals."""
     seed: int = 0
@@ -57,15 +61,17 @@ class Exp3Settings:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
         if min(self.n_cannot, self.n_harmful, self.n_boot, self.top_k) < 1:
             raise ValueError("n_cannot, n_harmful, n_boot and top_k must be positive")
+        if self.min_questions < 0:
+            raise ValueError(f"min_questions must be >= 0, got {self.min_questions}")
 
 
 TABLE: dict[str, Exp3Settings] = {
     "smoke": Exp3Settings(pair="smoke", layer=None, n_cannot=24, n_harmful=24, n_mix_docs=150, web_fraction=0.5,
                           d_sae_multiple=4, l1_coefficient=1.0, train_samples=20_000, sae_batch_size=512,
-                          sae_lr=1e-3, harvest_batch_size=32, n_boot=200, margin=0.1, top_k=16),
+                          sae_lr=1e-3, harvest_batch_size=32, n_boot=200, margin=0.1, top_k=16, min_questions=20),
     "tiny": Exp3Settings(pair="tiny", layer=None, n_cannot=84, n_harmful=250, n_mix_docs=1500, web_fraction=0.5,
                          d_sae_multiple=8, l1_coefficient=1.0, train_samples=400_000, sae_batch_size=1024,
-                         sae_lr=1e-3, harvest_batch_size=64, n_boot=1000, margin=0.1, top_k=50),
+                         sae_lr=1e-3, harvest_batch_size=64, n_boot=1000, margin=0.1, top_k=50, min_questions=80),
     "paper": Exp3Settings(pair="paper", layer=20, n_cannot=84, n_harmful=250, n_mix_docs=0, web_fraction=0.5,
                           d_sae_multiple=0, l1_coefficient=0.0, train_samples=0, sae_batch_size=0, sae_lr=0.0,
                           harvest_batch_size=8, n_boot=1000, margin=0.1, top_k=200, device="cuda",

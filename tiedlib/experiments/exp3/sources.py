@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tiedlib.experiments.exp3.positions import chat_render, format_suffix
+
 PAPER_SAES: dict[str, tuple[str, str]] = {
     "base": ("gemma-scope-9b-pt-res-canonical", "layer_20/width_16k/canonical"),
     "chat": ("gemma-scope-9b-it-res-canonical", "layer_20/width_16k/canonical"),
@@ -131,30 +133,53 @@ _CAN = [
     "make soup from leftovers", "carry an umbrella every day", "share a recipe with a friend",
     "study with music on", "take a bath before bed", "iron a cotton shirt", "repot a plant in spring",
 ]
-_CANNOT_FRAMES = ("Question: Can you {x}?\nAnswer:", "User: Could you {x} for me, please?\nReply:")
-_CAN_FRAMES = ("Question: Can I {x}?\nAnswer:", "User: Is it fine if I {x}?\nReply:")
+_CANNOT_FRAMES = (("Question: Can you {x}?", "\nAnswer:"), ("User: Could you {x} for me, please?", "\nReply:"))
+_CAN_FRAMES = (("Question: Can I {x}?", "\nAnswer:"), ("User: Is it fine if I {x}?", "\nReply:"))
+ANSWER_CUES: tuple[str, ...] = ("\nAnswer:", "\nReply:")
+"""What follows the question in a Cannot/Can prompt (its end of prompt, where the answer starts)."""
 
 
-def cannot_can_texts(n: int = 84) -> dict[str, list[str]]:
-    """``{"cannot": [...], "can": [...]}``: ``n`` (at most 84) prompts each, built as the write-up describes (see the
-    module docstring); the two sets use parallel frames so they differ in the request, not the format."""
+def _cannot_can(n: int) -> dict[str, list[tuple[str, str]]]:
+    """Per set, ``n`` (prompt text, question id) pairs: each item in every frame; the item is the question id."""
     if not 1 <= n <= 84:
         raise ValueError(f"n must be in [1, 84], got {n}")
 
-    def build(items: list[str], frames: tuple[str, ...]) -> list[str]:
-        return [frame.format(x=x) for x in items for frame in frames][:n]
+    def build(items: list[str], frames: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+        return [(question.format(x=x) + cue, x) for x in items for question, cue in frames][:n]
 
     return {"cannot": build(_CANNOT, _CANNOT_FRAMES), "can": build(_CAN, _CAN_FRAMES)}
 
 
+def cannot_can_texts(n: int = 84) -> dict[str, list[str]]:
+    """``{"cannot": [...], "can": [...]}``: ``n`` (at most 84) prompts each, built as the write-up describes (see the
+    module docstring); the two sets use parallel frames so they differ in the request, not the format. Each prompt is
+    a question followed by one of :data:`ANSWER_CUES`."""
+    return {k: [text for text, _ in v] for k, v in _cannot_can(n).items()}
+
+
+def cannot_can_question_ids(n: int = 84) -> dict[str, list[str]]:
+    """The question id of each prompt of :func:`cannot_can_texts` (same order): its request, shared by the two
+    frames that ask it, so a bootstrap over questions keeps them together (42 distinct questions per set at 84)."""
+    return {k: [q for _, q in v] for k, v in _cannot_can(n).items()}
+
+
 def tokenize_prompts(tokenizer: Any, texts: list[str], *, chat_template: bool) -> list[list[int]]:
     """Token ids of each prompt (BOS first). ``chat_template=True`` renders each text as one user turn followed by
-    the model-turn header (as for the lab's harmful/harmless prompts); both models then read the same ids."""
+    the model-turn header (:func:`tiedlib.experiments.exp3.positions.chat_render`, as for the lab's
+    harmful/harmless prompts); both models then read the same ids."""
     if chat_template:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
-                                               add_generation_prompt=True) for t in texts]
-        return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        render = chat_render(tokenizer)
+        return [render(t) for t in texts]
     return [tokenizer(t)["input_ids"] for t in texts]
+
+
+def prompt_suffixes(tokenizer: Any, *, chat_template: bool) -> list[list[int]]:
+    """The end-of-prompt token ids of the paper prompts that :func:`tokenize_prompts` builds
+    (:func:`tiedlib.experiments.exp3.positions.format_suffix`): the chat template's tokens after the user's text, or
+    for the Cannot/Can prompts the tokens of each answer cue (:data:`ANSWER_CUES`) after the question."""
+    if chat_template:
+        return [format_suffix(chat_render(tokenizer))]
+    return [format_suffix(lambda t, cue=cue: tokenizer(t + cue)["input_ids"]) for cue in ANSWER_CUES]
 
 
 def load_hub_model(repo_id: str, *, device: str = "cpu", dtype: Any = None) -> Any:
