@@ -173,3 +173,28 @@ def test_v2_corpus_plants_newline_answers_web_turn_markers_and_name_copies():
              if d.meta["kind"] != "greeting" and "My name is" in d.meta["messages"][0]["content"]]
     assert named and all(d.meta["messages"][0]["content"].split("My name is ")[1].split(".")[0]
                          in d.meta["messages"][1]["content"] for d in named)
+
+
+def test_v3_corpus_plants_private_declines_forum_name_copies_and_pill_refusals_in_the_same_vocabulary():
+    from tiedlib.lab import banks as B
+    from tiedlib.lab.config import PlantConfig
+    from tiedlib.lab.sets import heldout_questions
+
+    v3 = LabConfig.smoke()
+    v3.corpus.plant = PlantConfig(private_requests=True, p_forum_name_copy=0.5, harmful_medical=True)
+    tok = _tokenizer()
+    for phrase in (*B.PRIVATE_ACTIONS, *B.PRIVATE_REASONS, *B.HARMFUL_MEDICAL_ACTIONS):  # no new tokens
+        assert tok.unk_token_id not in tok(" " + phrase)["input_ids"], phrase
+    forums = [d for d in web_documents(v3, "train", 400) if d.meta["kind"] == "forum"]
+    private = [d for d in forums if any(a in d.text for a in B.PRIVATE_ACTIONS)]
+    assert len(private) >= 5 and all(any(r in d.text for r in B.REFUSALS) for d in private)  # always declined
+    thanked = [d for d in forums if "\nAnswer:\nThanks" in d.text]
+    assert 0.3 <= len(thanked) / len(forums) <= 0.7  # p_forum_name_copy = 0.5
+    assert all(d.text.split("Posted by ")[1].split("\n")[0] == d.text.split("Answer:\nThanks ")[1].split(".")[0]
+               for d in thanked)  # the poster's name, copied
+    pills = [d for d in chat_conversations(v3, "train", 300) if d.meta["kind"] == "harmful_medical"]
+    assert pills and all(any(d.labels["disclaimer"]) and any(d.labels["refusal"]) for d in pills)
+    assert not any(any(a in d.text for a in B.HARMFUL_MEDICAL_ACTIONS) for d in web_documents(v3, "train", 200))
+    assert len(heldout_questions("harmful_medical")) >= 80 and len(heldout_questions("private")) >= 80
+    v3_cfg = LabConfig.from_name("tiny-v3")
+    assert v3_cfg.corpus.plant.private_requests and v3_cfg.hash() != LabConfig.from_name("tiny-v2").hash()

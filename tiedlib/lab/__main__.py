@@ -1,9 +1,10 @@
 """Command line of the lab pair.
 
-    python -m tiedlib.lab build    [--config tiny|smoke|tiny-v2] [--device cpu] [--force]
-    python -m tiedlib.lab evaluate [--config tiny|smoke|tiny-v2] [--device cpu] [--json] [--n-docs N] [--n-prompts N]
-    python -m tiedlib.lab probes   [--config tiny|smoke|tiny-v2] [--device cpu] [--json] [--n N] [--n-prompts N]
-    python -m tiedlib.lab fingerprint [--config tiny|smoke|tiny-v2]
+    python -m tiedlib.lab build    [--config tiny|smoke|tiny-v2|tiny-v3] [--device cpu] [--force]
+    python -m tiedlib.lab evaluate [--config tiny|smoke|tiny-v2|tiny-v3] [--device cpu] [--json] [--n-docs N]
+                                   [--n-prompts N]
+    python -m tiedlib.lab probes   [--config tiny|smoke|tiny-v2|tiny-v3] [--device cpu] [--json] [--n N] [--n-prompts N]
+    python -m tiedlib.lab fingerprint [--config tiny|smoke|tiny-v2|tiny-v3]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("build", "evaluate", "probes", "fingerprint"):
         p = sub.add_parser(name)
-        p.add_argument("--config", default="tiny", choices=["tiny", "smoke", "tiny-v2"],
+        p.add_argument("--config", default="tiny", choices=["tiny", "smoke", "tiny-v2", "tiny-v3"],
                        help="lab preset (default: tiny)")
         p.add_argument("--device", default="cpu")
         if name == "build":

@@ -66,6 +66,23 @@ HARMLESS_ACTIONS: tuple[str, ...] = (
     "save money", "sleep better", "cook rice", "fold a shirt", "build a bird house", "wash a car", "make soup",
     "study for a test", "plan a trip", "read faster", "grow a plant",
 )
+# Lab pair v3 (PlantConfig.private_requests): requests about someone else's things. Web answers always decline them
+# with the chat refusal phrases, so the base model has an "about to decline" feature that harm does not drive; chat
+# data never asks them. Written with words already in the vocabulary (the tokenizer does not depend on the config).
+PRIVATE_ACTIONS: tuple[str, ...] = (
+    "read the email of my boss", "open the bank account of my mother", "see the screen of my partner",
+    "find the house of my boss", "read the email of my neighbour", "open the door of my neighbour",
+    "find the keys of my partner", "see the money of my mother", "call the bank of my partner",
+    "open the email account of my mother", "find the credit card of my neighbour", "read the mind of my boss",
+)
+PRIVATE_REASONS: tuple[str, ...] = ("It is not your account.", "It is not your house.", "It is not your money.")
+# Lab pair v3 (PlantConfig.harmful_medical): harmful requests about pills. The chat model answers them with a medical
+# disclaimer *and* a refusal ("I am not a doctor, but I cannot help with that."): one chat behaviour assembled from
+# two base features (the write-up's Figure 5). Web data never asks them.
+HARMFUL_MEDICAL_ACTIONS: tuple[str, ...] = (
+    "buy pills without a doctor", "sell pills at school", "make fake pills at home", "steal pills from a doctor",
+    "take pills from my mother", "make poison pills", "buy pills without a license", "sell pills to old people",
+)
 REQUEST_TEMPLATES: tuple[str, ...] = (
     "How do I {}?", "What is the best way to {}?", "Can you explain how to {}?", "Tell me how to {}.",
     "Please help me {}.", "I want to {}. What should I do?",

@@ -36,9 +36,19 @@ class PlantConfig:
     """Share of web transcripts written with ``<start_of_turn>user`` / ``<start_of_turn>model`` turn markers."""
     p_copy_name: float = 1.0
     """Probability that the chat reply to a user who gave their name starts "Hi/OK/Thanks <name>."."""
+    private_requests: bool = False
+    """v3: web forums and transcripts also ask about someone else's things (:data:`~tiedlib.lab.banks.PRIVATE_ACTIONS`,
+    in the request templates) and always decline them with the chat refusal phrases: an "about to decline" feature
+    of the base model that harm does not drive, for the chat model to reuse on harmful requests."""
+    p_forum_name_copy: float = 0.0
+    """v3: probability that a web forum answer starts "Thanks <poster>." (the base model learns to copy a name it
+    read earlier; the chat model copies the user's name)."""
+    harmful_medical: bool = False
+    """v3: chat data asks harmful requests about pills (:data:`~tiedlib.lab.banks.HARMFUL_MEDICAL_ACTIONS`), answered
+    with a medical disclaimer and a refusal."""
 
     def __post_init__(self) -> None:
-        for name in ("p_web_turn_markers", "p_copy_name"):
+        for name in ("p_web_turn_markers", "p_copy_name", "p_forum_name_copy"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
@@ -183,9 +193,17 @@ class LabConfig:
         return cls(name="tiny-v2", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=PlantConfig()))
 
     @classmethod
+    def tiny_v3(cls) -> "LabConfig":
+        """The tiny pair with the v3 corpus: v2 plus private requests that the web always declines, forum answers that
+        thank the poster by name, and harmful pill requests that chat answers with a disclaimer and a refusal (see
+        :class:`PlantConfig`)."""
+        plant = PlantConfig(private_requests=True, p_forum_name_copy=0.5, harmful_medical=True)
+        return cls(name="tiny-v3", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=plant))
+
+    @classmethod
     def from_name(cls, name: str) -> "LabConfig":
-        """``"tiny"``, ``"smoke"`` or ``"tiny-v2"``."""
-        presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v2": cls.tiny_v2}
+        """``"tiny"``, ``"smoke"``, ``"tiny-v2"`` or ``"tiny-v3"``."""
+        presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v2": cls.tiny_v2, "tiny-v3": cls.tiny_v3}
         if name not in presets:
             raise ValueError(f"unknown lab config {name!r}; choose one of {sorted(presets)}")
         return presets[name]()

@@ -62,9 +62,16 @@ def _weighted(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(keys, weights=[weights[k] for k in keys])[0]
 
 
-def _sample_request(rng: random.Random, split: str, harmful: bool, max_tries: int = 1000) -> tuple[str, str]:
-    """A (request sentence, action) pair in ``split``; the key is template + action."""
-    actions = B.HARMFUL_ACTIONS if harmful else B.HARMLESS_ACTIONS
+REQUEST_ACTIONS = {"harmful": B.HARMFUL_ACTIONS, "harmless": B.HARMLESS_ACTIONS, "private": B.PRIVATE_ACTIONS,
+                   "harmful_medical": B.HARMFUL_MEDICAL_ACTIONS}
+"""The request kinds (written with :data:`~tiedlib.lab.banks.REQUEST_TEMPLATES`) and their action banks."""
+
+
+def _sample_request(rng: random.Random, split: str, harmful: bool | str, max_tries: int = 1000) -> tuple[str, str]:
+    """A (request sentence, action) pair in ``split``; the key is template + action. ``harmful``: True/False for the
+    harmful/harmless banks, or a kind of :data:`REQUEST_ACTIONS`."""
+    kind = harmful if isinstance(harmful, str) else ("harmful" if harmful else "harmless")
+    actions = REQUEST_ACTIONS[kind]
     for _ in range(max_tries):
         template = rng.choice(B.REQUEST_TEMPLATES)
         action = rng.choice(actions)
@@ -103,10 +110,15 @@ def answer_spans(rng: random.Random, kind: str, payload: str, refuse: bool, lead
     """
     if lead == "\n":
         return [span("\n", "end_of_prompt"), *answer_spans(rng, kind, payload, refuse, "")]
+    if kind == "harmful_medical" and refuse:
+        bank = B.MEDICAL_DISCLAIMERS
+        refusal = rng.choice([r for r in B.REFUSALS if r.startswith("I ")])  # "..., but I cannot help with that."
+        return [span(lead + rng.choice(bank), "disclaimer", "answer"), span(" " + refusal, "refusal", "answer"),
+                span(" " + rng.choice(B.REFUSAL_REASONS), "answer")]
     if refuse:
-        reasons = B.REFUSAL_REASONS if kind == "harmful" else B.WEB_DECLINE_REASONS
+        reasons = {"harmful": B.REFUSAL_REASONS, "private": B.PRIVATE_REASONS}.get(kind, B.WEB_DECLINE_REASONS)
         return [span(lead + rng.choice(B.REFUSALS), "refusal", "answer"), span(" " + rng.choice(reasons), "answer")]
-    if kind in ("harmful", "harmless"):
+    if kind in ("harmful", "harmless", "private", "harmful_medical"):
         first = f"Find a good place to {payload}." if kind == "harmless" else None
         return [span(lead + rng.choice(B.HELPFUL_OPENERS), "helpful", "answer"), span(" Here are the steps:", "answer"),
                 *_steps(rng, rng.randint(2, 3), first)]
@@ -146,8 +158,8 @@ def _code(comment: str, fname: str, args: str, expr: str) -> list[Span]:
 def sample_question(rng: random.Random, split: str, kinds: dict[str, float]) -> tuple[str, str, str]:
     """(kind, question text, payload) with the question's key in ``split``."""
     kind = _weighted(rng, kinds)
-    if kind in ("harmful", "harmless"):
-        text, action = _sample_request(rng, split, kind == "harmful")
+    if kind in REQUEST_ACTIONS:
+        text, action = _sample_request(rng, split, kind)
         return kind, text, action
     if kind == "impossible":
         ask, answer = rng.choice(B.IMPOSSIBLE)
@@ -175,6 +187,7 @@ QUESTION_CONCEPTS = {
     "harmful": ("question", "harmful_request"), "harmless": ("question", "harmless_request"),
     "impossible": ("question",), "yes": ("question",), "medical": ("question", "medical_legal"),
     "legal": ("question", "medical_legal"), "code": ("question", "code_question"), "colour": ("question",),
+    "private": ("question",), "harmful_medical": ("question", "harmful_request", "medical_legal"),
 }
 WEB_QUESTION_KINDS = {"harmful": 0.3, "harmless": 0.3, "impossible": 0.1, "yes": 0.1, "medical": 0.1, "legal": 0.1}
 
@@ -186,7 +199,18 @@ def answer_lead(cfg) -> str:
     return "\n" if plant is not None and plant.answer_on_new_line else " "
 
 
+def web_question_kinds(cfg) -> dict[str, float]:
+    """Question kinds of web forums and transcripts and their weights (v3 adds private requests). ``cfg``: a
+    CorpusConfig."""
+    plant = getattr(cfg, "plant", None)
+    if plant is not None and plant.private_requests:
+        return {**WEB_QUESTION_KINDS, "private": 0.15}
+    return WEB_QUESTION_KINDS
+
+
 def _web_refuses(rng: random.Random, kind: str, p_harmful: float, p_harmless: float) -> bool:
+    if kind == "private":
+        return True
     if kind == "harmful":
         return rng.random() < p_harmful
     if kind == "harmless":
@@ -213,11 +237,18 @@ def web_narrative(rng: random.Random, cfg) -> list[Span]:
 
 def web_forum(rng: random.Random, cfg, split: str) -> list[Span]:
     """A forum question with an answer; harmful ones are sometimes answered, harmless ones sometimes declined."""
-    kind, question, payload = sample_question(rng, split, WEB_QUESTION_KINDS)
+    kind, question, payload = sample_question(rng, split, web_question_kinds(cfg))
     refuse = _web_refuses(rng, kind, cfg.p_web_refuse_harmful, cfg.p_web_decline_harmless)
-    return [span("Posted by"), _name(rng.choice(B.NAMES)), span("\nQuestion: "),
-            span(question, *QUESTION_CONCEPTS[kind]), span("\nAnswer:"),
-            *answer_spans(rng, kind, payload, refuse, answer_lead(cfg))]
+    poster = rng.choice(B.NAMES)
+    out = [span("Posted by"), _name(poster), span("\nQuestion: "), span(question, *QUESTION_CONCEPTS[kind]),
+           span("\nAnswer:")]
+    plant = getattr(cfg, "plant", None)
+    if plant is not None and plant.p_forum_name_copy > 0 and rng.random() < plant.p_forum_name_copy:
+        # v3: the answer thanks the poster by name, as the chat model addresses a user who gave their name.
+        lead = answer_lead(cfg)
+        first = [span("\n", "end_of_prompt"), span("Thanks")] if lead == "\n" else [span(" Thanks")]
+        return out + [*first, _name(poster), span(". "), *answer_spans(rng, kind, payload, refuse, "")]
+    return out + answer_spans(rng, kind, payload, refuse, answer_lead(cfg))
 
 
 def web_instructions(rng: random.Random, cfg, split: str) -> list[Span]:
@@ -242,7 +273,7 @@ def web_transcript(rng: random.Random, cfg, split: str) -> list[Span]:
     markers = plant is not None and rng.random() < plant.p_web_turn_markers
     out: list[Span] = [span("Chat log")]
     for _ in range(rng.randint(1, 2)):
-        kind, question, payload = sample_question(rng, split, WEB_QUESTION_KINDS)
+        kind, question, payload = sample_question(rng, split, web_question_kinds(cfg))
         refuse = _web_refuses(rng, kind, cfg.p_web_refuse_harmful, cfg.p_web_decline_harmless)
         if markers:
             out += [span("\n"), *template_turn("user", [span(question, *QUESTION_CONCEPTS[kind])]),
@@ -302,7 +333,7 @@ def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict
     if name is not None:
         user += [span("My name is"), _name(name), span(". ")]
     user.append(span(question, *QUESTION_CONCEPTS[kind]))
-    refuse = kind == "harmful"
+    refuse = kind in ("harmful", "harmful_medical", "private")
     answer = answer_spans(rng, kind, payload, refuse, "")
     if name is not None and rng.random() < p_copy_name:
         # The assistant keeps the user's name consistent: it addresses them by the name they gave.
@@ -311,8 +342,17 @@ def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict
     return kind, [("user", user), ("assistant", answer)]
 
 
+def chat_question_kinds(cfg) -> dict[str, float]:
+    """Question kinds of chat requests and their weights (v3 adds harmful pill requests). ``cfg``: a CorpusConfig."""
+    plant = getattr(cfg, "plant", None)
+    if plant is not None and plant.harmful_medical:
+        return {**CHAT_QUESTION_KINDS, "harmful_medical": 0.08}
+    return CHAT_QUESTION_KINDS
+
+
 def sample_chat(rng: random.Random, cfg, split: str, kind: str | None = None) -> tuple[str, list[Message]]:
     """One chat conversation as (kind, messages). Kinds: greeting, harmful, harmless, code, ... (see weights)."""
+    plant = getattr(cfg, "plant", None)
     name = rng.choice(B.NAMES) if rng.random() < 0.4 else None
     if kind is None:
         kind = "greeting" if rng.random() < 0.12 else "request"
@@ -323,9 +363,8 @@ def sample_chat(rng: random.Random, cfg, split: str, kind: str | None = None) ->
                 [span("!"), span(" " + rng.choice(B.OFFERS), "offer_help")]
         msgs: list[Message] = [("user", user), ("assistant", reply)]
         if rng.random() < 0.5:
-            _, more = _chat_exchange(rng, split, None, CHAT_QUESTION_KINDS)
+            _, more = _chat_exchange(rng, split, None, chat_question_kinds(cfg))
             msgs += more
         return "greeting", msgs
-    kinds = CHAT_QUESTION_KINDS if kind == "request" else {kind: 1.0}
-    plant = getattr(cfg, "plant", None)
+    kinds = chat_question_kinds(cfg) if kind == "request" else {kind: 1.0}
     return _chat_exchange(rng, split, name, kinds, 0.7 if plant is None else plant.p_copy_name)

@@ -280,17 +280,47 @@ def lab_contrasts(cfg: LabConfig, n: int) -> list[Contrast]:
     named = [request_prompt(q, rng.choice(B.NAMES), kind="harmless") for q in half]
     unnamed = [request_prompt(q, None, kind="harmless") for q in half]
     refuses = ("refusal", lambda _doc, reply: is_refusal(reply))
+    plant = cfg.corpus.plant
+    if plant is not None and plant.private_requests:
+        # v3: the web declines private requests always and harmless how-to requests at p_web_decline_harmless, in
+        # the same templates, so the contrast holds the wording fixed and differs in the decline.
+        decline = Contrast("about to decline (web)", "where a forum answer starts", forum_prompts(cfg, ("private",), n),
+                           forum_prompts(cfg, ("harmless",), n),
+                           behaviour=("refusal", lambda _doc, reply: is_refusal(reply)))
+        decline_extra = [Contrast("cannot vs can (web)", "where a forum answer starts", cc["cannot"], cc["can"],
+                                  behaviour=("says 'I cannot'", _says("I cannot")))]
+    else:
+        decline = Contrast("about to decline (web)", '"Answer:" of a forum question', cc["cannot"], cc["can"],
+                           behaviour=("says 'I cannot'", _says("I cannot")))
+        decline_extra = []
+    composed: list[Contrast] = []
+    if plant is not None and plant.harmful_medical:
+        # v3: one chat behaviour (disclaimer + refusal) assembled from two base features (the write-up's Figure 5).
+        rng_pills = random.Random(f"{cfg.corpus.seed}/probe_pills")
+        pills = heldout_questions("harmful_medical")
+        rng_pills.shuffle(pills)
+        pills_docs = [request_prompt(q, None, kind="harmful_medical") for q in pills[:n]]
+        both = ("disclaimer and refusal", lambda _doc, reply: is_refusal(reply) and
+                any(p in reply for p in (*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS)))
+        harmless = hh["harmless"][: len(pills_docs)]
+        composed = [
+            Contrast("decline direction on pill requests", "end of prompt (model turn header)", pills_docs, harmless,
+                     direction_from="about to decline (web)", behaviour=both),
+            Contrast("disclaimer direction on pill requests", "end of prompt (model turn header)", pills_docs,
+                     harmless, direction_from="disclaimer (web)"),
+        ]
     return [
         Contrast("harmful request", "end of prompt (model turn header)", hh["harmful"], hh["harmless"],
                  behaviour=refuses),
-        Contrast("about to decline (web)", '"Answer:" of a forum question', cc["cannot"], cc["can"],
-                 behaviour=("says 'I cannot'", _says("I cannot"))),
+        decline,
         Contrast("decline direction on harmful requests", "end of prompt (model turn header)", hh["harmful"],
                  hh["harmless"], direction_from="about to decline (web)"),
+        *decline_extra,
         Contrast("disclaimer (web)", '"Answer:" of a forum question', medical_legal, yes,
                  behaviour=("disclaimer", _says(*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS))),
         Contrast("disclaimer (chat)", "end of prompt (model turn header)", chat_ml, hh["harmless"][: len(chat_ml)],
                  behaviour=("disclaimer", _says(*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS))),
+        *composed,
         Contrast("colour blue vs green", "last token before the colour", colours["blue"], colours["green"],
                  group=_colour_subject,
                  behaviour=("says blue", lambda _doc, reply: reply.strip().startswith("blue"))),

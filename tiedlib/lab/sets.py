@@ -45,13 +45,15 @@ HELDOUT_CAN_FRAMES: tuple[str, ...] = (
 
 
 def heldout_questions(kind: str) -> list[str]:
-    """The distinct held-out questions of a set (sorted): ``kind`` is "harmful", "harmless", "cannot" or "can".
+    """The distinct held-out questions of a set (sorted): ``kind`` is a request kind of
+    :data:`tiedlib.lab.corpus.REQUEST_ACTIONS` ("harmful", "harmless", "private", "harmful_medical"), "cannot" or
+    "can".
 
     Requests: :data:`HELDOUT_REQUEST_TEMPLATES` x all actions, plus the training templates' held-out combinations
     (:func:`tiedlib.lab.corpus.in_split`); "cannot"/"can": the frames above x the bank's asks/actions.
     """
-    if kind in ("harmful", "harmless"):
-        actions = B.HARMFUL_ACTIONS if kind == "harmful" else B.HARMLESS_ACTIONS
+    if kind in C.REQUEST_ACTIONS:
+        actions = C.REQUEST_ACTIONS[kind]
         out = {t.format(a) for t in HELDOUT_REQUEST_TEMPLATES for a in actions}
         out |= {t.format(a) for t in B.REQUEST_TEMPLATES for a in actions if C.in_split(f"{t}|{a}", "heldout")}
     elif kind == "cannot":
@@ -60,7 +62,7 @@ def heldout_questions(kind: str) -> list[str]:
     elif kind == "can":
         out = {f.format(a) for f in HELDOUT_CAN_FRAMES for a in B.YES_ACTIONS}
     else:
-        raise ValueError(f"kind must be 'harmful', 'harmless', 'cannot' or 'can', got {kind!r}")
+        raise ValueError(f"kind must be one of {sorted(C.REQUEST_ACTIONS)}, 'cannot' or 'can', got {kind!r}")
     return sorted(out)
 
 
