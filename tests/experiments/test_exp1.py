@@ -609,6 +609,16 @@ def test_document_counts_add_up_to_the_held_out_counts_and_analyse_both_models()
     plt.close(fig)
     with pytest.raises(ValueError, match="no ground truth"):
         exp1.precision_tables(both)
+    # With ground truth: one row per Figure-3 score, the same rows for both models whichever base concept won.
+    sc = _scores(n=4)
+    gt_results = [exp1.ArchResults(name, r.model, r.held, r.scatter, r.shares, sc, exp1.refusal_triple(sc),
+                                   exp1.corner_concepts(sc, _scatter())) for name, r in zip("ab", both, strict=True)]
+    table = exp1.side_by_side(gt_results, s)
+    row = "base part on web refusals or disclaimers (precision@20, P | fires)"
+    assert table.loc[row, "b"] == "0.80, 0.40 (disclaimers)"
+    assert table.notna().all().all() and table.loc["Figure-3 triple found", "a"] == "yes"
+    assert list(exp1.precision_tables(gt_results).columns) == ["a: base / web", "a: chat / chat", "b: base / web",
+                                                               "b: chat / chat"]  # fmt: skip
     out = exp1.findings("tiny", PAIR, model, both[0].held, s, shares=both[0].shares, recommended=both[1])
     assert out["exp1_rec_refusal"].startswith("n/a") and out["exp1_rec_corners"] == both[1].shares.text()
     assert {k.replace("exp1_rec_", "exp1_") for k in out if k.startswith("exp1_rec_")} <= set(out)

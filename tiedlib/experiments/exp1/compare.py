@@ -72,8 +72,8 @@ def side_by_side(results: Sequence[ArchResults], settings: Exp1Settings) -> pd.D
             col |= {"Figure-3 triple": str(f.triple),
                     f"chat part on chat refusals (precision@{f.k}, P | fires)":
                         f"{f.chat_precision:.2f}, {f.chat_p_fires:.2f}",
-                    f"base part on web {f.base_concept}s (precision@{f.k}, P | fires)":
-                        f"{f.base_precision:.2f}, {f.base_p_fires:.2f}",
+                    f"base part on web refusals or disclaimers (precision@{f.k}, P | fires)":
+                        f"{f.base_precision:.2f}, {f.base_p_fires:.2f} ({f.base_concept}s)",
                     "Figure-3 triple found": "yes" if f.found(settings.precision_threshold) else "no",
                     "top-left best at a chat-only concept":
                         f"{r.corners.top_left_chat_frac:.0%} of {len(r.corners.top_left)}",
