@@ -18,9 +18,12 @@ from tiedlib.analysis.cosines import exclusivity_categories
 from tiedlib.config import pick
 from tiedlib.experiments.exp4 import (
     TABLE,
+    Alive,
     PanelStats,
     SeedRuns,
     StandardRun,
+    alive_latents,
+    cross_seed_panels,
     figures,
     findings,
     max_cosine_panels,
@@ -220,14 +223,20 @@ def test_seed_runs_reseed_short_runs_on_one_harvest(tmp_path, monkeypatch):
         return SimpleNamespace(W_dec=W, relative_decoder_norm=lambda: norms[:, 1] / norms.sum(-1)), []
 
     monkeypatch.setattr(seeds_mod, "harvest", lambda s: harvested.append(s.seed) or "acts")
+    monkeypatch.setattr(seeds_mod, "heldout_sample", lambda s: harvested.append("heldout") or "heldout")
+    monkeypatch.setattr(seeds_mod, "alive_latents", lambda cc, sample: Alive(torch.tensor([True] * 4), 10))
     monkeypatch.setattr(seeds_mod, "train_crosscoder", fake_train)
     runs = seed_runs(pick(TABLE, "smoke", seeds=(0, 1, 2), seed_steps=7, seed=5), tmp_path)
-    assert harvested == [5]  # one harvest, of the headline run's documents
+    assert harvested == [5, "heldout"]  # one harvest, of the headline run's documents, and one held-out sample
+    assert runs.null_pairs == [(0, 1), (1, 2), (2, 0)] and len(runs.null) == 3 and runs.dead == [0, 0, 0]
+    # the seed twins hold the same latents (up to noise), so the chat-exclusive latent finds its partner there too
+    assert runs.within_minus_null("chat").n == 3 and abs(runs.within_minus_null("chat").mean) < 0.1
     assert [t[1:] for t in trained] == [("acts", s, 7, "standard") for s in (0, 1, 2)]
     assert [t[0] for t in trained] == [tmp_path / f"seed{s}" for s in (0, 1, 2)]
     chat = runs.difference("chat")
     assert chat.n == 3 and chat.mean > 0  # the chat-exclusive latent has a partner at cosine ~1, shared ones less
-    assert runs.summary().splitlines()[0] == "3 standard crosscoders (seeds [0, 1, 2], 7 steps each)."
+    assert runs.summary().splitlines()[0] == ("3 standard crosscoders (seeds [0, 1, 2], 7 steps each); dead latents "
+                                              "per seed: 0, 0, 0 of 4 (no firing on the held-out sample; left out).")
     with pytest.raises(ValueError, match="query must be"):
         runs.difference("both")
     with pytest.raises(ValueError, match="seeds is empty"):
@@ -265,3 +274,85 @@ def test_seed_verdicts_and_findings_keys():
     assert set(bare) == set(out) and bare["exp4_seed_verdict"] == "no seed runs at this scale"
     with pytest.raises(ValueError, match="base and chat panel"):
         findings(settings, run, panels, panel_stats(panels)[::-1], scale="smoke")
+
+
+# ---- dead latents and the null comparison ----------------------------------------------------------------------------
+def test_dead_latents_are_found_on_held_out_rows_and_left_out_of_every_panel():
+    model = make_model(d_model=4, n_latents=4)
+    with torch.no_grad():
+        model.W_dec.copy_(_decoder())
+        model.W_enc.zero_()
+        model.b_enc.copy_(torch.tensor([1.0, 1.0, -1.0, 1.0]))  # latent 2 never fires: its pre-activation is -1
+    alive = alive_latents(model, [torch.randn(6, 2, 4), torch.randn(3, 2, 4)])
+    assert alive.mask.tolist() == [True, True, False, True] and alive.n_tokens == 9 and alive.n_dead == 1
+    assert alive.text() == "1 of 4 latents dead (no firing on 9 held-out tokens), left out of every panel"
+    with pytest.raises(ValueError, match="holds no token"):
+        alive_latents(model, [])
+    settings = pick(TABLE, "smoke")
+    panels = max_cosine_panels(model.W_dec, None, settings, alive=alive.mask)
+    chat = panels[1]
+    # Dead latent 2 was the chat-exclusive latent 1's partner (cosine 1); among live base vectors e0 and (e2+e3)/sqrt2
+    # its chat vector e1 has cosine 0, and the partner index is one of all latents (0 or 3), never 2.
+    assert chat.exclusive.values.tolist() == pytest.approx([0.0]) and chat.exclusive.indices.item() in (0, 3)
+    assert chat.categories.shared.tolist() == [3] and chat.categories.chat_exclusive.tolist() == [1]
+    assert panel_stats(panels)[1].n_shared == 1
+    with pytest.raises(ValueError, match="does not match 4 latents"):
+        max_cosine_panels(model.W_dec, None, settings, alive=torch.tensor([True]))
+    run = StandardRun(None, [{"explained_variance": 0.8, "l0": 12.34}], "data")
+    lines = summary(settings, run, panels, panel_stats(panels), scale="smoke", alive=alive).splitlines()
+    assert lines[0].startswith("Scale: smoke (smoke pair), standard crosscoder with 4 latents")
+    assert lines[1] == f"Dead latents: {alive.text()}."
+    assert lines[2] == "Live latents: 1 base-exclusive (r < 0.3), 1 shared, 1 chat-exclusive (r > 0.7)."
+    out = findings(settings, run, panels, panel_stats(panels), scale="smoke", alive=alive)
+    assert out["exp4_dead"] == alive.text() and out["exp4_setup"].endswith("4 latents, 300 steps")
+    assert out["exp4_categories"] == "1 base-exclusive, 1 shared, 1 chat-exclusive (live latents)"
+
+
+def test_the_null_statistic_looks_for_partners_in_the_seed_twin():
+    W_a = _decoder()
+    perm = torch.tensor([3, 2, 1, 0])  # B: the same four latents in another order (B's latent 1 is A's latent 2)
+    W_b = W_a[perm]
+    settings = pick(TABLE, "smoke", chunk_size=2)
+    base, chat = cross_seed_panels(W_a, W_b, settings)
+    # A's chat-exclusive 1 (chat e1) vs B's base halves of B's shared + base-exclusive: A's latent 2 again, in B at 1
+    assert chat.exclusive.values.tolist() == pytest.approx([1.0]) and chat.exclusive.indices.tolist() == [1]
+    # A's shared 2 (chat e2) and 3 (chat e0) vs all of B's base halves: (e2+e3)/sqrt2 (B's 0) and e0 (B's 3)
+    assert chat.shared.values.tolist() == pytest.approx([1 / math.sqrt(2), 1.0])
+    assert chat.shared.indices.tolist() == [0, 3] and chat.categories.shared.tolist() == [2, 3]
+    # A's base-exclusive 0 (base e0) vs B's chat halves of B's shared (0, 1) and chat-exclusive (2): e0 at B's 0
+    assert base.exclusive.values.tolist() == pytest.approx([1.0]) and base.exclusive.indices.tolist() == [0]
+    # B's copy of A's latent 2 is dead: A's chat-exclusive latent finds no partner closer than cosine 0
+    dead_b = torch.tensor([True, False, True, True])
+    chat_dead = cross_seed_panels(W_a, W_b, settings, alive_b=dead_b)[1]
+    assert chat_dead.exclusive.values.tolist() == pytest.approx([0.0]) and chat_dead.exclusive.indices.item() != 1
+    with pytest.raises(ValueError, match="one width"):
+        cross_seed_panels(W_a, torch.zeros(4, 2, 5), settings)
+
+
+def test_null_comparison_table_verdict_text_and_figure():
+    closer = SeedRuns([0, 1, 2], 5, [_stats(0.8, 0.5), _stats(0.7, 0.5), _stats(0.75, 0.5)],
+                      null_pairs=[(0, 1), (1, 2), (2, 0)], null=[_stats(0.4, 0.9), _stats(0.45, 0.9), _stats(0.5, 0.9)],
+                      dead=[3, 4, 5], n_latents=64)  # fmt: skip
+    assert closer.within_minus_null("chat").mean == pytest.approx(0.3)  # (0.4 + 0.25 + 0.25) / 3
+    assert closer.null_verdict("base") == ("base-exclusive latents have closer partners in their own crosscoder than "
+                                           "in a seed twin")
+    assert closer.null_difference("chat").mean == pytest.approx(-0.45)
+    assert closer.null_text("chat").startswith("exclusive 0.75 [") and "against a seed twin" in closer.null_text("chat")
+    assert "(3 seeds) within" in closer.null_text("chat") and "(3 seed pairs) against" in closer.null_text("chat")
+    assert closer.dead_text().startswith("dead latents per seed: 3, 4, 5 of 64")
+    table = closer.null_table()
+    assert table.loc[("chat", "against a seed twin (null)"), "median shared"] == pytest.approx(0.9)
+    assert table.loc[("base", "within one crosscoder"), "exclusive - shared"] == pytest.approx(0.25)
+    lines = closer.summary().splitlines()
+    assert lines[3] == "Null (each run against its seed twin: 0 vs 1, 1 vs 2, 2 vs 0):" and len(lines) == 6
+    bare = SeedRuns([0, 1], 5, [_stats(0.8, 0.5), _stats(0.7, 0.5)])
+    assert bare.null_verdict("chat").endswith("inconclusive at this scale") and len(bare.summary().splitlines()) == 3
+    fig = figures.null_comparison(closer)
+    assert [ax.get_title() for ax in fig.axes] == ["query = base", "query = chat"]
+    bars = sorted(round(p.get_height(), 3) for p in fig.axes[1].patches if p.get_width() > 0)
+    assert bars == [0.45, 0.5, 0.75, 0.9]  # the mean of each (latents, comparison) group
+    plt.close("all")
+    out = findings(pick(TABLE, "smoke"), StandardRun(None, [], "data"), max_cosine_panels(_decoder(), None,
+                   pick(TABLE, "smoke")), _stats(0.5, 0.5), scale="smoke", seeds=closer)  # fmt: skip
+    assert out["exp4_null_chat"] == closer.null_text("chat") and out["exp4_seed_dead"] == closer.dead_text()
+    assert out["exp4_null_verdict"].startswith("base query: base-exclusive latents have closer partners in their own")

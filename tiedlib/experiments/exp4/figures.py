@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from tiedlib.analysis.cosines import ExclusiveVsShared
 from tiedlib.analysis.figures import relative_norm_histogram  # noqa: F401 (re-exported for the notebook)
 
+from .seeds import SeedRuns
+
 
 def max_cosine_histograms(panels: Sequence[ExclusiveVsShared], *, bins: int = 40) -> Figure:
     """The write-up's Figure 11: one panel per query model, max-cosine histograms of its exclusive latents (green)
@@ -36,5 +38,36 @@ def max_cosine_histograms(panels: Sequence[ExclusiveVsShared], *, bins: int = 40
         ax.set_title(f"{p.query}-exclusive vs shared latents")
         if ax.get_legend() is not None:
             sns.move_legend(ax, "upper left", title=None, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def null_comparison(seeds: SeedRuns) -> Figure:
+    """Beside the real comparison, the null one: one panel per query model, the median max cosine of the exclusive
+    and of the shared latents, per run (points) and their mean (bars), within one crosscoder (one point per seed) and
+    against a seed twin (one point per seed pair)."""
+    rows = []
+    for name, runs in (("within one crosscoder", seeds.stats), ("against a seed twin (null)", seeds.null)):
+        for run in runs:
+            for s in run:
+                rows += [{"query": s.query, "latents": f"{s.query}-exclusive", "comparison": name,
+                          "median max cosine": s.median_exclusive},
+                         {"query": s.query, "latents": "shared", "comparison": name,
+                          "median max cosine": s.median_shared}]  # fmt: skip
+    data = pd.DataFrame(rows).dropna()
+    order = ["within one crosscoder", "against a seed twin (null)"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    for ax, query in zip(axes, ("base", "chat"), strict=True):
+        part = data[data["query"] == query]
+        x_order = [f"{query}-exclusive", "shared"]
+        if len(part):
+            sns.barplot(data=part, x="latents", y="median max cosine", hue="comparison", order=x_order,
+                        hue_order=order, errorbar=None, alpha=0.5, ax=ax)
+            sns.stripplot(data=part, x="latents", y="median max cosine", hue="comparison", order=x_order,
+                          hue_order=order, dodge=True, palette=["black", "black"], size=4, legend=False, ax=ax)
+        ax.set_title(f"query = {query}")
+        ax.set_xlabel("")
+        if ax.get_legend() is not None:
+            sns.move_legend(ax, "lower left", title=None, fontsize=7)
     fig.tight_layout()
     return fig

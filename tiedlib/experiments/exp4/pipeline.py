@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tiedlib.activations.collect import collect_activations, count_kept_tokens
 from tiedlib.activations.harvest import estimate_norm_factors, harvest
-from tiedlib.analysis.cosines import ExclusiveVsShared, exclusive_vs_shared
+from tiedlib.analysis.cosines import Categories, ExclusiveVsShared, MaxCosine, exclusive_vs_shared
 from tiedlib.crosscoders.checkpoints import load_crosscoder
 from tiedlib.pairs import load_pair, training_sequences
 from tiedlib.training import train_crosscoder
 
+from .dead import Alive, alive_index
 from .presets import Exp4Settings
 
 METRIC_KEYS = ("explained_variance", "explained_variance_base", "explained_variance_chat", "l0")
@@ -86,12 +87,36 @@ def estimate_released_norm_factors(crosscoder: Any, settings: Exp4Settings, log:
     return line
 
 
-def max_cosine_panels(W_dec: Float[Tensor, "n_latents 2 d_model"], r: Float[Tensor, " n_latents"],
-                      settings: Exp4Settings) -> list[ExclusiveVsShared]:  # fmt: skip
+def max_cosine_panels(W_dec: Float[Tensor, "n_latents 2 d_model"], r: Float[Tensor, " n_latents"] | None,
+                      settings: Exp4Settings, alive: Bool[Tensor, " n_latents"] | None = None,
+                      ) -> list[ExclusiveVsShared]:  # fmt: skip
     """Both panels of Figure 11, base query first (:func:`tiedlib.analysis.cosines.exclusive_vs_shared` with the
-    thresholds and block size of ``settings``)."""
-    return [exclusive_vs_shared(W_dec.detach().cpu(), r, query=q, low=settings.low, high=settings.high,
-                                chunk_size=settings.chunk_size) for q in ("base", "chat")]
+    thresholds and block size of ``settings``).
+
+    ``alive``: live latents (:func:`~.dead.alive_latents`); dead ones are left out of every panel, as queries and as
+    keys. Indices and categories of the panels stay indices into all latents.
+    """
+    W_dec = W_dec.detach().cpu()
+    keep = alive_index(alive, W_dec.shape[0])
+    r = None if r is None else r.detach().cpu()[keep]
+    panels = [exclusive_vs_shared(W_dec[keep], r, query=q, low=settings.low, high=settings.high,
+                                  chunk_size=settings.chunk_size) for q in ("base", "chat")]  # fmt: skip
+    return [to_full_indices(p, keep) for p in panels]
+
+
+def to_full_indices(panel: ExclusiveVsShared, keep: Tensor, keys: Tensor | None = None) -> ExclusiveVsShared:
+    """``panel`` computed on the latents ``keep`` (its queries) and ``keys`` (its keys; default ``keep``), with its
+    categories and partner indices mapped back to indices into all latents (-1 stays -1)."""
+    keys = keep if keys is None else keys
+
+    def full(found: MaxCosine) -> MaxCosine:
+        idx = found.indices.clone()
+        ok = idx >= 0
+        idx[ok] = keys[idx[ok]]
+        return MaxCosine(found.values, idx)
+
+    return ExclusiveVsShared(panel.query, full(panel.exclusive), full(panel.shared),
+                             Categories(*(keep[c] for c in panel.categories)))
 
 
 @dataclass
@@ -146,8 +171,9 @@ def stats_table(stats: Sequence[PanelStats]) -> pd.DataFrame:
 
 
 def summary(settings: Exp4Settings, run: StandardRun, panels: Sequence[ExclusiveVsShared],
-            stats: Sequence[PanelStats], scale: str) -> str:
-    """The closing summary: setup and fit, latent counts per category (from the panels), one line per query model."""
+            stats: Sequence[PanelStats], scale: str, alive: Alive | None = None) -> str:
+    """The closing summary: setup and fit, dead latents (when ``alive`` is given), latent counts per category (from
+    the panels, so live latents only when the panels left dead ones out), one line per query model."""
     if not panels:
         raise ValueError("no max-cosine panels given")
     final = run.final
@@ -155,8 +181,11 @@ def summary(settings: Exp4Settings, run: StandardRun, panels: Sequence[Exclusive
     cats = panels[0].categories
     n_latents = sum(len(c) for c in cats)
     return "\n".join([
-        f"Scale: {scale} ({settings.pair} pair), standard crosscoder with {n_latents} latents" + fit,
-        f"Latents: {len(cats.base_exclusive)} base-exclusive (r < {settings.low}), {len(cats.shared)} shared, "
+        f"Scale: {scale} ({settings.pair} pair), standard crosscoder with "
+        f"{n_latents if alive is None else alive.mask.numel()} latents" + fit,
+        *([] if alive is None else [f"Dead latents: {alive.text()}."]),
+        f"{'Latents' if alive is None else 'Live latents'}: {len(cats.base_exclusive)} base-exclusive (r < "
+        f"{settings.low}), {len(cats.shared)} shared, "
         f"{len(cats.chat_exclusive)} chat-exclusive (r > {settings.high}).",
         *(s.summary() for s in stats),
     ])

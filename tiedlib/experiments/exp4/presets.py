@@ -43,6 +43,9 @@ class Exp4Settings:
     gets a 95% interval (:mod:`.seeds`); empty: no seed runs (the paper scale analyses one released checkpoint)."""
     seed_steps: int = 300
     """Training steps of each seed run (shorter than ``n_steps`` to fit the book's time budget)."""
+    heldout_docs: int = 200
+    """Held-out documents (``web_fraction`` web, the rest chat) on which a latent must fire at least once to be live;
+    dead latents are left out of every panel (:mod:`.dead`)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.low <= self.high <= 1:
@@ -51,8 +54,8 @@ class Exp4Settings:
             raise ValueError("training a crosscoder needs positive n_docs, n_latents, n_steps and batch_size")
         if self.checkpoint is not None and self.norm_docs < 1:
             raise ValueError("a released checkpoint needs norm_docs >= 1 documents to estimate its norm factors")
-        if min(self.chunk_size, self.bins) < 1:
-            raise ValueError("chunk_size and bins must be positive")
+        if min(self.chunk_size, self.bins, self.heldout_docs) < 1:
+            raise ValueError("chunk_size, bins and heldout_docs must be positive")
 
     @property
     def run_id(self) -> str:
@@ -63,10 +66,10 @@ class Exp4Settings:
 TABLE = {
     "smoke": Exp4Settings(pair="smoke", checkpoint=None, n_docs=200, web_fraction=0.5, n_latents=256, n_steps=300,
                           batch_size=256, lr=1e-3, l1_coeff=2.0, chunk_size=64, seeds=(0, 1),
-                          seed_steps=10),
+                          seed_steps=10, heldout_docs=20),
     "tiny": Exp4Settings(pair="tiny", checkpoint=None, n_docs=3000, web_fraction=0.5, n_latents=1024, n_steps=1500,
                          batch_size=512, lr=5e-4, l1_coeff=2.0, chunk_size=256),
     "paper": Exp4Settings(pair="gemma-2-2b", checkpoint="crosscoder-gemma-2-2b-model-diff/cc_weights.pt", n_docs=0,
                           web_fraction=0.5, n_latents=16_384, n_steps=0, batch_size=4096, lr=5e-5, l1_coeff=2.0,
-                          chunk_size=2048, device="cuda", seeds=()),
+                          chunk_size=2048, device="cuda", seeds=(), heldout_docs=64),
 }
