@@ -550,7 +550,7 @@ def test_findings_give_every_key_the_page_and_readme_paste():
     assert out["exp1_ev"] == "base 0.970, chat 0.968"
     assert out["exp1_dead"] == "base-only 1, chat-only 0 of 4"
     assert out["exp1_refusal_recovered"] == "no: joint precision@20 0.42 < 0.5"
-    assert out["exp1_corners"] == "not measured" and "exp1_rec_ev" not in out
+    assert out["exp1_corners"] == "not measured" and out["exp1_rec_ev"].startswith("n/a (the recommended")
     assert out["exp1_seed_verdict"] == "inconclusive at this scale" and out["exp1_seeds"] == "3 seeds x 10 steps"
     assert out["exp1_baseline"] == "no firing chat-exclusive latent in the standard crosscoder"
     bare = exp1.findings("paper", PAIR, tied, held, _settings())

@@ -15,6 +15,7 @@ from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.experiments.exp1.seeds import SeedRuns
 
 NO_GROUND_TRUTH = "n/a (no ground-truth labels for this pair)"
+NOT_TRAINED = "n/a (the recommended tied crosscoder was not trained in this run)"
 
 
 def _model_findings(prefix: str, scale: str, pair: Any, tied: Any, held: HeldOutMetrics, settings: Exp1Settings,
@@ -71,6 +72,8 @@ def findings(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, settings: E
     if recommended is not None:
         r = recommended
         out |= _model_findings("exp1_rec_", scale, pair, r.model, r.held, settings, r.refusal, r.corners, r.shares)
+    else:  # every exp1_rec_* key the page may paste exists
+        out |= {k.replace("exp1_", "exp1_rec_", 1): NOT_TRAINED for k in list(out)}
     c = baseline.concepts if baseline is not None else None
     if baseline is None or baseline.query is None:
         out["exp1_baseline"] = "no firing chat-exclusive latent in the standard crosscoder"
