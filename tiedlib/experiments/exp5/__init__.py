@@ -1,9 +1,9 @@
 """Notebook 05: does the tied crosscoder tie? The synthetic eta sweep, the variants, the lab pair and the colour toy.
 
-The notebook imports only this package: its settings (:mod:`.presets`), the three sections' pipelines
-(:mod:`.sweep`, :mod:`.lab_pair`, :mod:`.colour_toy`), the summary (:mod:`.summary`), the figures (:mod:`.figures`),
-and the core functions it calls directly (:func:`load_pair`, :func:`build_colour_toy`, :func:`firing_ratios`,
-:func:`recommended_tied`).
+The notebook imports only this package: its settings (:mod:`.presets`), the sections' pipelines
+(:mod:`.sweep`, :mod:`.lab_pair`, :mod:`.colour_toy`, issue 16's :mod:`.positive_control`), the summary
+(:mod:`.summary`), the figures (:mod:`.figures`), and the core functions it calls directly (:func:`load_pair`,
+:func:`build_colour_toy`, :func:`firing_ratios`, :func:`recommended_tied`).
 """
 
 from tiedlib.analysis.firing import firing_ratios
@@ -20,6 +20,7 @@ from tiedlib.experiments.exp5.colour_toy import (
 )
 from tiedlib.experiments.exp5.figures import (
     auroc_heatmap,
+    control_firing_bars,
     firing_ratio_scatter,
     plot_grid,
     plot_tying_benchmark,
@@ -38,7 +39,15 @@ from tiedlib.experiments.exp5.lab_pair import (
     ratio_summary,
     train_lab_crosscoders,
 )
-from tiedlib.experiments.exp5.presets import TABLE, Exp5Settings
+from tiedlib.experiments.exp5.positive_control import (
+    ControlData,
+    ControlResult,
+    control_data,
+    measure_control,
+    pair_control_data,
+    train_control_crosscoders,
+)
+from tiedlib.experiments.exp5.presets import TABLE, ControlSettings, Exp5Settings
 from tiedlib.experiments.exp5.summary import summary_lines
 from tiedlib.experiments.exp5.sweep import (
     BenchmarkResult,
@@ -68,4 +77,6 @@ __all__ = [
     "finetune_lines", "firing_ratio_scatter", "firing_ratios", "lab_samples", "lab_training_data", "load_pair",
     "plot_tying_benchmark", "quiet", "ratio_points", "ratio_summary", "run_benchmark", "summary_lines",
     "train_colour_crosscoders", "train_lab_crosscoders", "triple_firing_bars",
+    "ControlData", "ControlResult", "ControlSettings", "control_data", "control_firing_bars", "measure_control",
+    "pair_control_data", "train_control_crosscoders",
 ]  # fmt: skip

@@ -1,5 +1,6 @@
 """Figures of notebook 05: the tying benchmark (:mod:`.tying`, matplotlib), issue 15's robustness grid, the
-firing-ratio scatter, the concept AUROC heatmap and the colour triple's firing bars (seaborn)."""
+firing-ratio scatter, the concept AUROC heatmap, the colour triple's firing bars and the positive control's firing
+bars (seaborn)."""
 
 from __future__ import annotations
 
@@ -147,5 +148,27 @@ def triple_firing_bars(fire: dict[str, Sequence[float]], *, groups: Sequence[str
     ax.set(xlabel="", ylabel="fraction of tokens firing", ylim=(0, 1.05))
     ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def control_firing_bars(fractions: Any, *, title: str = ""):
+    """Issue 16's positive control: for each crosscoder (one panel), the fraction of each planted position set on
+    which each of its units for ``d`` fires (one hue per unit).
+
+    ``fractions``: :meth:`~.positive_control.ControlResult.firing_fractions` (columns ``crosscoder``, ``unit``,
+    ``set``, ``fraction``). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    labels = list(dict.fromkeys(fractions["crosscoder"]))
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.2), squeeze=False, sharey=True)
+    for ax, label in zip(axes[0], labels, strict=True):
+        sns.barplot(data=fractions[fractions["crosscoder"] == label], x="set", y="fraction", hue="unit", ax=ax)
+        ax.set(xlabel="planted set", ylabel="fraction of positions firing", ylim=(0, 1.05), title=label)
+        ax.legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -8,7 +8,9 @@ Three parts share one table row:
   the same activations, sized like Experiment 1;
 * the colour toy (:class:`tiedlib.pairs.colours.ColourToyConfig`, the same fine-tunes notebook 02 caches) and the
   two colour crosscoders trained on it (the ``colour_*`` fields: Experiment 2's crosscoder settings at each scale,
-  with 256 instead of 512 latents at the tiny scale).
+  with 256 instead of 512 latents at the tiny scale);
+* issue 16's positive control (:class:`ControlSettings`, :mod:`.positive_control`): a direction planted in the lab
+  pair's activations at different positions in the two models, and three short crosscoder runs on them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,39 @@ SMOKE_SIZE = BenchmarkSize(
                     fire_prob_min=0.05, fire_prob_max=0.1, noise_std=0.0),
     n_latents=24, n_steps=150, batch_size=256, n_eval=2048,
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """Issue 16's positive control: where, how strongly and on what a direction ``d`` is planted, and the three
+    crosscoders (standard, the write-up's tied, the recommended tied) trained on the planted rows."""
+
+    docs: int = 300
+    """Training documents of ``pair`` harvested for the control (Experiment 1's web/chat mix)."""
+    rate: float = 0.03
+    """|A| = |B| = ``rate`` x tokens: ``d`` is added to the base model at A and to the chat model at B."""
+    overlap: float = 0.34
+    """|A & B| / |A|: where both models carry ``d`` (the rest of A and of B carries it in one model only)."""
+    scale: float = 1.0
+    """Mean magnitude of the planted ``d``, in units of the mean (normalised) row norm."""
+    spread: float = 0.5
+    """Magnitudes are ``scale x U(1 - spread, 1 + spread)`` x the mean row norm, one per position."""
+    avoid_top: int = 8
+    """``d`` is orthogonal to the top ``avoid_top`` principal directions of the rows."""
+    seed: int = 0
+    """Seeds the sets, ``d``, the crosscoders' initialisation and batch order."""
+    n_latents: int = 128
+    """Latents of the standard crosscoder = triples of each tied one."""
+    n_steps: int = 600
+    batch_size: int = 256
+    lr: float = 2e-3
+    l1_coeff: float = 0.5
+    eta: float = 2.0
+    """eta of the write-up's tied crosscoder (the recommended one keeps its own, 1.5)."""
+    threshold: float = 0.9
+    """A decoder half "is" ``d`` above this cosine."""
+    exclusive_below: float = 0.3
+    """A standard latent is exclusive when its other decoder half is under this fraction of its own."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +120,8 @@ class Exp5Settings:
     """Fold the final RMSNorm gain into the unembedding before the logit lens, as sae-vis does."""
     min_colour_rate: float = 0.05
     """A colour-toy index counts only if one of its groups fires on at least this fraction of the colour tokens."""
+    # ---- issue 16's positive control
+    control: ControlSettings = ControlSettings()
 
     @property
     def colour_n_steps(self) -> int:
@@ -99,6 +136,7 @@ TABLE: dict[str, Exp5Settings] = {
         pair="smoke", n_latents=64, train_docs=200, n_steps=120, batch_size=256, lr=2e-3,
         eval_docs=40, log_every=20, colour=COLOUR_TOY["smoke"], colour_n_latents=128, colour_train_tokens=10_000,
         colour_batch_size=256, colour_lr=1e-3,
+        control=ControlSettings(docs=60, rate=0.05, n_latents=32, n_steps=60, batch_size=128),
     ),
     "tiny": Exp5Settings(
         bench_size="small", bench_seeds=(0,), bench_etas=(1.0, 2.0),
@@ -112,6 +150,8 @@ TABLE: dict[str, Exp5Settings] = {
         n_steps=61_035, batch_size=4096, lr=5e-5, l1_coeff=2.0, eval_docs=128, model_batch_size=8, device="cuda",
         log_every=500, colour=COLOUR_TOY["paper"], colour_n_latents=16_384, colour_train_tokens=60_000_000,
         colour_batch_size=4096, colour_lr=5e-5,
+        # 64 documents of 1024 tokens: the harvest, its normalised copy and the planted copy take about 3.6 GB
+        control=ControlSettings(docs=64, n_latents=4096, n_steps=4000, batch_size=2048, lr=1e-4, l1_coeff=2.0),
     ),
 }  # fmt: skip
 """Settings per scale; use ``tiedlib.config.pick(TABLE, SCALE, **overrides)``."""

@@ -1,0 +1,423 @@
+"""Issue 16's positive control: a concept planted at different times in the two models, where the answer is known.
+
+A unit direction ``d`` is added to the *base* activations at the positions of a set A and to the *chat* activations
+at those of a set B, where A and B differ but overlap (the write-up's mechanism: one concept that the two models fire
+at different times). A standard crosscoder should then write ``d`` with an exclusive pair (a base-only latent and a
+chat-only latent, both decoders along ``d``); a tied crosscoder with one triple whose base part fires on A \\ B, chat
+part on B \\ A and shared part on A & B.
+
+* :func:`planted_sets`, :func:`planted_direction`, :func:`inject`: the planted positions, direction and rows.
+* :func:`control_data`: all three on normalised rows (:class:`ControlData`); :func:`pair_control_data` harvests
+  them from a model pair first.
+* :func:`train_control_crosscoders`: the standard crosscoder, the write-up's tied one and the recommended tied one.
+* :func:`match_standard`, :func:`match_tied`, :func:`unit_firing`: the measurements; :func:`measure_control` puts
+  them into a :class:`ControlResult` (a table, a verdict and the numbers the book glues).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from tiedlib.activations.batches import InMemoryBatches
+from tiedlib.activations.collect import collect_activations
+from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, SHARED, TrainConfig
+from tiedlib.crosscoders.crosscoder import recommended_tied
+from tiedlib.experiments.exp5.presets import ControlSettings
+from tiedlib.experiments.exp5.tying_lab import variant_config
+from tiedlib.pairs import ModelPair, training_sequences
+from tiedlib.training import train_or_load
+
+SETS = ("A only", "B only", "A & B", "neither")
+"""The four disjoint position sets: A \\ B (``d`` in base only), B \\ A (chat only), both, and none."""
+MODELS = {"standard": "standard", "tied (write-up)": "tied", "tied (recommended)": "recommended"}
+"""Label -> what is trained: a :data:`~.tying.VARIANTS` key, or ``"recommended"`` (:func:`recommended_tied`)."""
+
+
+# ---- the planted concept -------------------------------------------------------------------------------------------
+@dataclass
+class PlantedSets:
+    """Where ``d`` is added: to the base model at A, to the chat model at B, with one magnitude per position."""
+
+    a: Bool[Tensor, " n_tokens"]
+    b: Bool[Tensor, " n_tokens"]
+    magnitude: Float[Tensor, " n_tokens"]
+    """The coefficient of ``d`` at each position of A | B (the same in both models where both get it); 0 elsewhere."""
+
+    def masks(self) -> dict[str, Bool[Tensor, " n_tokens"]]:
+        """:data:`SETS` -> mask: A \\ B, B \\ A, A & B, neither."""
+        a, b = self.a, self.b
+        return {"A only": a & ~b, "B only": b & ~a, "A & B": a & b, "neither": ~(a | b)}
+
+    def sizes(self) -> dict[str, int | float]:
+        """Sizes of A, B, the four disjoint sets and ``overlap`` = \\|A & B\\| / \\|A\\|."""
+        out: dict[str, int | float] = {"tokens": int(self.a.numel()), "A": int(self.a.sum()), "B": int(self.b.sum())}
+        out.update({name: int(m.sum()) for name, m in self.masks().items()})
+        out["overlap"] = out["A & B"] / max(1, out["A"])
+        return out
+
+
+def planted_sets(n_tokens: int, *, rate: float, overlap: float, scale: float, spread: float,
+                 seed: int = 0) -> PlantedSets:  # fmt: skip
+    """Two random position sets of ``round(rate * n_tokens)`` positions each sharing ``round(overlap * |A|)``.
+
+    Magnitudes are ``scale * U(1 - spread, 1 + spread)`` per position of A | B (``scale`` in the rows' units: pass a
+    multiple of their mean norm). Seeded by ``seed`` alone (its own generator).
+
+    Raises:
+        ValueError: ``rate`` outside (0, 0.5], ``overlap`` outside [0, 1], ``spread`` outside [0, 1), ``scale`` <= 0,
+            or sets too small to hold at least one position in each of A \\ B, B \\ A and A & B.
+    """
+    if not 0 < rate <= 0.5 or not 0 <= overlap <= 1 or not 0 <= spread < 1 or scale <= 0:
+        raise ValueError(f"need 0 < rate <= 0.5, 0 <= overlap <= 1, 0 <= spread < 1 and scale > 0; got rate {rate}, "
+                         f"overlap {overlap}, spread {spread}, scale {scale}")  # fmt: skip
+    n = round(rate * n_tokens)
+    n_both = round(overlap * n)
+    if min(n_both, n - n_both) < 1:
+        raise ValueError(f"{n_tokens} tokens at rate {rate} and overlap {overlap} give |A| = {n} with {n_both} in "
+                         f"A & B: need at least one position in each of A \\ B, B \\ A and A & B")  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_tokens, generator=gen)
+    a = torch.zeros(n_tokens, dtype=torch.bool)
+    b = torch.zeros(n_tokens, dtype=torch.bool)
+    a[perm[:n]] = True
+    b[perm[n - n_both : 2 * n - n_both]] = True  # the last n_both of A, then n - n_both fresh positions
+    u = torch.rand(n_tokens, generator=gen) * 2 - 1
+    magnitude = torch.where(a | b, scale * (1 + spread * u), torch.zeros(()))
+    return PlantedSets(a=a, b=b, magnitude=magnitude)
+
+
+def planted_direction(rows: Float[Tensor, "n_tokens 2 d_model"], *, avoid_top: int = 8,
+                      seed: int = 0) -> Float[Tensor, " d_model"]:  # fmt: skip
+    """A seeded random unit direction orthogonal to the top ``avoid_top`` principal directions of ``rows`` (both
+    models' rows pooled, at most 8192 of them), so that ``d`` is not one of the data's dominant directions."""
+    d_model = rows.shape[-1]
+    if not 0 <= avoid_top < d_model:
+        raise ValueError(f"avoid_top must be in [0, d_model={d_model}), got {avoid_top}")
+    gen = torch.Generator().manual_seed(seed)
+    d = torch.randn(d_model, generator=gen, dtype=torch.float64)
+    if avoid_top:
+        pooled = rows.detach().reshape(-1, d_model).double().cpu()
+        pooled = pooled[torch.randperm(pooled.shape[0], generator=gen)[:8192]]
+        top = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False).Vh[:avoid_top]  # (avoid_top, d_model)
+        d = d - top.T @ (top @ d)
+    return (d / d.norm()).to(rows.dtype)
+
+
+def inject(rows: Float[Tensor, "n_tokens 2 d_model"], planted: PlantedSets,
+           direction: Float[Tensor, " d_model"]) -> Float[Tensor, "n_tokens 2 d_model"]:  # fmt: skip
+    """A copy of ``rows`` with ``magnitude * direction`` added to the base half at A and the chat half at B."""
+    if planted.a.numel() != rows.shape[0]:
+        raise ValueError(f"planted sets cover {planted.a.numel()} tokens, rows have {rows.shape[0]}")
+    out = rows.clone()
+    add = planted.magnitude.to(rows)[:, None] * direction.to(rows)[None, :]  # (n_tokens, d_model)
+    out[:, BASE] += add * planted.a.to(rows)[:, None]
+    out[:, CHAT] += add * planted.b.to(rows)[:, None]
+    return out
+
+
+@dataclass
+class ControlData:
+    """Normalised rows with the concept planted, and where and how it was planted."""
+
+    rows: Float[Tensor, "n_tokens 2 d_model"]
+    planted: PlantedSets
+    direction: Float[Tensor, " d_model"]
+    norm_factors: Tensor | None
+    """The harvest's ``(2,)`` normalisation factors (recorded in the crosscoders' configs)."""
+    mean_norm: float
+    """Mean row norm before planting (the unit of ``scale``)."""
+
+    def make_data(self, batch_size: int, *, seed: int = 0) -> Callable[[], Iterator[Tensor]]:
+        """A ``make_data()`` for :func:`train_or_load`: shuffled rows, epochs repeated as training asks."""
+
+        def make() -> Iterator[Tensor]:
+            warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+            return InMemoryBatches(self.rows, min(batch_size, self.rows.shape[0]), seed=seed, epochs=None,
+                                   norm_factors=self.norm_factors)  # fmt: skip
+
+        return make
+
+    def summary(self) -> str:
+        s = self.planted.sizes()
+        mag = self.planted.magnitude[self.planted.a | self.planted.b]
+        return (f"{s['tokens']} tokens, d_model {self.rows.shape[-1]}: |A| = {s['A']} (d in base), |B| = {s['B']} "
+                f"(d in chat), |A & B| = {s['A & B']} (overlap {s['overlap']:.2f} of A), |A only| = {s['A only']}, "
+                f"|B only| = {s['B only']}; magnitude {float(mag.min()):.2f} to {float(mag.max()):.2f} "
+                f"(mean row norm {self.mean_norm:.2f})")  # fmt: skip
+
+
+def control_data(rows: Float[Tensor, "n_tokens 2 d_model"], cs: ControlSettings,
+                 norm_factors: Tensor | None = None) -> ControlData:  # fmt: skip
+    """Plant ``d`` in normalised ``rows`` (e.g. ``PairActivations.normalized``) as ``cs`` says: sets of ``cs.rate``
+    with ``cs.overlap``, magnitude ``cs.scale`` times the mean row norm (spread ``cs.spread``), ``d`` orthogonal to
+    the top ``cs.avoid_top`` principal directions."""
+    mean_norm = float(rows.norm(dim=-1).mean())
+    planted = planted_sets(rows.shape[0], rate=cs.rate, overlap=cs.overlap, scale=cs.scale * mean_norm,
+                           spread=cs.spread, seed=cs.seed)  # fmt: skip
+    direction = planted_direction(rows, avoid_top=cs.avoid_top, seed=cs.seed)
+    return ControlData(rows=inject(rows, planted, direction), planted=planted, direction=direction,
+                       norm_factors=norm_factors, mean_norm=mean_norm)  # fmt: skip
+
+
+def pair_control_data(pair: ModelPair, cs: ControlSettings, *, seq_len: int = 1024,
+                      model_batch_size: int = 32) -> ControlData:  # fmt: skip
+    """Harvest ``cs.docs`` training documents of ``pair`` (Experiment 1's mix) in memory, normalise them and plant
+    ``d`` (:func:`control_data`). Holds three copies of the rows at its peak: the harvest, the normalised rows and
+    the planted ones."""
+    seqs = training_sequences(pair, cs.docs, seq_len=seq_len)
+    acts = collect_activations(pair, seqs, batch_size=model_batch_size, in_memory=True)
+    return control_data(acts.normalized, cs, acts.norm_factors)
+
+
+# ---- training ------------------------------------------------------------------------------------------------------
+def control_configs(d_model: int, cs: ControlSettings) -> dict[str, Any]:
+    """Label of :data:`MODELS` -> :class:`CrosscoderConfig` (``cs.n_latents`` latents or triples)."""
+    out = {}
+    for label, name in MODELS.items():
+        if name == "recommended":
+            out[label] = recommended_tied(d_model, cs.n_latents).cfg
+        else:
+            out[label] = variant_config(name, d_model, cs.n_latents, eta=cs.eta)
+    return out
+
+
+def control_key(cs: ControlSettings) -> str:
+    """Eight hex digits naming every field of ``cs`` (the control's run folder is ``control-<key>``)."""
+    return hashlib.sha1(json.dumps(asdict(cs), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def train_control_crosscoders(data: ControlData, cs: ControlSettings, results: str | Path, *, device: str = "cpu",
+                              log_every: int = 100) -> dict[str, Any]:  # fmt: skip
+    """Train (or load) the three crosscoders of :data:`MODELS` on ``data`` in ``results/control-<hash>/<name>/``,
+    the hash naming the planting settings so that a changed control never loads an old run. Returns label -> model
+    (eval mode)."""
+    tcfg = TrainConfig(n_steps=cs.n_steps, lr=cs.lr, l1_coeff=cs.l1_coeff, seed=cs.seed, device=device,
+                       log_every=log_every, progress=False)  # fmt: skip
+    models = {}
+    for label, cfg in control_configs(data.rows.shape[-1], cs).items():
+        run_dir = Path(results) / f"control-{control_key(cs)}" / MODELS[label]
+        models[label], _ = train_or_load(run_dir, cfg, tcfg, data.make_data(cs.batch_size, seed=cs.seed))
+        models[label].eval()
+    return models
+
+
+# ---- measurement ---------------------------------------------------------------------------------------------------
+def _cos(W: Float[Tensor, "n d_model"], direction: Float[Tensor, " d_model"]) -> Float[Tensor, " n"]:
+    return F.cosine_similarity(W.detach().float().cpu(), direction.float().cpu()[None, :], dim=-1)
+
+
+def match_standard(W_dec: Float[Tensor, "n_latents 2 d_model"], direction: Float[Tensor, " d_model"], *,
+                   threshold: float = 0.9, exclusive_below: float = 0.3) -> dict[str, Any]:  # fmt: skip
+    """The standard crosscoder's best latents for ``direction``.
+
+    A latent is *base-exclusive* when its chat decoder norm is under ``exclusive_below`` times its base one (and the
+    mirror image); the others are *shared*. Returns ``base_latent`` / ``chat_latent``: the exclusive latent whose own
+    half has the highest cosine with ``direction`` (None if no exclusive latent), ``base_cos`` / ``chat_cos`` (NaN if
+    none), ``pair_cos`` (cosine of the two exclusive halves), ``shared_latent`` and ``shared_cos`` (the shared
+    latent whose worse half is best aligned), and ``exclusive_pair``: both exclusive cosines above ``threshold``.
+    """
+    W = W_dec.detach().float().cpu()
+    norms = W.norm(dim=-1)  # (n, 2)
+    cos = torch.stack([_cos(W[:, BASE], direction), _cos(W[:, CHAT], direction)], dim=1)  # (n, 2)
+    base_excl = norms[:, CHAT] < exclusive_below * norms[:, BASE]
+    chat_excl = norms[:, BASE] < exclusive_below * norms[:, CHAT]
+    out: dict[str, Any] = {}
+    for side, m, mask in (("base", BASE, base_excl), ("chat", CHAT, chat_excl)):
+        score = torch.where(mask, cos[:, m], torch.full_like(cos[:, m], -math.inf))
+        i = int(score.argmax())
+        out[f"{side}_latent"] = i if mask[i] else None
+        out[f"{side}_cos"] = float(cos[i, m]) if mask[i] else math.nan
+    shared = ~(base_excl | chat_excl)
+    worse = torch.where(shared, cos.min(dim=1).values, torch.full_like(cos[:, 0], -math.inf))
+    j = int(worse.argmax())
+    out["shared_latent"] = j if shared[j] else None
+    out["shared_cos"] = float(worse[j]) if shared[j] else math.nan
+    b, c = out["base_latent"], out["chat_latent"]
+    out["pair_cos"] = math.nan if b is None or c is None else float(_cos(W[b, BASE][None], W[c, CHAT])[0])
+    out["exclusive_pair"] = bool(out["base_cos"] > threshold and out["chat_cos"] > threshold)
+    return out
+
+
+def match_tied(W_dec: Float[Tensor, "n_latents 2 d_model"], direction: Float[Tensor, " d_model"], *,
+               threshold: float = 0.9) -> dict[str, Any]:  # fmt: skip
+    """The tied crosscoder's best triple for ``direction``: the index whose worse decoder half is best aligned.
+
+    Returns ``triple``, ``base_cos``, ``chat_cos`` (its halves' cosines with ``direction``), ``n_aligned`` (indices
+    with *either* half above ``threshold``) and ``single``: both halves of the best triple above ``threshold`` and no
+    other index with a half above it (``d`` is captured by one triple).
+    """
+    W = W_dec.detach().float().cpu()
+    cos = torch.stack([_cos(W[:, BASE], direction), _cos(W[:, CHAT], direction)], dim=1)  # (n, 2)
+    i = int(cos.min(dim=1).values.argmax())
+    n_aligned = int((cos.max(dim=1).values > threshold).sum())
+    return {"triple": i, "base_cos": float(cos[i, BASE]), "chat_cos": float(cos[i, CHAT]), "n_aligned": n_aligned,
+            "single": bool(cos[i].min() > threshold and n_aligned == 1)}  # fmt: skip
+
+
+@torch.no_grad()
+def unit_firing(model: Any, rows: Float[Tensor, "n_tokens 2 d_model"], planted: PlantedSets,
+                units: dict[str, tuple[int | None, int]], *,
+                chunk: int = 4096) -> dict[str, dict[str, float]]:  # fmt: skip
+    """How often, and how strongly, each unit fires on each of :data:`SETS`.
+
+    ``units``: name -> ``(group, index)``, group None for a standard crosscoder's latent, else ``SHARED``,
+    ``BASE_ONLY`` or ``CHAT_ONLY`` of a tied triple. Returns name -> ``{<set>: firing count, "total": count,
+    "mass <set>": summed activation, "mass total": summed activation}``.
+    """
+    masks = {name: m.cpu() for name, m in planted.masks().items()}
+    keys = [*SETS, "total"]
+    out = {u: {**dict.fromkeys(keys, 0), **dict.fromkeys([f"mass {k}" for k in keys], 0.0)} for u in units}
+    device = next(model.parameters()).device
+    for s in range(0, rows.shape[0], chunk):
+        f = model.encode(rows[s : s + chunk].to(device)).float().cpu()
+        for u, (group, index) in units.items():
+            act = f[:, index] if group is None else f[:, group, index]
+            fires = act > 0
+            for name, m in [*masks.items(), ("total", torch.ones_like(fires))]:
+                sel = m[s : s + chunk] if name != "total" else m
+                out[u][name] += int((fires & sel).sum())
+                out[u][f"mass {name}"] += float(act[sel].sum())
+    return out
+
+
+TARGETS = {"standard": {"base-exclusive": ("A",), "chat-exclusive": ("B",), "shared": ("A & B",)},
+           "tied": {"shared": ("A & B",), "base": ("A only",), "chat": ("B only",)}}  # fmt: skip
+"""Where each unit should fire: a standard exclusive latent wherever its model carries ``d`` (A or B), its shared
+latent (if any) on A & B; a tied triple's base part on A \\ B, chat part on B \\ A, shared part on A & B."""
+
+
+def _on_target(counts: dict[str, float], target: str, prefix: str = "") -> float:
+    parts = {"A": ("A only", "A & B"), "B": ("B only", "A & B")}.get(target, (target,))
+    return sum(counts[prefix + p] for p in parts)
+
+
+@dataclass
+class ControlResult:
+    """The positive control's measurements: per crosscoder its match for ``d`` and its units' firings."""
+
+    sizes: dict[str, int | float]
+    matches: dict[str, dict[str, Any]]
+    """Label -> :func:`match_standard` or :func:`match_tied`."""
+    firing: dict[str, dict[str, dict[str, float]]]
+    """Label -> unit -> :func:`unit_firing` counts."""
+    threshold: float
+
+    def table(self) -> pd.DataFrame:
+        """One row per (crosscoder, unit): index, decoder cosines with ``d``, firing counts on each set, the target
+        set (:data:`TARGETS`), precision (share of the unit's firings inside it), recall (share of it the unit fires
+        on) and mass precision (share of the unit's summed activation inside it: low-level firings elsewhere count
+        little)."""
+        out = []
+        for label, units in self.firing.items():
+            m, kind = self.matches[label], "standard" if "exclusive_pair" in self.matches[label] else "tied"
+            for unit, counts in units.items():
+                (target,) = TARGETS[kind][unit]
+                hits, size = _on_target(counts, target), int(self.sizes[target])
+                mass = counts["mass total"]
+                mass_on = _on_target(counts, target, "mass ")
+                index = m[f"{unit.split('-')[0]}_latent"] if kind == "standard" else m["triple"]
+                out.append({"crosscoder": label, "unit": unit, "index": index, **self._cosines(m, kind, unit),
+                            **{s: counts[s] for s in SETS}, "target": target,
+                            "precision": hits / counts["total"] if counts["total"] else math.nan,
+                            "recall": hits / size if size else math.nan,
+                            "mass precision": mass_on / mass if mass else math.nan})  # fmt: skip
+        return pd.DataFrame(out)
+
+    def firing_fractions(self) -> pd.DataFrame:
+        """Long table for :func:`~.figures.control_firing_bars`: ``crosscoder``, ``unit``, ``set`` (:data:`SETS`),
+        ``fraction`` (of the set's positions on which the unit fires)."""
+        return pd.DataFrame([{"crosscoder": label, "unit": unit, "set": s,
+                              "fraction": counts[s] / self.sizes[s] if self.sizes[s] else math.nan}
+                             for label, units in self.firing.items() for unit, counts in units.items()
+                             for s in SETS])  # fmt: skip
+
+    @staticmethod
+    def _cosines(m: dict[str, Any], kind: str, unit: str) -> dict[str, float]:
+        if kind == "tied":
+            return {"cos base": m["base_cos"], "cos chat": m["chat_cos"]}
+        side = unit.split("-")[0]
+        if side == "shared":
+            return {"cos base": m["shared_cos"], "cos chat": m["shared_cos"]}
+        return {"cos base": m["base_cos"] if side == "base" else math.nan,
+                "cos chat": m["chat_cos"] if side == "chat" else math.nan}  # fmt: skip
+
+    def verdict(self) -> str:
+        """One clause per crosscoder: exclusive pair or not (standard); single triple or not, and the recall of its
+        parts on their target sets (tied)."""
+        parts = []
+        recall = self.table().set_index(["crosscoder", "unit"])["recall"]
+        for label, m in self.matches.items():
+            if "exclusive_pair" in m:
+                parts.append(f"{label}: {'an' if m['exclusive_pair'] else 'no'} exclusive pair for d (base latent "
+                             f"cos {m['base_cos']:.3f}, chat latent cos {m['chat_cos']:.3f}, pair cos "
+                             f"{m['pair_cos']:.3f})")  # fmt: skip
+            else:
+                parts.append(f"{label}: {'one triple' if m['single'] else 'not one triple'} for d (triple "
+                             f"{m['triple']}, halves cos {m['base_cos']:.3f}/{m['chat_cos']:.3f}, "
+                             f"{m['n_aligned']} indices with a half above {self.threshold:g}; shared part fires on "
+                             f"{recall[(label, 'shared')]:.0%} of A & B, base part on {recall[(label, 'base')]:.0%} "
+                             f"of A only, chat part on {recall[(label, 'chat')]:.0%} of B only)")  # fmt: skip
+        return "; ".join(parts) + "."
+
+    def glue_values(self) -> dict[str, Any]:
+        """The headline numbers, named ``exp5_control_*`` for the book's Findings page."""
+        out: dict[str, Any] = {"exp5_control_tokens": self.sizes["tokens"], "exp5_control_a": self.sizes["A"],
+                               "exp5_control_b": self.sizes["B"], "exp5_control_both": self.sizes["A & B"]}  # fmt: skip
+        table = self.table().set_index(["crosscoder", "unit"])
+        for label, m in self.matches.items():
+            key = MODELS[label]
+            if "exclusive_pair" in m:
+                out.update({f"exp5_control_{key}_pair": "yes" if m["exclusive_pair"] else "no",
+                            f"exp5_control_{key}_base_cos": round(m["base_cos"], 3),
+                            f"exp5_control_{key}_chat_cos": round(m["chat_cos"], 3),
+                            f"exp5_control_{key}_pair_cos": round(m["pair_cos"], 3)})  # fmt: skip
+            else:
+                out.update({f"exp5_control_{key}_single": "yes" if m["single"] else "no",
+                            f"exp5_control_{key}_min_cos": round(min(m["base_cos"], m["chat_cos"]), 3),
+                            f"exp5_control_{key}_n_aligned": m["n_aligned"]})  # fmt: skip
+                for unit in TARGETS["tied"]:
+                    row = table.loc[(label, unit)]
+                    out[f"exp5_control_{key}_{unit}_precision"] = round(float(row["precision"]), 3)
+                    out[f"exp5_control_{key}_{unit}_recall"] = round(float(row["recall"]), 3)
+                    out[f"exp5_control_{key}_{unit}_mass_precision"] = round(float(row["mass precision"]), 3)
+        return out
+
+
+def measure_control(models: dict[str, Any], data: ControlData, *, threshold: float = 0.9,
+                    exclusive_below: float = 0.3) -> ControlResult:  # fmt: skip
+    """Match ``d`` in every crosscoder of ``models`` (label -> model; standard or tied by architecture) and count its
+    units' firings on the planted sets of ``data``."""
+    matches, firing = {}, {}
+    for label, model in models.items():
+        W = model.W_dec
+        if model.cfg.architecture == "standard":
+            m = match_standard(W, data.direction, threshold=threshold, exclusive_below=exclusive_below)
+            units = {f"{side}-exclusive": (None, m[f"{side}_latent"]) for side in ("base", "chat")
+                     if m[f"{side}_latent"] is not None}  # fmt: skip
+            if m["shared_latent"] is not None and m["shared_cos"] > threshold:  # a shared latent for A & B
+                units["shared"] = (None, m["shared_latent"])
+        else:
+            m = match_tied(W, data.direction, threshold=threshold)
+            units = {"shared": (SHARED, m["triple"]), "base": (BASE_ONLY, m["triple"]),
+                     "chat": (CHAT_ONLY, m["triple"])}  # fmt: skip
+        matches[label], firing[label] = m, unit_firing(model, data.rows, data.planted, units)
+    return ControlResult(sizes=data.planted.sizes(), matches=matches, firing=firing, threshold=threshold)
+
+
+__all__ = ["MODELS", "SETS", "TARGETS", "ControlData", "ControlResult", "PlantedSets", "control_configs",
+           "control_data", "control_key", "inject", "match_standard", "match_tied", "measure_control",
+           "pair_control_data", "planted_direction", "planted_sets", "train_control_crosscoders",
+           "unit_firing"]  # fmt: skip
