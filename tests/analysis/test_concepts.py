@@ -66,6 +66,7 @@ def test_precision_at_k_and_p_concept_given_fires_on_hand_built_activations():
     assert s.precision[0, 0] == 1.0 and s.precision[0, 1] == 0.0 and s.precision[0, 3] == 0.0
     assert s.p_fires[0, 0] == 1.0 and s.p_fires[0, 1] == 0.0 and s.p_fires[0, 2] == pytest.approx(2 / 6)
     assert torch.isnan(s.p_fires[0, 3]) and s.fires[0].tolist() == [2, 1, 6, 0] and s.n_positive.tolist() == [2]
+    assert s.chance.tolist() == pytest.approx([2 / 6])
     # A part firing once, on a positive: P(concept | fires) = 1 but precision at k only 1/2 (rare is not enough).
     rare = part_scores(torch.tensor([[1.0], [0.0], [0.0], [0.0], [0.0], [0.0]]), carries, scored, k=2)
     assert rare.p_fires[0, 0] == 1.0 and rare.precision[0, 0] == 0.5

@@ -251,7 +251,7 @@ def _scores(n=2):
     labels_chat = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)  # refusal, turn marker on chat
     # Precision tables from the AUROC ones: 0.5 -> 0 (chance picks nothing), 0.9 -> 0.8, 0.85 -> 0.7, ...
     parts = {name: gt.PartScores(((a - 0.5) * 2).clamp_min(0), ((a - 0.5) * 2).clamp_min(0) / 2,
-                                 torch.full(a.shape, 30), torch.full((4,), 25), 20)
+                                 torch.full(a.shape, 30), torch.full((4,), 25), 20, torch.full((4,), 100))
              for name, a in (("web", web), ("chat", chat), ("mix", mix))}  # fmt: skip
     return exp1.ConceptScores(CONCEPTS, n, web, chat, mix, labels_web, labels_chat, parts)
 
@@ -306,9 +306,10 @@ def test_refusal_triple_is_chosen_by_precision_and_its_sentences():
     assert (r.chat_precision, r.base_precision, r.joint) == pytest.approx((0.7, 0.8, 0.7))
     assert (r.chat_p_fires, r.base_p_fires, r.chat_auroc, r.base_auroc) == pytest.approx((0.35, 0.4, 0.85, 0.9))
     assert r.found(0.7) and not r.found(0.71)
-    assert r.summary(0.5) == ("triple 1: chat part precision@20 0.70 (P(refusal | fires) 0.35, AUROC 0.850) for chat "
-                              "refusals, base part precision@20 0.80 (P(disclaimer | fires) 0.40, AUROC 0.900) for web "
-                              "disclaimers, at the end of the prompt (threshold 0.5)")  # fmt: skip
+    assert r.summary(0.5) == ("triple 1: chat part precision@20 0.70 (P(refusal | fires) 0.35, chance 0.25, AUROC "
+                              "0.850) for chat refusals, base part precision@20 0.80 (P(disclaimer | fires) 0.40, "
+                              "chance 0.25, AUROC 0.900) for web disclaimers, at the end of the prompt "
+                              "(threshold 0.5)")  # fmt: skip
     assert r.verdict(0.9).endswith("-> no triple passes at precision >= 0.9.")
     assert "such a triple exists" in r.verdict(0.5)
     # A triple with a better chat AUROC but no precision loses: chat AUROC 0.99 for triple 0, precision unchanged.
@@ -444,7 +445,7 @@ def test_summary_lines_with_and_without_ground_truth():
     no_query = exp1.StandardBaseline(held, torch.tensor([]), None)
     lines = exp1.summary("tiny", PAIR, tied, held, _scatter(), _settings(), refusal=r, corners=cc,
                          baseline=no_query).splitlines()  # fmt: skip
-    assert len(lines) == 5 and lines[3] == r.verdict(0.5) and lines[4] == cc.verdict()
+    assert len(lines) == 5 and lines[3] == r.verdict(0.8) and lines[4] == cc.verdict()
     with pytest.raises(ValueError, match="both ground-truth results"):
         exp1.summary("tiny", PAIR, tied, held, _scatter(), _settings(), refusal=r)
 
@@ -549,7 +550,7 @@ def test_findings_give_every_key_the_page_and_readme_paste():
     assert glued_keys("exp1_") <= set(out) and all(isinstance(v, str) for v in out.values())
     assert out["exp1_ev"] == "base 0.970, chat 0.968"
     assert out["exp1_dead"] == "base-only 1, chat-only 0 of 4"
-    assert out["exp1_refusal_recovered"] == "no: joint precision@20 0.42 < 0.5"
+    assert out["exp1_refusal_recovered"] == "no: joint precision@20 0.42 < 0.8"
     assert out["exp1_corners"] == "not measured" and out["exp1_rec_ev"].startswith("n/a (the recommended")
     assert out["exp1_seed_verdict"] == "inconclusive at this scale" and out["exp1_seeds"] == "3 seeds x 10 steps"
     assert out["exp1_baseline"] == "no firing chat-exclusive latent in the standard crosscoder"
@@ -616,7 +617,7 @@ def test_document_counts_add_up_to_the_held_out_counts_and_analyse_both_models()
     table = exp1.side_by_side(gt_results, s)
     row = "base part on web refusals or disclaimers (precision@20, P | fires)"
     assert table.loc[row, "b"] == "0.80, 0.40 (disclaimers)"
-    assert table.notna().all().all() and table.loc["Figure-3 triple found", "a"] == "yes"
+    assert table.notna().all().all() and table.loc["Figure-3 triple found", "a"] == "no"  # 0.7 < 0.8
     assert list(exp1.precision_tables(gt_results).columns) == ["a: base / web", "a: chat / chat", "b: base / web",
                                                                "b: chat / chat"]  # fmt: skip
     out = exp1.findings("tiny", PAIR, model, both[0].held, s, shares=both[0].shares, recommended=both[1])

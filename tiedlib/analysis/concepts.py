@@ -182,6 +182,19 @@ class PartScores:
     n_positive: Int[Tensor, " n_concepts"]
     """Scored positions carrying each concept."""
     k: int
+    n_scored: Int[Tensor, " n_concepts"] | None = None
+    """Positions each concept is scored on."""
+
+    @property
+    def chance(self) -> Float[Tensor, " n_concepts"]:
+        """Share of each concept's scored positions that carry it: the precision of a part that fires at random.
+
+        Raises:
+            ValueError: ``n_scored`` is unknown.
+        """
+        if self.n_scored is None:
+            raise ValueError("these part scores do not record how many positions were scored (n_scored=None)")
+        return self.n_positive.double() / self.n_scored.clamp_min(1)
 
 
 def part_scores(
@@ -225,7 +238,7 @@ def part_scores(
             if k_c > 0:
                 hit = lab[:, j][idx[:k_c]] & (vals[:k_c] > 0)
                 precision[c] = hit.float().mean(dim=0)
-    return PartScores(precision, p_fires, fires_out, n_positive, k)
+    return PartScores(precision, p_fires, fires_out, n_positive, k, scored.sum(dim=0))
 
 
 def joint_triple(

@@ -38,8 +38,9 @@ def _model_findings(prefix: str, scale: str, pair: Any, tied: Any, held: HeldOut
         return out
     passed, k = refusal.found(settings.precision_threshold), refusal.k
     out[f"{prefix}refusal"] = (f"triple {refusal.triple}: at the end of the prompt, chat part precision@{k} "
-                               f"{refusal.chat_precision:.2f} (P | fires {refusal.chat_p_fires:.2f}) on chat refusals, "
-                               f"base part {refusal.base_precision:.2f} (P | fires {refusal.base_p_fires:.2f}) on web "
+                               f"{refusal.chat_precision:.2f} (P | fires {refusal.chat_p_fires:.2f}, chance "
+                               f"{refusal.chat_chance:.2f}) on chat refusals, base part {refusal.base_precision:.2f} "
+                               f"(P | fires {refusal.base_p_fires:.2f}, chance {refusal.base_chance:.2f}) on web "
                                f"{refusal.base_concept}s")  # fmt: skip
     out[f"{prefix}refusal_recovered"] = (f"{'yes' if passed else 'no'}: joint precision@{k} {refusal.joint:.2f} "
                                          f"{'>=' if passed else '<'} {settings.precision_threshold}")  # fmt: skip

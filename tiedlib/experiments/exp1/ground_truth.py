@@ -125,6 +125,9 @@ class RefusalTriple:
     """AUROC of the chat part for refusal tokens over all chat tokens (shown, not chosen by)."""
     base_auroc: float = float("nan")
     k: int = 20
+    chat_chance: float = float("nan")
+    """Share of chat ends of prompt followed by a refusal: the precision of a chat part firing at random."""
+    base_chance: float = float("nan")
 
     def found(self, threshold: float) -> bool:
         """Whether both parts reach precision ``threshold``."""
@@ -132,10 +135,11 @@ class RefusalTriple:
 
     def summary(self, threshold: float) -> str:
         return (f"triple {self.triple}: chat part precision@{self.k} {self.chat_precision:.2f} "
-                f"(P(refusal | fires) {self.chat_p_fires:.2f}, AUROC {self.chat_auroc:.3f}) for chat refusals, base "
-                f"part precision@{self.k} {self.base_precision:.2f} (P({self.base_concept} | fires) "
-                f"{self.base_p_fires:.2f}, AUROC {self.base_auroc:.3f}) for web {self.base_concept}s, at the end of "
-                f"the prompt (threshold {threshold})")  # fmt: skip
+                f"(P(refusal | fires) {self.chat_p_fires:.2f}, chance {self.chat_chance:.2f}, AUROC "
+                f"{self.chat_auroc:.3f}) for chat refusals, base part precision@{self.k} {self.base_precision:.2f} "
+                f"(P({self.base_concept} | fires) {self.base_p_fires:.2f}, chance {self.base_chance:.2f}, AUROC "
+                f"{self.base_auroc:.3f}) for web {self.base_concept}s, at the end of the prompt (threshold "
+                f"{threshold})")  # fmt: skip
 
     def verdict(self, threshold: float) -> str:
         """The summary's sentence: the triple, its two precisions and whether such a triple exists at ``threshold``."""
@@ -156,7 +160,12 @@ def refusal_triple(scores: ConceptScores) -> RefusalTriple:
     chat_col, base_col = CHAT_ONLY * n + t, BASE_ONLY * n + t
     return RefusalTriple(t, out["joint"], out["chat"], out["base"], out["base_concept"],
                          float(chat.p_fires[chat_c, chat_col]), float(web.p_fires[base_c, base_col]),
-                         float(scores.chat[chat_c, chat_col]), float(scores.web[base_c, base_col]), chat.k)  # fmt: skip
+                         float(scores.chat[chat_c, chat_col]), float(scores.web[base_c, base_col]), chat.k,
+                         _chance(chat, chat_c), _chance(web, base_c))  # fmt: skip
+
+
+def _chance(part: gt.PartScores, concept: int) -> float:
+    return float(part.chance[concept]) if part.n_scored is not None else float("nan")
 
 
 def focus_triple(scatter: RatioScatter, focus_latent: LatentRef | int | None, refusal: RefusalTriple | None = None,

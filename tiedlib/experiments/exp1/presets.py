@@ -58,8 +58,9 @@ class Exp1Settings:
     precision_k: int = 20
     """Ground truth: parts are scored by precision at this k (and P(concept | part fires)) at each concept's
     positions (:data:`tiedlib.analysis.concepts.POSITIONAL_CONCEPTS`: end of prompt for refusals and requests)."""
-    precision_threshold: float = 0.5
-    """The Figure-3 triple is "found" when both its parts reach this precision at k."""
+    precision_threshold: float = 0.8
+    """The Figure-3 triple is "found" when both its parts reach this precision at k (chance, a part firing at random,
+    is the share of ends of prompt followed by a refusal: about 0.3 on the tiny pair's chat and web samples)."""
     min_exclusive_firings: int = 20
     """A triple is a top-left (bottom-right) corner only if its chat (base) part fires on at least this many held-out
     tokens (issue 16)."""
