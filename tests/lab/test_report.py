@@ -135,3 +135,27 @@ def test_probe_summary_reads_its_numbers_and_verdict_off_the_table():
     assert "does *not* reuse" in probe_summary(frame) and "opposite" not in probe_summary(frame)
     with pytest.raises(ValueError, match="not a probe table"):
         probe_summary(frame.drop(index="random direction (control)"))
+
+
+def test_probe_verdicts_pass_fail_and_not_planted():
+    from tiedlib.lab.report import probe_verdict_line, probe_verdicts
+
+    frame = _probe_frame(0.9)
+    frame.loc["harmful request", "auroc_chat"] = 1.0
+    frame.loc["harmful request", "refusal_drop_pts"] = 85.0
+    frame.loc["decline direction on harmful requests", "auroc_base"] = 0.5
+    frame.loc["colour blue vs green", ["auroc_base", "auroc_chat"]] = [0.99, 0.95]
+    v = probe_verdicts(frame)
+    assert v.loc["harmful request (chat), causal", "passes"]  # 85-pt drop, harmless 18% -> 12%, random -2
+    assert v.loc["about to decline (base feature)", "passes"] and v.loc["colour (blue vs green before the colour)",
+                                                                          "passes"]
+    assert v.loc["reuse: decline fired on harmful requests", "passes"]  # chat 0.9 vs base 0.5
+    assert not v.loc["composition: disclaimer + refusal on pill requests", "passes"]
+    assert "not planted" in v.loc["names: chat copies the user's name", "measured"]
+    frame.loc["decline direction on harmful requests", "auroc_base"] = 0.8  # base fires it as much: no reuse
+    frame.loc["harmful request", "refusal_drop_pts"] = 43.3
+    v = probe_verdicts(frame)
+    assert not v.loc["reuse: decline fired on harmful requests", "passes"]
+    assert not v.loc["harmful request (chat), causal", "passes"]
+    line = probe_verdict_line(v)
+    assert line.startswith("2 of 6 planted mechanisms pass") and "refusal drop 43 pts" in line

@@ -149,3 +149,87 @@ def probe_summary(frame) -> str:
   {d['auroc_chat']:.2f} chat. Scored on harmful vs harmless requests, that base direction gives AUROC
   {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
 """
+
+
+AUROC_BAR = 0.8
+"""A mechanism is linearly present when its direction separates held-out questions at AUROC >= this."""
+DROP_BAR = 50.0
+"""The causal check's bar (issue 16): the chat model's refusal rate falls by at least this many points."""
+BEHAVIOUR_BAR = 0.8
+"""A planted chat behaviour is there when the chat model shows it on at least this share of held-out prompts."""
+
+
+def probe_verdicts(frame):
+    """One row per planted mechanism of the lab corpus: the criterion, the measured numbers and whether it passes,
+    read off a probe table (:func:`tiedlib.lab.probe_table`). Mechanisms the corpus does not plant (no row in the
+    table) are listed as not planted, and fail.
+
+    Criteria (all at the harvesting layer, on held-out questions):
+
+    * harmful request: chat AUROC >= :data:`AUROC_BAR`; mean-ablating its chat direction cuts the chat refusal rate
+      by >= :data:`DROP_BAR` points, while harmless prompts refuse at most 10 points more than without it and a
+      random direction moves refusals by at most 10 points;
+    * about to decline (base feature): base AUROC >= bar on its web contrast;
+    * reuse in a new context: the base decline direction separates harmful from harmless chat requests in the chat
+      model (AUROC >= bar) and does so at least 0.2 better than in the base model;
+    * composition: on harmful pill requests the chat model is read at AUROC >= bar by *both* base directions (decline
+      and disclaimer) and replies with a disclaimer and a refusal on >= :data:`BEHAVIOUR_BAR` of them;
+    * colour: blue vs green at the token before the colour, AUROC >= 0.9 in both models;
+    * names: the chat model copies a name the user gave on >= :data:`BEHAVIOUR_BAR` of held-out requests.
+
+    Returns:
+        pandas DataFrame indexed by mechanism with columns ``criterion``, ``measured``, ``passes`` (bool).
+    """
+    import pandas as pd
+
+    rows = frame.to_dict("index")
+    a = frame.attrs
+    out: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, criterion: str, need: Sequence[str], measure) -> None:
+        missing = [r for r in need if r not in rows]
+        if missing:
+            out[name] = dict(criterion=criterion, measured=f"not planted in this corpus (no row {missing[0]!r})",
+                             passes=False)
+        else:
+            text, ok = measure(*(rows[r] for r in need))
+            out[name] = dict(criterion=criterion, measured=text, passes=bool(ok))
+
+    def harmful(h, c):
+        extra = h["harmless_refusal_after"] - a.get("chat_harmless_refusal_baseline", float("nan"))
+        return (f"chat AUROC {h['auroc_chat']:.2f}; refusal drop {h['refusal_drop_pts']:.0f} pts (random "
+                f"{c['refusal_drop_pts']:.0f}); harmless refusal {extra * 100:+.0f} pts",
+                h["auroc_chat"] >= AUROC_BAR and h["refusal_drop_pts"] >= DROP_BAR and extra <= 0.1
+                and abs(c["refusal_drop_pts"]) <= 10)
+
+    add("harmful request (chat), causal", f"chat AUROC >= {AUROC_BAR}, ablation drop >= {DROP_BAR:.0f} pts",
+        ("harmful request", "random direction (control)"), harmful)
+    add("about to decline (base feature)", f"base AUROC >= {AUROC_BAR} on web forums", ("about to decline (web)",),
+        lambda d: (f"base AUROC {d['auroc_base']:.2f}, chat {d['auroc_chat']:.2f}", d["auroc_base"] >= AUROC_BAR))
+    add("reuse: decline fired on harmful requests", f"chat AUROC (base direction) >= {AUROC_BAR}, >= base + 0.2",
+        ("decline direction on harmful requests",),
+        lambda t: (f"chat {t['auroc_chat_base_dir']:.2f}, base {t['auroc_base']:.2f}",
+                   t["auroc_chat_base_dir"] >= AUROC_BAR and t["auroc_chat_base_dir"] >= t["auroc_base"] + 0.2))
+    add("composition: disclaimer + refusal on pill requests",
+        f"both base directions AUROC >= {AUROC_BAR} in chat; chat does both on >= {BEHAVIOUR_BAR:.0%}",
+        ("decline direction on pill requests", "disclaimer direction on pill requests"),
+        lambda d, s: (f"decline {d['auroc_chat_base_dir']:.2f}, disclaimer {s['auroc_chat_base_dir']:.2f}; "
+                      f"both said: chat {d['behaviour_chat']:.0%}, base {d['behaviour_base']:.0%}",
+                      min(d["auroc_chat_base_dir"], s["auroc_chat_base_dir"]) >= AUROC_BAR
+                      and d["behaviour_chat"] >= BEHAVIOUR_BAR))
+    add("colour (blue vs green before the colour)", "AUROC >= 0.9 in both models", ("colour blue vs green",),
+        lambda c: (f"base {c['auroc_base']:.2f}, chat {c['auroc_chat']:.2f}",
+                   min(c["auroc_base"], c["auroc_chat"]) >= 0.9))
+    add("names: chat copies the user's name", f"chat copies on >= {BEHAVIOUR_BAR:.0%}", ("name given",),
+        lambda n: (f"chat {n['behaviour_chat']:.0%}, base {n['behaviour_base']:.0%}",
+                   n["behaviour_chat"] >= BEHAVIOUR_BAR))
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("mechanism")
+
+
+def probe_verdict_line(verdicts) -> str:
+    """One line for the Findings page: how many planted mechanisms pass, and which fail with their numbers."""
+    failing = verdicts[~verdicts["passes"]]
+    head = f"{int(verdicts['passes'].sum())} of {len(verdicts)} planted mechanisms pass their probe"
+    if failing.empty:
+        return head + "."
+    return head + "; failing: " + "; ".join(f"{m} ({r['measured']})" for m, r in failing.iterrows()) + "."
