@@ -224,6 +224,15 @@ def test_ratio_scatter_counts_corners_and_summary():
         "top-left: [0]\nbottom-right: [2]\n3 triples kept, 1 rare, 1 kept but never firing in the shared group"
     )
     assert sc.browser_latents(7) == [7, 0, 2]
+    assert sc.extremes == [0, 2]
+    # Both corner parts fire 20 times: at a floor of 21 neither corner has a triple, and the summary says so.
+    floor = exp1.ratio_scatter(sc.firing, _settings(n_corner=1, min_frequency=0.05, min_exclusive_firings=21))
+    assert floor.extremes == []
+    held = HeldOutMetrics(torch.ones(2), torch.ones(3), floor.firing)
+    tied = SimpleNamespace(cfg=SimpleNamespace(n_latents=4, eta=2.0))
+    none = "none (no triple has enough exclusive firings)"
+    assert f"most top-left {none}, most bottom-right {none}." in exp1.summary("tiny", PAIR, tied, held, floor,
+                                                                               _settings())  # fmt: skip
     empty = exp1.ratio_scatter(FiringCounts(torch.zeros(3, 2, dtype=torch.long), 10), _settings())
     with pytest.raises(ValueError, match="no corners"):
         _ = empty.most_top_left

@@ -54,6 +54,11 @@ class RatioScatter:
             raise ValueError("no triple has finite ratios, so the scatter has no corners")
         return int(self.corners.bottom_right[0])
 
+    @property
+    def extremes(self) -> list[int]:
+        """The most top-left and the most bottom-right triple, leaving out a corner that no triple qualifies for."""
+        return [int(c[0]) for c in (self.corners.top_left, self.corners.bottom_right) if c.numel()]
+
     def summary(self) -> str:
         """The corner triples (best first) and how many triples were kept, dropped and never shared."""
         return "\n".join([

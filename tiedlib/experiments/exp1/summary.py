@@ -14,6 +14,10 @@ from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.experiments.exp1.ratios import RatioScatter
 
 
+def _first(triples) -> str:
+    return str(int(triples[0])) if triples.numel() else "none (no triple has enough exclusive firings)"
+
+
 def summary(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, scatter: RatioScatter, settings: Exp1Settings,
             *, refusal: RefusalTriple | None = None, corners: CornerConcepts | None = None,
             baseline: StandardBaseline | None = None, shares: CornerShares | None = None,
@@ -37,8 +41,8 @@ def summary(scale: str, pair: Any, tied: Any, held: HeldOutMetrics, scatter: Rat
              f"{m.explained_variance[CHAT]:.3f}; L0 shared/base/chat {m.l0[0]:.1f}/{m.l0[1]:.1f}/{m.l0[2]:.1f}; dead "
              f"{m.dead.tolist()} over {m.firing.n_tokens:,} tokens.",
              f"Ratio scatter: {scatter.n_plotted} triples plotted, {scatter.n_rare} dropped as rare, "
-             f"{scatter.n_never_shared} never shared; most top-left {scatter.most_top_left}, most bottom-right "
-             f"{scatter.most_bottom_right}."]  # fmt: skip
+             f"{scatter.n_never_shared} never shared; most top-left {_first(scatter.corners.top_left)}, most "
+             f"bottom-right {_first(scatter.corners.bottom_right)}."]  # fmt: skip
     if (refusal is None) != (corners is None):
         raise ValueError("pass both ground-truth results (refusal and corners) or neither")
     if refusal is not None and corners is not None:
