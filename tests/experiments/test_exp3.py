@@ -118,6 +118,11 @@ def test_loose_rule_picks_unpreferring_latents_by_coin_flip():
     assert j == pytest.approx(chance_jaccard(n_ref, n_harm, 2000), abs=0.05)
     assert chance_jaccard(10, 10, 20) == pytest.approx(5 / 15)
     assert chance_jaccard(0, 0, 20) == 0.0
+    # pools of 20 latents sharing 10: a shared latent is in each set with probability 1/2, so x = 2.5
+    assert chance_jaccard(10, 10, 10, n_pool_a=20, n_pool_b=20) == pytest.approx(2.5 / 17.5)
+    assert chance_jaccard(10, 10, 0, n_pool_a=20, n_pool_b=20) == 0.0  # disjoint pools cannot overlap
+    with pytest.raises(ValueError, match="pools"):
+        chance_jaccard(30, 10, 10, n_pool_a=20, n_pool_b=20)
 
 
 def test_bootstrap_is_reproducible_and_table_has_rows():
@@ -449,6 +454,17 @@ def test_cluster_bootstrap_is_wider_than_a_prompt_bootstrap_over_name_variants()
     rows = overlap_table(sums, {"loose": {}}, clusters=ids, n_boot=20)
     assert [rows[0][f"n_questions_{k}"] for k in SETS] == [40, 40, 40, 40]
     assert overlap_table(sums, {"loose": {}}, n_boot=20)[0]["n_questions_can"] == 200
+
+
+def test_table_chance_draws_each_contrast_from_its_own_active_latents():
+    # Cannot/Can wake latents 0-19 only, Harmful/Harmless 10-29: unrelated sets can only meet on latents 10-19
+    sums = _sums(20, d=40, seed=8)
+    sums = {k: v * (torch.arange(40) < 20) if k in ("cannot", "can") else v * ((torch.arange(40) >= 10)
+            & (torch.arange(40) < 30)) for k, v in sums.items()}
+    row = overlap_table({"base": sums, "chat": sums}, {"loose": {}}, n_boot=10)[0]
+    expected = chance_jaccard(row["base_n_cannot"], row["base_n_harmful"], 10, n_pool_a=20, n_pool_b=20)
+    assert row["base_chance"] == pytest.approx(expected)
+    assert row["base_chance"] < chance_jaccard(row["base_n_cannot"], row["base_n_harmful"], 30)  # one pool of 30
 
 
 def test_require_questions_names_the_short_sets():

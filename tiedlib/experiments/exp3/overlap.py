@@ -192,14 +192,27 @@ def jaccard(a: Bool[Tensor, "... d"], b: Bool[Tensor, "... d"]) -> Float[Tensor,
     return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(union, torch.nan))
 
 
-def chance_jaccard(n_a: int, n_b: int, n_total: int) -> float:
-    """Jaccard expected (to first order) for two *unrelated* random sets of sizes ``n_a`` and ``n_b`` drawn from
-    ``n_total`` latents: ``x / (n_a + n_b - x)`` with ``x = n_a * n_b / n_total``. The write-up rule selects about
-    half of the active latents per contrast by the sign of a difference, so even unrelated contrasts give about 1/3.
+def chance_jaccard(n_a: int, n_b: int, n_total: int, *, n_pool_a: int | None = None,
+                   n_pool_b: int | None = None) -> float:
+    """Jaccard expected (to first order) for two *unrelated* random sets of sizes ``n_a`` and ``n_b``:
+    ``x / (n_a + n_b - x)`` with ``x`` the expected size of their intersection.
+
+    With only ``n_total``, both sets are drawn from the same ``n_total`` latents and ``x = n_a * n_b / n_total``. The
+    write-up rule selects about half of the active latents per contrast by the sign of a difference, so even
+    unrelated contrasts give about 1/3. When the two sets come from different pools (a contrast can only select
+    latents active on its own two prompt sets, and the end-of-prompt tokens of forum and chat prompts wake different
+    latents), give the pool sizes ``n_pool_a`` and ``n_pool_b`` and the size ``n_total`` of their intersection: a
+    latent of the intersection is in set A with probability ``n_a / n_pool_a`` and in B with ``n_b / n_pool_b``, so
+    ``x = n_a * n_b * n_total / (n_pool_a * n_pool_b)``.
     """
-    if n_total <= 0 or n_a + n_b == 0:
+    pool_a = n_total if n_pool_a is None else n_pool_a
+    pool_b = n_total if n_pool_b is None else n_pool_b
+    if min(n_total, pool_a, pool_b) <= 0 or n_a + n_b == 0:
         return 0.0
-    x = n_a * n_b / n_total
+    if n_a > pool_a or n_b > pool_b or n_total > min(pool_a, pool_b):
+        raise ValueError(f"set sizes ({n_a}, {n_b}) and their intersection's pool ({n_total}) must fit in their pools "
+                         f"({pool_a}, {pool_b})")
+    x = n_a * n_b * n_total / (pool_a * pool_b)
     return x / (n_a + n_b - x)
 
 
@@ -354,8 +367,9 @@ def overlap_table(
     """One row per selection rule (``{"label": {"margin": m, "top_k": k}}``): Jaccards with intervals (cluster
     bootstrap over the question ids ``clusters``, see :func:`bootstrap_overlap`), chat minus base with its interval,
     the share of bootstrap draws where chat <= base, the size of each latent set, the Jaccard that unrelated sets of
-    those sizes would have (``{model}_chance``, see :func:`chance_jaccard`) and the number of distinct questions
-    (bootstrap clusters) of each prompt set (``n_questions_{set}``)."""
+    those sizes would have (``{model}_chance``, see :func:`chance_jaccard`; each contrast's pool is the latents
+    active on its two prompt sets) and the number of distinct questions (bootstrap clusters) of each prompt set
+    (``n_questions_{set}``)."""
     rows = []
     for label, rule in rules.items():
         est = bootstrap_overlap(sums_by_model, clusters=clusters, **rule, **boot_kwargs)
@@ -366,9 +380,12 @@ def overlap_table(
         row["p_chat_le_base"] = float((d[~d.isnan()] <= 0).double().mean())
         for model in MODELS:
             _, n_ref, n_harm = overlap(sums_by_model[model], **rule)
-            n_active = int((sum(v.sum(0) for v in sums_by_model[model].values()) > 0).sum())
+            active = {k: v.sum(0) > 0 for k, v in sums_by_model[model].items()}
+            pool = {c: active[a] | active[b] for c, (a, b) in SET_PAIRS.items()}
             row[f"{model}_n_cannot"], row[f"{model}_n_harmful"] = n_ref, n_harm
-            row[f"{model}_chance"] = chance_jaccard(n_ref, n_harm, n_active)
+            row[f"{model}_chance"] = chance_jaccard(n_ref, n_harm, int((pool["refusal"] & pool["harmful"]).sum()),
+                                                    n_pool_a=int(pool["refusal"].sum()),
+                                                    n_pool_b=int(pool["harmful"].sum()))
         for k, v in sums_by_model["base"].items():
             row[f"n_questions_{k}"] = n_clusters((clusters or {}).get(k, [None] * v.shape[0]))
         rows.append(row)
