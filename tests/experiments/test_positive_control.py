@@ -149,6 +149,14 @@ def test_measure_control_on_hand_built_crosscoders():
         assert row["mass precision"] == pytest.approx(1.0)
         assert row[target] == p.sizes()[target] and sum(row[s] for s in SETS) == row[target]
     assert "an exclusive pair" in res.verdict() and "one triple" in res.verdict()
+    # the same measurements as two seeds of a run, the second with the tied decoder's chat half turned away
+    models["tied (write-up)"].W_dec.data[2, CHAT] = torch.roll(d, 1)
+    run = exp5.ControlRun(results={0: res, 1: measure_control(models, data)}, summaries={0: "", 1: ""})
+    assert run.passed("standard") == [True, True] and run.passed("tied (write-up)") == [True, False]
+    assert run.glue_values()["exp5_control_tied_passed"] == "1/2" and run.glue_values()["exp5_control_seeds"] == 2
+    assert run.verdict().startswith("Passed: standard: 2/2 seeds (exclusive pair), tied (write-up): 1/2 seeds")
+    table = run.seed_table()
+    assert list(table["passed"]) == [True, True, True, False] and table["aligned indices"].iloc[1] == "[2]"
     glued = res.glue_values()
     assert all(k.startswith("exp5_control_") for k in glued)
     assert glued["exp5_control_standard_pair"] == "yes" and glued["exp5_control_tied_single"] == "yes"
@@ -175,14 +183,15 @@ def test_a_short_toy_training_finds_the_planted_exclusive_pair(tmp_path):
     torch.set_num_threads(1)  # tiny matrices: a second thread only adds contention
     try:
         models = exp5.train_control_crosscoders(data, cs, tmp_path)
-        again = exp5.train_control_crosscoders(data, cs, tmp_path)  # finished runs load
+        run = exp5.run_control(rows, None, replace(cs, seeds=(0,)), tmp_path)  # seed 0: the same runs, loaded
     finally:
         torch.set_num_threads(threads)
     assert set(models) == {"standard", "tied (write-up)", "tied (recommended)"}
-    assert torch.equal(again["standard"].W_dec, models["standard"].W_dec)
+    assert run.passed("standard") == [True] and run.results[0].sizes == data.planted.sizes()
     assert type(models["tied (recommended)"]).__name__ == "WrittenTiedCrosscoder"
     assert (tmp_path / f"control-{control_key(cs)}" / "standard").is_dir()
     assert control_key(replace(cs, overlap=0.5)) != control_key(cs)  # a changed control never loads an old run
+    assert control_key(replace(cs, seeds=(5, 6))) == control_key(cs)
     res = measure_control(models, data)
     m = res.matches["standard"]
     assert m["exclusive_pair"] and m["pair_cos"] > 0.9, m

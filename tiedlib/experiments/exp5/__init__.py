@@ -42,9 +42,11 @@ from tiedlib.experiments.exp5.lab_pair import (
 from tiedlib.experiments.exp5.positive_control import (
     ControlData,
     ControlResult,
+    ControlRun,
     control_data,
     measure_control,
-    pair_control_data,
+    pair_control_rows,
+    run_control,
     train_control_crosscoders,
 )
 from tiedlib.experiments.exp5.presets import TABLE, ControlSettings, Exp5Settings
@@ -77,6 +79,6 @@ __all__ = [
     "finetune_lines", "firing_ratio_scatter", "firing_ratios", "lab_samples", "lab_training_data", "load_pair",
     "plot_tying_benchmark", "quiet", "ratio_points", "ratio_summary", "run_benchmark", "summary_lines",
     "train_colour_crosscoders", "train_lab_crosscoders", "triple_firing_bars",
-    "ControlData", "ControlResult", "ControlSettings", "control_data", "control_firing_bars", "measure_control",
-    "pair_control_data", "train_control_crosscoders",
+    "ControlData", "ControlResult", "ControlRun", "ControlSettings", "control_data", "control_firing_bars",
+    "measure_control", "pair_control_rows", "run_control", "train_control_crosscoders",
 ]  # fmt: skip

@@ -7,11 +7,12 @@ chat-only latent, both decoders along ``d``); a tied crosscoder with one triple 
 part on B \\ A and shared part on A & B.
 
 * :func:`planted_sets`, :func:`planted_direction`, :func:`inject`: the planted positions, direction and rows.
-* :func:`control_data`: all three on normalised rows (:class:`ControlData`); :func:`pair_control_data` harvests
-  them from a model pair first.
+* :func:`control_data`: all three on normalised rows (:class:`ControlData`); :func:`pair_control_rows` harvests
+  those rows from a model pair.
 * :func:`train_control_crosscoders`: the standard crosscoder, the write-up's tied one and the recommended tied one.
 * :func:`match_standard`, :func:`match_tied`, :func:`unit_firing`: the measurements; :func:`measure_control` puts
   them into a :class:`ControlResult` (a table, a verdict and the numbers the book glues).
+* :func:`run_control`: plant, train and measure once per seed (:class:`ControlRun`: pass counts over seeds).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +173,13 @@ def control_data(rows: Float[Tensor, "n_tokens 2 d_model"], cs: ControlSettings,
                        norm_factors=norm_factors, mean_norm=mean_norm)  # fmt: skip
 
 
-def pair_control_data(pair: ModelPair, cs: ControlSettings, *, seq_len: int = 1024,
-                      model_batch_size: int = 32) -> ControlData:  # fmt: skip
-    """Harvest ``cs.docs`` training documents of ``pair`` (Experiment 1's mix) in memory, normalise them and plant
-    ``d`` (:func:`control_data`). Holds three copies of the rows at its peak: the harvest, the normalised rows and
-    the planted ones."""
+def pair_control_rows(pair: ModelPair, cs: ControlSettings, *, seq_len: int = 1024,
+                      model_batch_size: int = 32) -> tuple[Float[Tensor, "n_tokens 2 d_model"], Tensor]:  # fmt: skip
+    """Harvest ``cs.docs`` training documents of ``pair`` (Experiment 1's mix) in memory; returns the normalised rows
+    and the ``(2,)`` normalisation factors (the planting is done per seed by :func:`control_data`)."""
     seqs = training_sequences(pair, cs.docs, seq_len=seq_len)
     acts = collect_activations(pair, seqs, batch_size=model_batch_size, in_memory=True)
-    return control_data(acts.normalized, cs, acts.norm_factors)
+    return acts.normalized, acts.norm_factors
 
 
 # ---- training ------------------------------------------------------------------------------------------------------
@@ -195,8 +195,9 @@ def control_configs(d_model: int, cs: ControlSettings) -> dict[str, Any]:
 
 
 def control_key(cs: ControlSettings) -> str:
-    """Eight hex digits naming every field of ``cs`` (the control's run folder is ``control-<key>``)."""
-    return hashlib.sha1(json.dumps(asdict(cs), sort_keys=True).encode()).hexdigest()[:8]
+    """Eight hex digits naming every field of ``cs`` but ``seeds`` (the control's run folder is ``control-<key>``)."""
+    fields = {k: v for k, v in asdict(cs).items() if k != "seeds"}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def train_control_crosscoders(data: ControlData, cs: ControlSettings, results: str | Path, *, device: str = "cpu",
@@ -255,16 +256,16 @@ def match_tied(W_dec: Float[Tensor, "n_latents 2 d_model"], direction: Float[Ten
                threshold: float = 0.9) -> dict[str, Any]:  # fmt: skip
     """The tied crosscoder's best triple for ``direction``: the index whose worse decoder half is best aligned.
 
-    Returns ``triple``, ``base_cos``, ``chat_cos`` (its halves' cosines with ``direction``), ``n_aligned`` (indices
-    with *either* half above ``threshold``) and ``single``: both halves of the best triple above ``threshold`` and no
-    other index with a half above it (``d`` is captured by one triple).
+    Returns ``triple``, ``base_cos``, ``chat_cos`` (its halves' cosines with ``direction``), ``aligned`` and
+    ``n_aligned`` (the indices with *either* half above ``threshold``, and how many) and ``single``: both halves of
+    the best triple above ``threshold`` and no other index with a half above it (``d`` is captured by one triple).
     """
     W = W_dec.detach().float().cpu()
     cos = torch.stack([_cos(W[:, BASE], direction), _cos(W[:, CHAT], direction)], dim=1)  # (n, 2)
     i = int(cos.min(dim=1).values.argmax())
-    n_aligned = int((cos.max(dim=1).values > threshold).sum())
-    return {"triple": i, "base_cos": float(cos[i, BASE]), "chat_cos": float(cos[i, CHAT]), "n_aligned": n_aligned,
-            "single": bool(cos[i].min() > threshold and n_aligned == 1)}  # fmt: skip
+    aligned = (cos.max(dim=1).values > threshold).nonzero().squeeze(1).tolist()
+    return {"triple": i, "base_cos": float(cos[i, BASE]), "chat_cos": float(cos[i, CHAT]), "aligned": aligned,
+            "n_aligned": len(aligned), "single": bool(cos[i].min() > threshold and len(aligned) == 1)}  # fmt: skip
 
 
 @torch.no_grad()
@@ -367,7 +368,7 @@ class ControlResult:
             else:
                 parts.append(f"{label}: {'one triple' if m['single'] else 'not one triple'} for d (triple "
                              f"{m['triple']}, halves cos {m['base_cos']:.3f}/{m['chat_cos']:.3f}, "
-                             f"{m['n_aligned']} indices with a half above {self.threshold:g}; shared part fires on "
+                             f"indices with a half above {self.threshold:g}: {m['aligned']}; shared part fires on "
                              f"{recall[(label, 'shared')]:.0%} of A & B, base part on {recall[(label, 'base')]:.0%} "
                              f"of A only, chat part on {recall[(label, 'chat')]:.0%} of B only)")  # fmt: skip
         return "; ".join(parts) + "."
@@ -417,7 +418,66 @@ def measure_control(models: dict[str, Any], data: ControlData, *, threshold: flo
     return ControlResult(sizes=data.planted.sizes(), matches=matches, firing=firing, threshold=threshold)
 
 
-__all__ = ["MODELS", "SETS", "TARGETS", "ControlData", "ControlResult", "PlantedSets", "control_configs",
+@dataclass
+class ControlRun:
+    """The control repeated over seeds on the same rows: one :class:`ControlResult` per seed."""
+
+    results: dict[int, ControlResult]
+    summaries: dict[int, str]
+    """Seed -> :meth:`ControlData.summary` of its planted rows."""
+
+    def passed(self, label: str) -> list[bool]:
+        """Per seed: the standard crosscoder's exclusive pair, or a tied crosscoder's single triple, for ``d``."""
+        return [bool(r.matches[label].get("exclusive_pair", r.matches[label].get("single"))) for r in
+                self.results.values()]  # fmt: skip
+
+    def seed_table(self) -> pd.DataFrame:
+        """One row per (seed, crosscoder): ``passed`` (pair / single triple), the two decoder cosines with ``d``,
+        the indices with a half along ``d`` (tied) or the pair cosine (standard)."""
+        out = []
+        for seed, r in self.results.items():
+            for label, m in r.matches.items():
+                standard = "exclusive_pair" in m
+                out.append({"seed": seed, "crosscoder": label,
+                            "passed": m["exclusive_pair"] if standard else m["single"],
+                            "cos base": m["base_cos"], "cos chat": m["chat_cos"],
+                            "pair cos": m["pair_cos"] if standard else math.nan,
+                            "aligned indices": "-" if standard else str(m["aligned"])})  # fmt: skip
+        return pd.DataFrame(out)
+
+    def verdict(self) -> str:
+        """How many seeds each crosscoder passed, then each seed's :meth:`ControlResult.verdict`."""
+        first = next(iter(self.results.values()))
+        counts = ", ".join(f"{label}: {sum(self.passed(label))}/{len(self.results)} seeds "
+                           f"({'exclusive pair' if 'exclusive_pair' in m else 'one triple'})"
+                           for label, m in first.matches.items())  # fmt: skip
+        return "\n".join([f"Passed: {counts}.", *(f"seed {s}: {r.verdict()}" for s, r in self.results.items())])
+
+    def glue_values(self) -> dict[str, Any]:
+        """``exp5_control_seeds``, ``exp5_control_<model>_passed`` ("k/n") and the first seed's
+        :meth:`ControlResult.glue_values`."""
+        first = next(iter(self.results.values()))
+        out = {"exp5_control_seeds": len(self.results), **first.glue_values()}
+        for label in first.matches:
+            out[f"exp5_control_{MODELS[label]}_passed"] = f"{sum(self.passed(label))}/{len(self.results)}"
+        return out
+
+
+def run_control(rows: Float[Tensor, "n_tokens 2 d_model"], norm_factors: Tensor | None, cs: ControlSettings,
+                results: str | Path, *, device: str = "cpu", log_every: int = 100) -> ControlRun:  # fmt: skip
+    """For each seed of ``cs.seeds``: plant ``d`` in ``rows`` (:func:`control_data`), train the three crosscoders
+    (:func:`train_control_crosscoders`) and measure them (:func:`measure_control`); only the measurements are kept."""
+    out, summaries = {}, {}
+    for seed in cs.seeds:
+        one = replace(cs, seed=seed)
+        data = control_data(rows, one, norm_factors)
+        models = train_control_crosscoders(data, one, results, device=device, log_every=log_every)
+        out[seed] = measure_control(models, data, threshold=cs.threshold, exclusive_below=cs.exclusive_below)
+        summaries[seed] = data.summary()
+    return ControlRun(results=out, summaries=summaries)
+
+
+__all__ = ["MODELS", "SETS", "TARGETS", "ControlData", "ControlResult", "ControlRun", "PlantedSets", "control_configs",
            "control_data", "control_key", "inject", "match_standard", "match_tied", "measure_control",
-           "pair_control_data", "planted_direction", "planted_sets", "train_control_crosscoders",
+           "pair_control_rows", "planted_direction", "planted_sets", "run_control", "train_control_crosscoders",
            "unit_firing"]  # fmt: skip

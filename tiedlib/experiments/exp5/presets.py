@@ -48,7 +48,9 @@ class ControlSettings:
     avoid_top: int = 8
     """``d`` is orthogonal to the top ``avoid_top`` principal directions of the rows."""
     seed: int = 0
-    """Seeds the sets, ``d``, the crosscoders' initialisation and batch order."""
+    """Seeds the sets, ``d``, the crosscoders' initialisation and batch order of one run."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """The notebook repeats the control once per seed (new sets, ``d`` and crosscoders; the same harvested rows)."""
     n_latents: int = 128
     """Latents of the standard crosscoder = triples of each tied one."""
     n_steps: int = 600
@@ -136,7 +138,7 @@ TABLE: dict[str, Exp5Settings] = {
         pair="smoke", n_latents=64, train_docs=200, n_steps=120, batch_size=256, lr=2e-3,
         eval_docs=40, log_every=20, colour=COLOUR_TOY["smoke"], colour_n_latents=128, colour_train_tokens=10_000,
         colour_batch_size=256, colour_lr=1e-3,
-        control=ControlSettings(docs=60, rate=0.05, n_latents=32, n_steps=60, batch_size=128),
+        control=ControlSettings(docs=60, rate=0.05, n_latents=32, n_steps=60, batch_size=128, seeds=(0, 1)),
     ),
     "tiny": Exp5Settings(
         bench_size="small", bench_seeds=(0,), bench_etas=(1.0, 2.0),
