@@ -217,3 +217,24 @@ def test_torchrun_without_a_cache_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["train", "--pair", "smoke", "--out-dir", str(tmp_path / "r"), "--dry-run"]) == 2
     assert "pass --cache CACHE_DIR" in capsys.readouterr().err
+
+
+def test_train_logs_the_spliced_loss_every_eval_every_steps(tmp_path, capsys):
+    import math
+
+    from tiedlib.training import read_metrics
+
+    flags = ["--pair", "smoke", "--n-latents", "16", "--n-steps", "6", "--batch-size", "32", "--buffer-tokens",
+             "96", "--model-batch-size", "4", "--no-progress", "--eval-every", "4", "--eval-sequences", "4",
+             "--out-dir", str(tmp_path / "e")]
+    assert main(["train", *flags, "--dry-run"]) == 0
+    assert "spliced next-token loss of both models on 4 held-out sequences every 4 steps" in capsys.readouterr().out
+    assert main(["train", *flags]) == 0
+    evals = read_metrics(tmp_path / "e" / "crosscoder", kind="eval")
+    assert [m["step"] for m in evals] == [4, 6]
+    for m in evals:
+        assert set(m) == {"step", "eval/base_ce_recovered", "eval/base_kl", "eval/chat_ce_recovered", "eval/chat_kl"}
+        assert all(math.isfinite(v) for v in m.values()) and m["eval/chat_kl"] >= 0
+    assert len(read_metrics(tmp_path / "e" / "crosscoder")) >= 1  # the training lines are still there
+    with pytest.raises(ValueError, match="eval_sequences"):
+        config_from_args(build_parser().parse_args(["train", "--eval-sequences", "1"]))

@@ -378,3 +378,36 @@ def test_an_interrupt_anywhere_in_a_buffer_refill_resumes_to_the_same_weights(tm
             continue
         resumed = resume(run, buffer())
         assert _same_weights(full, resumed), (name, k)
+
+
+def test_evaluation_during_training_is_logged_apart_and_leaves_training_unchanged(tmp_path):
+    cfg = make_train_cfg(n_steps=12, checkpoint_every=6, lr=3e-3, keep_checkpoints=0)
+    rows = random_rows(640)
+    seen = []
+
+    def evaluate(model):  # draws random numbers on purpose: training must not see them
+        seen.append(torch.is_grad_enabled())
+        torch.randn(1000)
+        return {"mse": float(model.cfg.d_model), "draw": 1}
+
+    logged = []
+    plain = train(cfg, make_model(architecture="tied"), InMemoryBatches(rows, 32, seed=3, epochs=None),
+                  out_dir=tmp_path / "a")
+    evaluated = train(cfg, make_model(architecture="tied"), InMemoryBatches(rows, 32, seed=3, epochs=None),
+                      out_dir=tmp_path / "b", evaluate=evaluate, evaluate_every=5, log=logged.append)
+    for name, p in plain.state_dict().items():
+        assert torch.equal(p, evaluated.state_dict()[name]), name
+    evals = read_metrics(tmp_path / "b", kind="eval")
+    assert [m["step"] for m in evals] == [5, 10, 12] and seen == [False] * 3
+    assert evals[0]["eval/draw"] == 1.0 and "explained_variance" not in evals[0]
+    assert read_metrics(tmp_path / "b") == read_metrics(tmp_path / "a")  # the training lines are as without it
+    assert [m["step"] for m in logged if "eval/mse" in m] == [5, 10, 12]
+    resumed = []
+    resume(list_checkpoints(tmp_path / "b")[0], InMemoryBatches(rows, 32, seed=3, epochs=None), out_dir=tmp_path / "c",
+           evaluate=lambda m: resumed.append(1) or {"n": 1.0}, evaluate_every=5)
+    assert len(resumed) == 2  # steps 10 and 12 after resuming at 6
+    with pytest.raises(ValueError, match="evaluate_every"):
+        train(cfg, make_model(), InMemoryBatches(rows, 32, seed=3), evaluate=evaluate)
+    with pytest.raises(TypeError, match="numbers"):
+        train(make_train_cfg(n_steps=2), make_model(), InMemoryBatches(rows, 32, seed=3),
+              evaluate=lambda m: {"x": "text"}, evaluate_every=1)

@@ -430,6 +430,10 @@ def plan(cfg: RunConfig, *, start_step: int = 0) -> list[tuple[str, str]]:
     ]  # fmt: skip
     if cfg.cache is not None:
         lines = _cache_reader_plan(cfg, lines, state + step)
+    if cfg.eval_every:
+        lines.append(("evaluation", f"spliced next-token loss of both models on {cfg.eval_sequences} held-out "
+                                    f"sequences every {cfg.eval_every} steps and at the end (main process"
+                                    + (", which also loads the model pair)" if cfg.cache is not None else ")")))
     return lines
 
 
@@ -648,6 +652,26 @@ def _load_pair(cfg: RunConfig):
     return load_pair(cfg.pair, layer=cfg.layer, device=cfg.train.device, dtype=model_dtype(cfg))
 
 
+def make_evaluator(cfg: RunConfig, pair: Any):
+    """The ``evaluate`` callback of :func:`tiedlib.training.train` for ``cfg.eval_every`` (None when it is 0): spliced
+    next-token loss recovered and KL of both models on ``cfg.eval_sequences`` held-out sequences, half web, half chat
+    (:func:`tiedlib.analysis.evaluate.spliced_losses`)."""
+    if not cfg.eval_every:
+        return None
+    from tiedlib.analysis.evaluate import spliced_losses
+    from tiedlib.pairs import heldout_sequences
+
+    n_chat = cfg.eval_sequences // 2
+    seqs = [*heldout_sequences(pair, "web", cfg.eval_sequences - n_chat, seq_len=cfg.seq_len)[0],
+            *heldout_sequences(pair, "chat", n_chat, seq_len=cfg.seq_len)[0]]
+
+    def evaluate(model: Any) -> dict[str, float]:
+        out = spliced_losses(pair, seqs, model, batch_size=cfg.model_batch_size)
+        return {f"{m}_{k}": v for m, r in out.items() for k, v in (("ce_recovered", r.recovered), ("kl", r.kl))}
+
+    return evaluate
+
+
 def _require_device(cfg: RunConfig) -> None:
     import torch
 
@@ -702,11 +726,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg.cache is None:
             data = make_buffer(cfg, pair, run_tokens(cfg, out, pair.tokenizer))
         cfg.train.device = device  # this rank's GPU under torchrun (run.json keeps the device asked for)
+        evaluate = make_evaluator(cfg, pair if cfg.cache is None else _load_pair(cfg)) if main else None
         torch.manual_seed(cfg.train.seed)  # the initialisation too: a run folder is reproducible from run.json
         model = make_crosscoder(cfg.crosscoder)
         try:
             train(cfg.train, model, data, out_dir=out / CROSSCODER_DIR, log=_print_metrics if main else None,
-                  resume_command=f"python -m tiedlib.cli resume {out}")  # fmt: skip
+                  resume_command=f"python -m tiedlib.cli resume {out}", evaluate=evaluate,
+                  evaluate_every=cfg.eval_every if evaluate else 0)  # fmt: skip
         except TrainingInterrupted as err:
             return _interrupted(err)
     if main:
@@ -763,6 +789,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         else:
             pair = _load_pair(cfg)
             data = make_buffer(cfg, pair, run_tokens(cfg, run_dir, pair.tokenizer))
+        evaluate = make_evaluator(cfg, pair if cfg.cache is None else _load_pair(cfg)) if main else None
+        every = cfg.eval_every if evaluate else 0
         try:
             if ckpt is None:  # killed before the first checkpoint: start over in the same folder
                 import torch
@@ -773,10 +801,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
                 cfg.train.device = device
                 torch.manual_seed(cfg.train.seed)
                 train(cfg.train, make_crosscoder(cfg.crosscoder), data, out_dir=cc_dir, overwrite=True, log=log,
-                      resume_command=command)  # fmt: skip
+                      resume_command=command, evaluate=evaluate, evaluate_every=every)  # fmt: skip
             else:
                 resume(cc_dir, data, log=log, device=device if group is not None else args.device,
-                       resume_command=command)  # fmt: skip
+                       resume_command=command, evaluate=evaluate, evaluate_every=every)  # fmt: skip
         except TrainingInterrupted as err:
             return _interrupted(err)
     if main:

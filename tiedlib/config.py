@@ -250,6 +250,13 @@ class RunConfig(_JsonConfig):
     """Share of chat samples in the ``"mix"`` dataset."""
     on_exhausted: str = "stop"
     """When the sequences run out: ``"stop"`` with a clear error, or ``"new_epoch"`` (reuse them, with a warning)."""
+    eval_every: int = 0
+    """Every this many steps (and at the end), the spliced next-token loss of both models with the crosscoder's
+    reconstruction in place of the layer input, on ``eval_sequences`` held-out sequences (half web, half chat),
+    logged as ``eval/...`` lines of metrics.jsonl; 0: off. Runs on the main process only; a run from a cache then
+    loads the model pair there too."""
+    eval_sequences: int = 16
+    """Held-out sequences of the spliced-loss evaluation (``eval_every``)."""
     cache: str | None = None
     """Activation cache folder (written by ``python -m tiedlib.cli cache``) to train from instead of harvesting on
     the fly; its manifest must name the same pair, layer and width. Needed for data-parallel (torchrun) training."""
@@ -266,6 +273,9 @@ class RunConfig(_JsonConfig):
     def __post_init__(self) -> None:
         if self.on_exhausted not in ("stop", "new_epoch"):
             raise ValueError(f"on_exhausted must be 'stop' or 'new_epoch', got {self.on_exhausted!r}")
+        if self.eval_every < 0 or self.eval_sequences < 2:
+            raise ValueError(f"need eval_every >= 0 and eval_sequences >= 2, got {self.eval_every}, "
+                             f"{self.eval_sequences}")
         if not 0 <= self.chat_fraction <= 1:
             raise ValueError(f"chat_fraction must be in [0, 1], got {self.chat_fraction}")
         if min(self.batch_size, self.buffer_tokens, self.model_batch_size, self.seq_len) <= 0:

@@ -51,6 +51,9 @@ from tiedlib.training.rundir import (
 from tiedlib.training.runtime import StopSignals, tf32
 
 LogFn = Callable[[dict[str, float]], Any]
+EvalFn = Callable[[Crosscoder], "dict[str, float]"]
+"""An evaluation run during training (e.g. spliced next-token loss, :func:`tiedlib.analysis.evaluate.spliced_losses`,
+wrapped by the caller): takes the model, returns named numbers."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -171,8 +174,8 @@ def _library_hint(run_dirs: Sequence[Path | None]) -> str:
 
 
 def train(cfg: TrainConfig, model: Crosscoder, data: Iterator[torch.Tensor], *, out_dir: str | Path | None = None,
-          overwrite: bool = False, log: LogFn | None = None,
-          resume_command: str | None = None) -> Crosscoder:  # fmt: skip
+          overwrite: bool = False, log: LogFn | None = None, resume_command: str | None = None,
+          evaluate: EvalFn | None = None, evaluate_every: int = 0) -> Crosscoder:  # fmt: skip
     """Train ``model`` for ``cfg.n_steps`` steps on batches from ``data``; returns the trained model.
 
     Args:
@@ -185,17 +188,22 @@ def train(cfg: TrainConfig, model: Crosscoder, data: Iterator[torch.Tensor], *, 
         log: called with a dict of metrics every ``cfg.log_every`` steps.
         resume_command: how to continue this run, quoted in interruption and error messages (default:
             ``tiedlib.resume(<out_dir>, data)``; the command line passes its own ``resume`` command).
+        evaluate: called with the model (under ``torch.no_grad()``, with the random state saved and restored, so
+            training is unchanged) every ``evaluate_every`` steps and at the last step; its numbers are written to
+            ``metrics.jsonl`` as ``{"step": ..., "eval/<name>": ...}`` lines, passed to ``log`` and to wandb. With
+            data parallelism, rank 0 alone evaluates.
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was written at the step reached.
     """
     return train_many([cfg], [model], data, out_dirs=[out_dir], overwrite=overwrite, log=log,
-                      resume_command=resume_command)[0]  # fmt: skip
+                      resume_command=resume_command, evaluate=evaluate, evaluate_every=evaluate_every)[0]  # fmt: skip
 
 
 def train_many(cfgs: Sequence[TrainConfig], models: Sequence[Crosscoder], data: Iterator[torch.Tensor], *,
                out_dirs: Sequence[str | Path | None] | None = None, overwrite: bool = False, log: LogFn | None = None,
-               resume_command: str | None = None) -> list[Crosscoder]:  # fmt: skip
+               resume_command: str | None = None, evaluate: EvalFn | None = None,
+               evaluate_every: int = 0) -> list[Crosscoder]:  # fmt: skip
     """Train several crosscoders on one activation stream: every model takes a step on each batch.
 
     Each model has its own settings (learning rate, l1, seed...), optimiser, schedules and run directory, and ends
@@ -205,6 +213,7 @@ def train_many(cfgs: Sequence[TrainConfig], models: Sequence[Crosscoder], data: 
     """
     if len(cfgs) != len(models) or not cfgs:
         raise ValueError(f"need one TrainConfig per model, got {len(cfgs)} configs for {len(models)} models")
+    _check_evaluate(evaluate, evaluate_every)
     if len({c.n_steps for c in cfgs}) != 1:
         raise ValueError(f"models trained on one stream need the same n_steps, got {[c.n_steps for c in cfgs]}")
     out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(models)
@@ -227,8 +236,14 @@ def train_many(cfgs: Sequence[TrainConfig], models: Sequence[Crosscoder], data: 
         model.to(cfg.device)
         opt, sched = make_optimizer(model, cfg)
         runs.append(_Run(cfg, model, opt, sched, run_dir, name=str(i) if len(cfgs) > 1 else ""))
-    _loop(runs, data, start_step=0, log=log, hint=hint)
+    _loop(runs, data, start_step=0, log=log, hint=hint, evaluate=evaluate, evaluate_every=evaluate_every)
     return [r.model for r in runs]
+
+
+def _check_evaluate(evaluate: EvalFn | None, evaluate_every: int) -> None:
+    if evaluate_every < 0 or (evaluate is None) != (evaluate_every == 0):
+        raise ValueError(f"pass evaluate together with evaluate_every > 0 (got evaluate={evaluate!r}, "
+                         f"evaluate_every={evaluate_every})")
 
 
 def _load_run(ckpt: Path, run_dir: Path, device: str | None, overwrite: bool) -> tuple[_Run, dict[str, Any]]:
@@ -253,7 +268,8 @@ def _load_run(ckpt: Path, run_dir: Path, device: str | None, overwrite: bool) ->
 
 def resume(path: str | Path, data: Iterator[torch.Tensor], *, out_dir: str | Path | None = None,
            overwrite: bool = False, log: LogFn | None = None, device: str | None = None,
-           resume_command: str | None = None) -> Crosscoder:  # fmt: skip
+           resume_command: str | None = None, evaluate: EvalFn | None = None,
+           evaluate_every: int = 0) -> Crosscoder:  # fmt: skip
     """Continue training from a run directory (its latest checkpoint) or from one checkpoint folder.
 
     ``data`` must be built the same way as for the original run; if it has ``load_state_dict`` its position is
@@ -263,16 +279,18 @@ def resume(path: str | Path, data: Iterator[torch.Tensor], *, out_dir: str | Pat
     """
     out_dirs = [out_dir] if out_dir is not None else None
     return resume_many([path], data, out_dirs=out_dirs, overwrite=overwrite, log=log, device=device,
-                       resume_command=resume_command)[0]  # fmt: skip
+                       resume_command=resume_command, evaluate=evaluate, evaluate_every=evaluate_every)[0]  # fmt: skip
 
 
 def resume_many(paths: Sequence[str | Path], data: Iterator[torch.Tensor], *,
                 out_dirs: Sequence[str | Path] | None = None, overwrite: bool = False, log: LogFn | None = None,
-                device: str | None = None, resume_command: str | None = None) -> list[Crosscoder]:  # fmt: skip
+                device: str | None = None, resume_command: str | None = None, evaluate: EvalFn | None = None,
+                evaluate_every: int = 0) -> list[Crosscoder]:  # fmt: skip
     """Continue runs started by :func:`train_many` on one stream, from the latest step all of them checkpointed.
 
     Each path is a run directory or a checkpoint folder; other arguments as in :func:`resume`.
     """
+    _check_evaluate(evaluate, evaluate_every)
     ckpts = [find_checkpoint(p) for p in paths]
     if len(ckpts) > 1:
         # The runs must restart from one step: the newest step every run directory has a checkpoint of.
@@ -301,7 +319,8 @@ def resume_many(paths: Sequence[str | Path], data: Iterator[torch.Tensor], *,
             raise TypeError("the checkpoint stored a data position but `data` has no load_state_dict()")
         data.load_state_dict(states[0]["data"])
     hint = resume_command or _library_hint(run_dirs)
-    _loop(runs, data, start_step=int(states[0]["step"]), log=log, hint=hint)
+    _loop(runs, data, start_step=int(states[0]["step"]), log=log, hint=hint, evaluate=evaluate,
+          evaluate_every=evaluate_every)
     return [r.model for r in runs]
 
 
@@ -359,7 +378,33 @@ def _log_metrics(run: _Run, step: int, l1: float, bar: Any, log: LogFn | None,
         log({**metrics, "run": int(run.name)} if run.name else metrics)
 
 
-def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, log: LogFn | None, hint: str) -> None:
+def _evaluate(run: _Run, step: int, evaluate: EvalFn, bar: Any, log: LogFn | None) -> None:
+    """Run ``evaluate`` on the model without touching the training's random state; record its numbers."""
+    state = rundir.rng_state()
+    training = run.model.training
+    try:
+        run.model.eval()  # BatchTopK crosscoders use their inference threshold
+        with torch.no_grad():
+            numbers = dict(evaluate(run.model))
+    finally:
+        run.model.train(training)
+        rundir.set_rng_state(state)
+    bad = {k: v for k, v in numbers.items() if not isinstance(v, (int, float))}
+    if bad:
+        raise TypeError(f"evaluate must return numbers, got {bad}")
+    metrics: dict[str, Any] = {"step": step, **{f"eval/{k}": float(v) for k, v in numbers.items()}}
+    bar.write(f"eval{run.name} at step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in numbers.items()))
+    if run.metrics_file is not None:
+        run.metrics_file.write(json.dumps(metrics) + "\n")
+        run.metrics_file.flush()
+    if run.wandb_run is not None:
+        run.wandb_run.log(metrics, step=step)
+    if log is not None:
+        log({**metrics, "run": int(run.name)} if run.name else metrics)
+
+
+def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, log: LogFn | None, hint: str,
+          evaluate: EvalFn | None = None, evaluate_every: int = 0) -> None:
     cfg0 = runs[0].cfg
     n_steps = cfg0.n_steps
     dp = distributed.current()
@@ -424,6 +469,9 @@ def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, lo
                 if logging:
                     for run, l1 in zip(runs, l1s, strict=True):
                         _log_metrics(run, step, l1, bar, log, dp)
+                if evaluate is not None and main and (step % evaluate_every == 0 or step == n_steps):
+                    for run in runs:
+                        _evaluate(run, step, evaluate, bar, log)
                 now = time.monotonic()
                 due = step == n_steps or any(
                     (r.cfg.checkpoint_every and step % r.cfg.checkpoint_every == 0)

@@ -4,7 +4,7 @@ A run directory holds::
 
     config.json, model.safetensors        final weights (+ normalisation factors in the config)
     train_config.json, trainer_state.pt   optimiser, scheduler, step, RNG states, data position
-    metrics.jsonl                         one JSON line per logged step
+    metrics.jsonl                         one JSON line per logged step (and per evaluation: "eval/..." keys)
     checkpoints/step_XXXXXXX/             the same files, by step count or elapsed time (TrainConfig)
 
 Each checkpoint is written into a temporary folder and renamed into place, so a run killed while writing one
@@ -118,12 +118,16 @@ def prune(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The logged metrics of a run directory, one dict per logged step."""
+def read_metrics(run_dir: str | Path, kind: str = "train") -> list[dict[str, float]]:
+    """The logged metrics of a run directory: ``kind="train"``, one dict per logged training step; ``"eval"``, one
+    per evaluation (``train(..., evaluate=...)``; keys ``"eval/<name>"`` and ``"step"``)."""
+    if kind not in ("train", "eval"):
+        raise ValueError(f"kind must be 'train' or 'eval', got {kind!r}")
     path = Path(run_dir) / METRICS_NAME
     if not path.exists():
         raise FileNotFoundError(f"no {METRICS_NAME} in {run_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [m for m in lines if any(k.startswith("eval/") for k in m) == (kind == "eval")]
 
 
 def is_finished(run_dir: str | Path) -> bool:
