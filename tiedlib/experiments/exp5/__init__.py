@@ -1,7 +1,7 @@
 """Notebook 05: does the tied crosscoder tie? The synthetic eta sweep, the variants, the lab pair and the colour toy.
 
-The notebook imports only this package: its settings (:mod:`.presets`), the sections' pipelines
-(:mod:`.sweep`, :mod:`.lab_pair`, :mod:`.colour_toy`, issue 16's :mod:`.positive_control`), the summary
+The notebook imports only this package: its settings (:mod:`.presets`), the sections' pipelines (:mod:`.sweep`,
+:mod:`.lab_pair`, :mod:`.colour_toy`, issue 16's :mod:`.planting` and :mod:`.positive_control`), the summary
 (:mod:`.summary`), the figures (:mod:`.figures`), and the core functions it calls directly (:func:`load_pair`,
 :func:`build_colour_toy`, :func:`firing_ratios`, :func:`recommended_tied`).
 """
@@ -39,13 +39,11 @@ from tiedlib.experiments.exp5.lab_pair import (
     ratio_summary,
     train_lab_crosscoders,
 )
+from tiedlib.experiments.exp5.planting import ControlData, control_data, pair_control_rows
 from tiedlib.experiments.exp5.positive_control import (
-    ControlData,
     ControlResult,
     ControlRun,
-    control_data,
     measure_control,
-    pair_control_rows,
     run_control,
     train_control_crosscoders,
 )
