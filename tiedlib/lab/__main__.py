@@ -48,8 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(fingerprint(cfg), indent=1))
         return 0
     if args.command == "probes":
+        from tiedlib.lab.report import probe_verdict_line, probe_verdicts
+
         frame = probe_table(cfg, n=args.n, n_refusal_prompts=args.n_prompts, device=args.device)
-        print(frame.to_json(orient="index", indent=1) if args.json else frame.to_string())
+        if args.json:
+            print(frame.to_json(orient="index", indent=1))
+        else:
+            verdicts = probe_verdicts(frame)
+            print(frame.to_string(), verdicts.to_string(), probe_verdict_line(verdicts), sep="\n\n")
         return 0
     # Build progress goes to stderr (tqdm), so stdout stays pure JSON with --json.
     result = evaluate(cfg, n_docs=args.n_docs, n_prompts=args.n_prompts, device=args.device)
