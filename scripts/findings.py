@@ -47,9 +47,10 @@ LINES = [
     "test: {exp2_hits}; blue/green pair: {exp2_pair}. Over {exp2_seeds}: a passing pair in {exp2_seed_pairs}, pair "
     "cosine {exp2_seed_cosine} -> {exp2_seed_verdict}. (base, half-swap): {exp2_partner}. One tied triple for "
     "blue/green: {exp2_tied}.",
-    "- **Experiment 3** (03; {exp3_setup}): Jaccard(cannot, harmful) {exp3_jaccard} (chance {exp3_chance}); chat - "
-    "base {exp3_diff} -> {exp3_verdict}; rules whose interval excludes 0: {exp3_robust}. Planted: {exp3_planted}; "
-    "recovered: {exp3_recovered}.",
+    "- **Experiment 3** (03; {exp3_setup}): Jaccard(cannot, harmful), all tokens {exp3_jaccard} (chance "
+    "{exp3_chance}); chat - base {exp3_diff} -> {exp3_verdict}. End of prompt: {exp3_jaccard_end} (chance "
+    "{exp3_chance_end}); chat - base {exp3_diff_end} -> {exp3_verdict_end}. Questions: {exp3_questions}. Rows whose "
+    "interval excludes 0: {exp3_robust}. Planted: {exp3_planted}; recovered: {exp3_recovered}.",
     "- **Experiment 4** (04; {exp4_setup}): {exp4_categories}; median max cosine, base query {exp4_base_medians}, chat "
     "query {exp4_chat_medians}. Over {exp4_seeds}: exclusive minus shared, base query {exp4_seed_base}, chat query "
     "{exp4_seed_chat} -> {exp4_seed_verdict}.",
