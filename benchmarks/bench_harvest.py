@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from tests.helpers_models import random_sequences, tiny_gemma2, tiny_tokenizer, wrap  # noqa: E402
-from tiedlib.activations.harvest import _pad_left, decoder_layers, harvest_all  # noqa: E402
+from tiedlib.activations.harvest import decoder_layers, harvest_all, pad_left  # noqa: E402
 
 
 class _Stop(Exception):
@@ -35,7 +35,7 @@ class _Stop(Exception):
 
 def hook_harvest(models, seqs, layer, pad_id, bos_id):
     """Baseline: plain PyTorch pre-hooks on ``layers[layer]``, early stop, same padding and masking."""
-    ids, mask, position = _pad_left(seqs, pad_id)
+    ids, mask, position = pad_left(seqs, pad_id)
     out = []
     for model in models:
         box = {}
@@ -59,7 +59,7 @@ def hook_harvest(models, seqs, layer, pad_id, bos_id):
 
 def full_forwards(models, seqs, pad_id):
     """Two complete forwards (every layer and the unembedding)."""
-    ids, mask, position = _pad_left(seqs, pad_id)
+    ids, mask, position = pad_left(seqs, pad_id)
     with torch.no_grad():
         for model in models:
             model(input_ids=ids, attention_mask=mask, position_ids=position)

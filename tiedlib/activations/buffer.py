@@ -35,7 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tiedlib.activations.batches import DataExhaustedError  # one error type for every data source
-from tiedlib.activations.harvest import _as_ids, _device, _harvest_batch, _make_spec, estimate_norm_factors, harvest
+from tiedlib.activations.harvest import _harvest_batch, _make_spec, as_ids, estimate_norm_factors, harvest, model_device
 
 _META_BYTES = 3 * 8 + 8  # per token: [epoch, doc, position] int64 plus one int64 of the shuffling permutation
 _STORE_DTYPES = (torch.float32, torch.bfloat16)
@@ -140,7 +140,7 @@ class ActivationBuffer:
         self.buffer_tokens = max(batch_size, buffer_tokens // batch_size * batch_size)
         self.on_exhausted = on_exhausted
         self.dtype = dtype
-        self.device = torch.device(device) if device is not None else _device(base)
+        self.device = torch.device(device) if device is not None else model_device(base)
         self.buffer_device = torch.device(buffer_device) if buffer_device is not None else self.device
         exclude = tuple(exclude_token_ids)
         self._spec = _make_spec(base, chat, layer, drop_bos=True, exclude_token_ids=exclude, pad_id=None)
@@ -214,7 +214,7 @@ class ActivationBuffer:
                 warnings.warn(f"ActivationBuffer: all {n} sequences consumed; starting epoch {epoch} (activations "
                               f"are now reused)", stacklevel=3)  # fmt: skip
             first, stop = seq, min(seq + self.model_batch_size, n)
-            hb = _harvest_batch(self.base, self.chat, [_as_ids(self.sequences[i]) for i in range(first, stop)],
+            hb = _harvest_batch(self.base, self.chat, [as_ids(self.sequences[i]) for i in range(first, stop)],
                                 self._spec, self.device)  # fmt: skip
             # Output is ordered by sequence then position, so the first `skip` rows are exactly the tokens of
             # sequence `first` that an earlier fill already served.

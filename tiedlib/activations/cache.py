@@ -47,7 +47,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tiedlib.activations.harvest import _as_ids, _harvest_batch, _make_spec
+from tiedlib.activations.harvest import _harvest_batch, _make_spec, as_ids
 from tiedlib.pairs import ModelPair
 
 FORMAT_VERSION = 1
@@ -194,7 +194,7 @@ def _harvest_shard(pair: ModelPair, sequences: Sequence[Any], spec: Any, seq_ran
     norm_sq_sum = torch.zeros(2, dtype=torch.float64)
     for first in range(seq_range[0], seq_range[1], model_batch_size):
         stop = min(first + model_batch_size, seq_range[1])
-        seqs = [_as_ids(sequences[i]) for i in range(first, stop)]
+        seqs = [as_ids(sequences[i]) for i in range(first, stop)]
         for i, s in enumerate(seqs):
             if not s:
                 raise ValueError(f"empty sequence at index {first + i}")

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tiedlib.activations.batches import InMemoryBatches
 from tiedlib.activations.buffer import ActivationBuffer
-from tiedlib.activations.harvest import HarvestBatch, _as_ids, estimate_norm_factors, harvest
+from tiedlib.activations.harvest import HarvestBatch, as_ids, estimate_norm_factors, harvest
 from tiedlib.pairs import ModelPair
 
 MEMORY_LIMIT_BYTES = 8 * 2**30
@@ -97,7 +97,7 @@ def count_kept_tokens(sequences: Sequence[Sequence[int]], *, bos_id: int | None,
     drop = {int(t) for t in exclude_token_ids} | ({int(bos_id)} if bos_id is not None else set())
     total = 0
     for s in sequences:
-        ids = _as_ids(s)
+        ids = as_ids(s)
         total += len(ids) - sum(ids.count(t) for t in drop)
     return total
 

@@ -77,7 +77,8 @@ def _model_name(model: Any, role: str) -> str:
     return f"{role} model ({name})"
 
 
-def _get_path(obj: Any, path: str) -> Any:
+def get_path(obj: Any, path: str) -> Any:
+    """``obj.a.b.c`` for ``path="a.b.c"`` (the module path of a model's decoder layers, see :func:`layer_path`)."""
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
@@ -101,7 +102,7 @@ def layer_path(model: Any) -> str:
     candidates += [p for p in dict.fromkeys(LAYER_PATHS.values()) if p not in candidates]
     for path in candidates:
         try:
-            layers = _get_path(hf, path)
+            layers = get_path(hf, path)
         except AttributeError:
             continue
         if isinstance(layers, torch.nn.ModuleList):
@@ -114,7 +115,7 @@ def layer_path(model: Any) -> str:
 
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
     """The decoder-layer ``ModuleList`` of a plain or nnsight-wrapped Hugging Face model."""
-    return _get_path(_hf_module(model), layer_path(model))
+    return get_path(_hf_module(model), layer_path(model))
 
 
 def _d_model(model: Any) -> int:
@@ -125,7 +126,8 @@ def _d_model(model: Any) -> int:
     raise ValueError(f"cannot read d_model from the config of {type(_hf_module(model)).__name__}")
 
 
-def _device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    """The device of a model's first parameter (an nnsight wrapper's underlying model; CPU when it has none)."""
     param = next(_hf_module(model).parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
@@ -178,7 +180,7 @@ def check_pair(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _as_ids(item: Any) -> list[int]:
+def as_ids(item: Any) -> list[int]:
     """One sequence as a list of ints (accepts lists, tensors, arrays and ``{"input_ids": ...}`` rows)."""
     if isinstance(item, dict):
         item = item["input_ids"]
@@ -187,7 +189,7 @@ def _as_ids(item: Any) -> list[int]:
     return [int(t) for t in item]
 
 
-def _pad_left(
+def pad_left(
     seqs: list[list[int]], pad_id: int
 ) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
     """Left-pad a batch; returns ``input_ids``, ``attention_mask`` and ``position_ids`` (real tokens 0, 1, ...)."""
@@ -205,7 +207,7 @@ def _pad_left(
 
 def _trace_layer_input(model: Any, path: str, layer: int, inputs: dict[str, Tensor]) -> Tensor:
     """Run ``model`` up to decoder layer ``layer`` and return that layer's input ``(batch, seq, d_model)``."""
-    layers = _get_path(model, path)
+    layers = get_path(model, path)
     # use_cache=False: a forward pass that is never continued needs no KV cache (transformers allocates one per
     # layer by default, as big as the keys and values of the whole batch).
     with model.trace(inputs, use_cache=False) as tracer:
@@ -254,11 +256,11 @@ def _make_spec(
 
 def _harvest_batch(base: Any, chat: Any, seqs: list[list[int]], spec: _Spec, device: Any) -> HarvestBatch:
     """Harvest one model batch; ``doc_index`` is local to ``seqs``."""
-    ids, mask, position = _pad_left(seqs, spec.pad_id)
+    ids, mask, position = pad_left(seqs, spec.pad_id)
     hidden = []
     with torch.no_grad():
         for model, path, role in ((base, spec.path_base, "base"), (chat, spec.path_chat, "chat")):
-            dev = _device(model)
+            dev = model_device(model)
             inputs = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "position_ids": position.to(dev)}
             h = _trace_layer_input(model, path, spec.layer, inputs)
             if isinstance(h, tuple):  # older transformers pass (hidden_states, ...) tuples around
@@ -324,7 +326,7 @@ def harvest(
     spec = _make_spec(base, chat, layer, drop_bos=drop_bos, exclude_token_ids=exclude_token_ids, pad_id=pad_id)
     n = len(sequences)
     for start in tqdm(range(0, n, batch_size), desc=f"harvest layer {layer}", disable=not progress):
-        seqs = [_as_ids(sequences[i]) for i in range(start, min(start + batch_size, n))]
+        seqs = [as_ids(sequences[i]) for i in range(start, min(start + batch_size, n))]
         for i, s in enumerate(seqs):
             if not s:
                 raise ValueError(f"empty sequence at index {start + i}")

@@ -33,7 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tiedlib.activations.harvest import _as_ids, _device, _get_path, _pad_left, layer_path
+from tiedlib.activations.harvest import as_ids, get_path, layer_path, model_device, pad_left
 from tiedlib.config import BASE, CHAT
 from tiedlib.crosscoders.crosscoder import Crosscoder
 from tiedlib.pairs import ModelPair
@@ -89,7 +89,7 @@ def crosscoder_reconstructor(crosscoder: Crosscoder) -> Reconstructor:
 
 def _run(model: Any, path: str, layer: int, inputs: dict[str, Tensor], replace: Tensor | None) -> tuple[Tensor, Tensor]:
     """One forward pass: the input of decoder layer ``layer`` (replaced by ``replace`` when given) and the logits."""
-    layers = _get_path(model, path)
+    layers = get_path(model, path)
     with model.trace(inputs, use_cache=False):
         if replace is not None:
             layers[layer].input = replace
@@ -160,8 +160,8 @@ def spliced_losses(
     paths = [layer_path(m) for m in models]
     totals = (_Totals(), _Totals())
     for start in tqdm(range(0, len(sequences), batch_size), desc="spliced CE", disable=not progress):
-        seqs = [_as_ids(s) for s in sequences[start : start + batch_size]]
-        ids, mask, position = _pad_left(seqs, int(pad_id))
+        seqs = [as_ids(s) for s in sequences[start : start + batch_size]]
+        ids, mask, position = pad_left(seqs, int(pad_id))
         splice = mask.bool() if bos_id is None else mask.bool() & (ids != bos_id)
         # Score the prediction made at position t when t is spliced and token t + 1 is real (left padding: every
         # token after a real one is real, so only the last column lacks a target).
@@ -169,7 +169,7 @@ def spliced_losses(
         targets = ids[:, 1:][scored]
         clean = []
         for m, model in enumerate(models):
-            dev = _device(model)
+            dev = model_device(model)
             inputs = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "position_ids": position.to(dev)}
             clean.append((inputs, *_run(model, paths[m], pair.layer, inputs, None)))
         acts = torch.stack([clean[BASE][1][splice.to(clean[BASE][1].device)].float(),

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from tiedlib.activations.harvest import HarvestBatch, _as_ids
+from tiedlib.activations.harvest import HarvestBatch, as_ids
 from tiedlib.config import GROUP_NAMES
 from tiedlib.crosscoders.crosscoder import Crosscoder
 
@@ -81,7 +81,7 @@ def token_roles(harvest: HarvestBatch, sequences: Sequence[Sequence[int]], templ
         turn_ids: ``(start_of_turn, end_of_turn, assistant role)`` ids (:func:`turn_token_ids`).
     """
     template = torch.isin(harvest.token_ids, torch.tensor(sorted({int(t) for t in template_ids}), dtype=torch.long))
-    masks = [torch.tensor(assistant_mask(_as_ids(s), *turn_ids), dtype=torch.bool) for s in sequences]
+    masks = [torch.tensor(assistant_mask(as_ids(s), *turn_ids), dtype=torch.bool) for s in sequences]
     pairs = zip(harvest.doc_index.tolist(), harvest.position.tolist(), strict=True)
     assistant = torch.tensor([bool(masks[d][p]) for d, p in pairs], dtype=torch.bool)
     return TokenRoles(template, assistant & ~template)

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from tiedlib.activations.harvest import _device, _get_path, _pad_left, layer_path
+from tiedlib.activations.harvest import get_path, layer_path, model_device, pad_left
 from tiedlib.analysis import sae_baseline
 from tiedlib.experiments.exp3.positions import end_of_prompt_mask
 
@@ -59,13 +59,13 @@ def harvest_outputs(
         raise ValueError("no sequences to harvest")
     tok = model.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    layers = _get_path(model, layer_path(model))
+    layers = get_path(model, layer_path(model))
     if not 0 <= layer < len(layers):
         raise ValueError(f"layer {layer} out of range: the model has {len(layers)} decoder layers")
-    dev = _device(model)
+    dev = model_device(model)
     for start in range(0, len(sequences), batch_size):
         seqs = [[int(t) for t in s] for s in sequences[start : start + batch_size]]
-        ids, mask, position = _pad_left(seqs, pad_id)
+        ids, mask, position = pad_left(seqs, pad_id)
         inputs = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "position_ids": position.to(dev)}
         with torch.no_grad(), model.trace(inputs) as tracer:
             hidden = layers[layer].output.save()
