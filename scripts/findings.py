@@ -58,6 +58,9 @@ LINES = [
     "{exp5_recommended_config} meets the goal in {exp5_recommended_passing} settings.",
     "?  Tied fraction and explained-variance gap: recommended {exp5_recommended_tied}, {exp5_recommended_ev_gap}; "
     "the write-up's tied crosscoder (eta 2) {exp5_writeup_tied}, {exp5_writeup_ev_gap}.",
+    "?  Positive control (a direction planted at different positions in the two models' activations): standard "
+    "exclusive pair in {exp5_control_standard_passed} seeds; one tied triple in {exp5_control_tied_passed} "
+    "(write-up) and {exp5_control_recommended_passed} (recommended).",
     "?- **Next steps** (06; {exp6_setup}): spliced CE recovered / KL, standard {exp6_ce_standard}; write-up tied "
     "{exp6_ce_tied}. Latent Scaling of chat-only latents: standard {exp6_scaling_standard}; tied "
     "{exp6_scaling_tied}. Mainly on template tokens: standard {exp6_template_standard}; tied {exp6_template_tied}.",
