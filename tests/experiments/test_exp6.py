@@ -16,6 +16,7 @@ from tiedlib.analysis.localisation import Localisation
 from tiedlib.config import pick
 from tiedlib.experiments import exp6
 from tiedlib.experiments.exp6 import TABLE, Crosscoders
+from tiedlib.synthetic.benchmark import make_synthetic
 
 
 def test_presets_cover_every_scale_and_validate():
@@ -70,3 +71,33 @@ def test_tables_and_findings():
     assert "25% chat-specific" in out["exp6_scaling_standard"] and "n/a" in out["exp6_scaling_tied"]
     assert out["exp6_template_standard"].startswith("67% fire mainly on template tokens, 33%")
     assert exp6.summary(out).splitlines()[0].startswith("setup: smoke scale")
+
+
+def test_synthetic_ground_truth_orders_the_ablations():
+    size = exp6.SyntheticAblationSize(n_shifted=8, n_rows=1024, n_eval=1024, n_latents=16, n_steps=20)
+    truth = exp6.synthetic_ground_truth(TABLE["smoke"], size)
+    assert list(truth.index) == [(s, c) for s in ("timing-shifted", "direction-shifted") for c in ("ideal", "trained")]
+    assert truth.loc[("timing-shifted", "ideal"), "timing_share"] > 0.99
+    assert truth.loc[("direction-shifted", "ideal"), "timing_share"] < 0.01
+    assert truth.loc[("direction-shifted", "ideal"), "representation_chat"] > 0.1
+    with pytest.raises(ValueError, match="shift must be one of"):
+        size.synthetic("both")
+
+
+def test_ablation_table_and_findings():
+    costs = exp6.ideal_costs(make_synthetic(exp6.SyntheticAblationSize().synthetic("timing-shifted"), n_rows=512))
+    truth = pd.DataFrame({("timing-shifted", c): costs.summary() for c in ("ideal", "trained")}
+                         | {("direction-shifted", c): {**costs.summary(), "timing_share": 0.0}
+                            for c in ("ideal", "trained")}).T  # fmt: skip
+    table = exp6.ablation_table(truth[list(exp6.ablation.COLUMNS)], costs, TABLE["smoke"], "smoke")
+    assert table.loc[("smoke pair", "tied, all firing"), "n_triples"] == int((costs.n_active >= 2).sum())
+    # The timing-shifted features' true rows are equal in both models (relative norm 0.5): all in the shared band.
+    assert table.loc[("smoke pair", "tied, shared band"), "n_triples"] == table.loc[("smoke pair", "tied, all firing"),
+                                                                                    "n_triples"]  # fmt: skip
+    out = exp6.ablation_findings(table, "smoke")
+    assert set(out) == {"exp6_ablation_lab", "exp6_ablation_timing", "exp6_ablation_direction"}
+    assert "timing's share 100%" in out["exp6_ablation_lab"]
+    assert out["exp6_ablation_direction"].startswith("direction-shifted synthetic data: ideal crosscoder timing's "
+                                                     "share 0%")  # fmt: skip
+    ax = exp6.figures.ablation_bars(table).axes[0]
+    assert len(ax.patches) == 3 * len(table) and len(ax.get_yticklabels()) == len(table)

@@ -1,11 +1,21 @@
 """Notebook 06 (next steps: the evaluations the field expects): spliced CE/KL, Latent Scaling and localisation of a
-standard and a tied crosscoder trained on the same activations.
+standard and a tied crosscoder trained on the same activations; the timing/representation ablation of the tied one.
 
 Modules: :mod:`.presets` (settings per scale), :mod:`.pipeline` (training, held-out data, the three evaluations, their
-tables and the findings) and :mod:`.figures`.
+tables and the findings), :mod:`.ablation` (timing vs representation, with its synthetic ground truth) and
+:mod:`.figures`.
 """
 
 from . import figures
+from .ablation import (
+    SyntheticAblationSize,
+    ablation_findings,
+    ablation_table,
+    ideal_costs,
+    lab_costs,
+    synthetic_ground_truth,
+    train_synthetic,
+)
 from .pipeline import (
     Crosscoders,
     HeldOut,
@@ -24,6 +34,13 @@ from .pipeline import (
 from .presets import TABLE, Exp6Settings
 
 __all__ = [
+    "SyntheticAblationSize",
+    "ablation_findings",
+    "ablation_table",
+    "ideal_costs",
+    "lab_costs",
+    "synthetic_ground_truth",
+    "train_synthetic",
     "TABLE",
     "Crosscoders",
     "Exp6Settings",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from tiedlib.analysis.latent_scaling import LatentScaling
@@ -61,5 +62,31 @@ def template_fractions(loc: dict[str, Localisation], *, threshold: float = 0.5, 
         ax.legend(fontsize=8)
     axes[0].set_ylabel("share of chat-only latents")
     fig.suptitle("Where chat-only latents fire")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(table: pd.DataFrame) -> Figure:
+    """Per row of :func:`~tiedlib.experiments.exp6.ablation.ablation_table` (synthetic ground truth, then the lab
+    pair): the FVU increase of the timing ablation and of the two representation ablations, summed over the rows'
+    triples, with timing's share of (timing + representation of the chat row) written beside the bars."""
+    kinds = (("timing", "timing (fire alike)", "tab:orange"),
+             ("representation_chat", "representation (chat row <- base)", "tab:blue"),
+             ("representation_base", "representation (base row <- chat)", "tab:cyan"))  # fmt: skip
+    labels = [f"{data}\n{cc}" for data, cc in table.index]
+    y = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(8, 0.75 * len(table) + 1.4))
+    h = 0.8 / len(kinds)
+    for k, (col, label, colour) in enumerate(kinds):
+        ax.barh(y + (k - 1) * h, table[col].clip(lower=0).to_numpy(float), height=h, color=colour, label=label)
+    top = float(table[[c for c, _, _ in kinds]].to_numpy(float).max())
+    for yi, share in zip(y, table["timing_share"].to_numpy(float), strict=True):
+        ax.text(top * 1.02, yi, "n/a" if np.isnan(share) else f"timing {share:.0%}", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel("increase of the fraction of variance unexplained (sum over triples, both models)")
+    ax.set_title("Which costs more: firing alike or representing alike?", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
