@@ -34,7 +34,7 @@ COLUMNS = ("n_triples", "timing", "representation_chat", "representation_base", 
 
 @dataclass(frozen=True)
 class SyntheticAblationSize:
-    """Sizes of the synthetic ground truth (the same at every scale: a few seconds of one CPU core)."""
+    """Sizes of the synthetic ground truth (the same at every scale: about 10 s of one CPU core)."""
 
     d_model: int = 16
     n_shared: int = 8
@@ -43,7 +43,7 @@ class SyntheticAblationSize:
     n_rows: int = 8192
     n_eval: int = 4096
     n_latents: int = 48
-    n_steps: int = 300
+    n_steps: int = 1000
     batch_size: int = 512
     lr: float = 3e-3
     l1_coeff: float = 0.5
