@@ -98,8 +98,54 @@ class CrosscoderConfig(_JsonConfig):
     designated_shared_penalty: float = 0.15
     """Multiplier of the designated shared latents' sparsity weight (Anthropic: lambda_shared / lambda_excl about
     0.1-0.2)."""
+    k_groups: tuple[float, float, float] | None = None
+    """Tied BatchTopK only (issue 15): keep ``k_groups[g] * batch`` latents of each group (shared, base, chat)
+    separately, with one inference threshold per group, instead of one top-k over all groups. ``k`` is then their
+    sum (set when None). None: the global BatchTopK of ``k``."""
+    aux_k: int = 0
+    """Auxiliary-k loss (Gao et al. 2024, arXiv 2406.04093, appendix A.2; issue 15): each training row also
+    reconstructs the residual ``x - x_hat`` from its ``aux_k`` largest dead latents, adding ``aux_alpha`` x that
+    squared error. Tied: only the base and chat groups can count as dead (each writes into its own model); standard:
+    every latent. 0: off (no dead counter in the state dict)."""
+    aux_alpha: float = 1 / 32
+    """Weight of the auxiliary-k loss (Gao et al.: 1/32)."""
+    dead_after_tokens: int = 10_000_000
+    """A latent is dead for the auxiliary-k loss after this many training tokens without firing (Gao et al.: 10M)."""
+
+    _NEW_DEFAULTS = {"k_groups": None, "aux_k": 0, "aux_alpha": 1 / 32, "dead_after_tokens": 10_000_000}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON dict; the issue-15 fields (``k_groups``, ``aux_k``, ...) only when not at their
+        defaults, so configs that do not use them save the same JSON as before they existed."""
+        out = dataclasses.asdict(self)
+        for name, default in self._NEW_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
+        if out.get("k_groups") is not None:
+            out["k_groups"] = list(out["k_groups"])
+        return out
 
     def __post_init__(self) -> None:
+        if self.k_groups is not None:
+            self.k_groups = tuple(float(v) for v in self.k_groups)  # type: ignore[assignment]
+            if len(self.k_groups) != 3 or min(self.k_groups) < 0 or not sum(self.k_groups) > 0:
+                raise ValueError(f"k_groups must be three non-negative numbers (shared, base, chat) with a positive "
+                                 f"sum, got {self.k_groups}")  # fmt: skip
+            if self.architecture != "tied" or self.activation != "batchtopk":
+                raise ValueError("k_groups needs architecture='tied' and activation='batchtopk', got "
+                                 f"{self.architecture!r} and {self.activation!r}")  # fmt: skip
+            if self.k is None:
+                self.k = sum(self.k_groups)
+            elif abs(self.k - sum(self.k_groups)) > 1e-6 * max(1.0, self.k):
+                raise ValueError(f"k={self.k} differs from the sum of k_groups {self.k_groups}; leave k unset")
+            if max(self.k_groups) > self.n_latents:
+                raise ValueError(f"k_groups {self.k_groups} exceed the {self.n_latents} latents of a group")
+        if isinstance(self.aux_k, bool) or not isinstance(self.aux_k, int) or self.aux_k < 0:
+            raise ValueError(f"aux_k must be a non-negative integer, got {self.aux_k!r}")
+        if not self.aux_alpha > 0:
+            raise ValueError(f"aux_alpha must be > 0, got {self.aux_alpha}")
+        if self.dead_after_tokens <= 0:
+            raise ValueError(f"dead_after_tokens must be > 0, got {self.dead_after_tokens}")
         if self.architecture not in ("standard", "tied"):
             raise ValueError(f"architecture must be 'standard' or 'tied', got {self.architecture!r}")
         if self.d_model <= 0 or self.n_latents <= 0:

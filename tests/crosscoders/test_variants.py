@@ -8,7 +8,15 @@ import torch
 from tests.helpers import make_cfg, make_model, make_train_cfg, random_rows
 from tiedlib import CrosscoderConfig, InMemoryBatches, TiedCrosscoder, load_crosscoder, train, train_step
 from tiedlib.crosscoders.losses import standard_penalty_weights, tied_penalty_weights
-from tiedlib.crosscoders.variants import batch_topk, project_decoder_, tie_designated_, update_threshold
+from tiedlib.crosscoders.variants import (
+    aux_k_activations,
+    batch_topk,
+    batch_topk_groups,
+    project_decoder_,
+    tie_designated_,
+    update_dead_counter_,
+    update_threshold,
+)
 from tiedlib.training import make_optimizer
 
 
@@ -262,3 +270,97 @@ def test_dedicated_crosscoder_keeps_one_model_latents_one_sided():
     assert (r[:4] == 0).all() and (r[4:10] == 1).all()
     with pytest.raises(ValueError, match="shared latent"):
         DedicatedCrosscoder(make_cfg(n_latents=10), n_base_only=5, n_chat_only=5)
+
+
+# ---- issue 15: BatchTopK per group, auxiliary-k loss -----------------------------------------------------------------
+def test_new_fields_keep_old_saved_json_and_validate():
+    assert set(make_cfg(architecture="tied").to_dict()).isdisjoint({"k_groups", "aux_k", "aux_alpha",
+                                                                    "dead_after_tokens"})  # fmt: skip
+    cfg = make_cfg(architecture="tied", activation="batchtopk", k_groups=(2, 1, 1), aux_k=3)
+    assert cfg.k == 4.0 and CrosscoderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="k_groups needs architecture='tied'"):
+        make_cfg(activation="batchtopk", k_groups=(1, 1, 1))
+    with pytest.raises(ValueError, match="differs from the sum"):
+        make_cfg(architecture="tied", activation="batchtopk", k=5.0, k_groups=(1, 1, 1))
+    with pytest.raises(ValueError, match="aux_k must be"):
+        make_cfg(aux_k=-1)
+
+
+def test_batch_topk_groups_counts_per_group_and_thresholds():
+    f = torch.rand(10, 3 * 4) + 0.1  # every score positive
+    kept, mins = batch_topk_groups(f, torch.ones(3, 4), (2.0, 0.5, 0.0))
+    per_group = (kept.reshape(10, 3, 4) > 0).sum(dim=(0, 2))
+    assert per_group.tolist() == [20, 5, 0] and mins[2] == 0.0
+    kept, _ = batch_topk_groups(f, torch.ones(3, 4), (1.0, 1.0, 1.0), thresholds=[0.5, 2.0, 0.0])
+    kg = kept.reshape(10, 3, 4)
+    fg = f.reshape(10, 3, 4)
+    assert torch.equal(kg[:, 0] > 0, fg[:, 0] > 0.5) and not kg[:, 1].any() and torch.equal(kg[:, 2], fg[:, 2])
+
+
+def test_per_group_batchtopk_model_trains_with_k_g_per_group_and_evals_on_thresholds(tmp_path):
+    model = make_model(architecture="tied", activation="batchtopk", k_groups=(2.0, 1.0, 0.5))
+    with torch.no_grad():
+        model.b_enc.fill_(0.5)  # every latent positive: the counts are set by the top-k rule alone
+    x = random_rows(40)
+    f = model.encode(x)
+    assert (f > 0).sum(dim=(0, 2)).tolist() == [80, 40, 20]
+    thr = model.threshold.clone()
+    assert thr.shape == (3,) and bool((thr > 0).all())
+    model.eval()
+    f = model.encode(random_rows(64, seed=1))
+    w = tied_penalty_weights(model.decoder_norms(), 1.0)  # (3, n)
+    scores = f * w
+    assert torch.all((scores == 0) | (scores > thr[None, :, None]))
+    assert torch.equal(model.threshold, thr)  # eval does not move the thresholds
+    model.save_pretrained(tmp_path / "m")
+    assert torch.equal(load_crosscoder(tmp_path / "m").threshold, thr)
+
+
+def test_dead_counter_and_aux_k_activations():
+    counter = torch.tensor([5, 5, 5])
+    update_dead_counter_(counter, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert counter.tolist() == [7, 0, 7]
+    pre = torch.tensor([[-1.0, -3.0, -2.0], [-5.0, -0.5, -4.0]], requires_grad=True)
+    acts, chosen = aux_k_activations(pre, 2)
+    assert chosen.tolist() == [[True, False, True], [False, True, True]]
+    torch.testing.assert_close(acts[0, 0], torch.nn.functional.softplus(torch.tensor(-1.0)))
+    acts.sum().backward()
+    assert bool((pre.grad[chosen] > 0).all()) and bool((pre.grad[~chosen] == 0).all())
+
+
+def test_aux_k_term_is_zero_when_nothing_is_dead_and_the_counter_round_trips(tmp_path):
+    model = make_model(architecture="tied", aux_k=4, dead_after_tokens=1000)
+    x = random_rows(64)
+    out = model.loss(x, l1_coeff=0.1)
+    assert float(out.aux_k) == 0.0
+    ref = make_model(architecture="tied")
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if k != "tokens_since_fired"})
+    torch.testing.assert_close(out.total, ref.loss(x, l1_coeff=0.1).total)  # no term: the same loss
+    with torch.no_grad():
+        model.b_enc[2].fill_(-100.0)  # the chat group never fires
+    model.loss(x, l1_coeff=0.1)
+    counts = model.tokens_since_fired.reshape(3, -1)
+    assert bool((counts[2] == 64).all()) and int(counts[0].max()) <= 128
+    model.save_pretrained(tmp_path / "m")
+    assert torch.equal(load_crosscoder(tmp_path / "m").tokens_since_fired, model.tokens_since_fired)
+
+
+@pytest.mark.parametrize("aux_k", [0, 2])
+def test_aux_k_revives_an_exclusive_group_dead_by_construction(aux_k):
+    """Rows with a base-only direction; the base group starts with bias -3 so it never fires, and a ReLU latent that
+    never fires gets no gradient: without the auxiliary loss it stays dead, with it the base group learns to fire."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(128, 2, 4)
+    x[:, 0, 0] = 2 * torch.rand(128, generator=gen) ** 2  # base model only, along e0
+    model = make_model(architecture="tied", d_model=4, n_latents=2, aux_k=aux_k, dead_after_tokens=128)
+    with torch.no_grad():
+        model.b_enc.fill_(-3.0)  # nothing fires at the start
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(60):
+        opt.zero_grad()
+        model.loss(x, l1_coeff=0.0).total.backward()
+        opt.step()
+    with torch.no_grad():
+        fires = (model.encode(x)[:, 1] > 0).any(dim=0).sum().item()
+    assert (fires > 0) == (aux_k > 0)

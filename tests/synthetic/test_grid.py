@@ -58,6 +58,14 @@ def test_build_model_matches_parameter_counts_and_partitions():
     ded = build_model("dedicated_2x", 8, 10)
     assert (ded.n_base_only, ded.n_chat_only) == (5, 5)
     assert type(build_model("tied_written", 8, 10)).__name__ == "WrittenTiedCrosscoder"
+    auxk = build_model("tied_written_auxk", 8, 10, eta=1.5)
+    assert type(auxk).__name__ == "WrittenTiedCrosscoder" and auxk.cfg.aux_k > 0
+    assert auxk.tokens_since_fired.shape == (30,)
+    groups = build_model("tied_batchtopk_groups", 8, 10, k=3.0, k_groups=(1.5, 0.75, 0.75))
+    assert groups.cfg.k_groups == (1.5, 0.75, 0.75) and groups.cfg.k == 3.0 and groups.threshold.shape == (3,)
+    assert build_model("tied_batchtopk", 8, 10, k=3.0).cfg.k_groups is None
+    with pytest.raises(ValueError, match="per-group k from the data"):
+        build_model("tied_batchtopk_groups", 8, 10, k=3.0)
     with pytest.raises(ValueError, match="unknown grid architecture"):
         build_model("tied_magic", 8, 10)
 

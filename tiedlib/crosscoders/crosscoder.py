@@ -59,6 +59,8 @@ class LossOutput(NamedTuple):
     l0_shared: Tensor | None = None
     l0_base: Tensor | None = None
     l0_chat: Tensor | None = None
+    aux_k: Tensor | None = None
+    """With ``cfg.aux_k`` in training: the auxiliary-k squared error (before ``aux_alpha``; included in ``total``)."""
 
     def scalars(self) -> dict[str, float]:
         """The terms that are set, as plain floats (for logging)."""
@@ -94,8 +96,13 @@ class _Crosscoder(nn.Module):
             self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_enc = nn.Parameter(W_enc)
         if cfg.activation == "batchtopk":
-            # Running inference threshold of BatchTopK (-1: not estimated yet). Saved with the weights.
-            self.register_buffer("threshold", torch.tensor(-1.0))
+            # Running inference threshold of BatchTopK (-1: not estimated yet), one per group with k_groups. Saved
+            # with the weights.
+            self.register_buffer("threshold", torch.tensor(-1.0) if cfg.k_groups is None else torch.full((3,), -1.0))
+        if cfg.aux_k:
+            # Training tokens since each latent (all groups flattened) last fired: the auxiliary-k loss's dead
+            # statistic, a buffer so that checkpoints and exact resume keep it.
+            self.register_buffer("tokens_since_fired", torch.zeros(cfg.n_groups * n, dtype=torch.long))
         self.apply_constraints_()  # unit-norm decoders start at norm 1 (the encoder keeps the dec_init_norm scale)
 
     # ---- variants (issue 8) -------------------------------------------------------------------------------------
@@ -121,12 +128,52 @@ class _Crosscoder(nn.Module):
             weights = losses.tied_penalty_weights(norms, 1.0)
         else:
             weights = losses.standard_penalty_weights(norms)
+        if self.cfg.k_groups is not None:  # one top-k and one threshold per group
+            thrs = self.threshold.tolist()
+            ready = all(t >= 0 for t, k in zip(thrs, self.cfg.k_groups, strict=True) if k > 0)
+            use = not self.training and ready
+            kept, mins = variants.batch_topk_groups(f, weights, self.cfg.k_groups, thrs if use else None)
+            if self.training and torch.is_grad_enabled():
+                new = [variants.update_threshold(t, m) for t, m in zip(thrs, mins, strict=True)]
+                self.threshold.copy_(torch.tensor(new, dtype=self.threshold.dtype))
+            return kept
         thr = float(self.threshold)
         use_threshold = not self.training and thr >= 0
         kept, batch_min = variants.batch_topk(f, weights.reshape(-1), self.cfg.k, thr if use_threshold else None)
         if self.training and torch.is_grad_enabled():
             self.threshold.fill_(variants.update_threshold(thr, batch_min))
         return kept
+
+    def _aux_k_loss(self, x: Tensor, f: Tensor, x_hat: Tensor) -> Tensor:
+        """The auxiliary-k term (Gao et al. 2024, arXiv 2406.04093, appendix A.2), before ``aux_alpha``.
+
+        Updates the dead counter with this batch's latents ``f`` ``(batch, n_groups * n)``, then reconstructs the
+        residual ``e = x - x_hat`` (detached) from each row's ``aux_k`` largest dead latents
+        (:func:`~tiedlib.crosscoders.variants.aux_k_activations`), without the decoder bias: mean over the batch of
+        ``sum_{m,d} (e_hat - e)^2``, the reconstruction loss's units. A dead base (chat) latent of a tied crosscoder
+        writes into the base (chat) half of its decoder only; its shared group never counts as dead. Zero when no
+        latent is dead.
+        """
+        counter = self.tokens_since_fired
+        variants.update_dead_counter_(counter, f.detach())
+        dead = counter >= self.cfg.dead_after_tokens
+        n = self.cfg.n_latents
+        if self.cfg.n_groups == 3:
+            dead[:n] = False
+        idx = dead.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x.new_zeros(())
+        batch = x.shape[0]
+        w = self.W_enc.reshape(2 * self.cfg.d_model, -1)[:, idx]
+        pre = torch.addmm(self.b_enc.reshape(-1)[idx], x.reshape(batch, -1).to(w.dtype), w)  # (batch, n_dead)
+        acts, _ = variants.aux_k_activations(pre, self.cfg.aux_k)
+        rows = self.W_dec[idx % n]  # (n_dead, 2, d)
+        if self.cfg.n_groups == 3:  # group 1 (base) writes into model 0, group 2 (chat) into model 1
+            only = torch.nn.functional.one_hot(idx // n - 1, 2).to(rows.dtype)  # (n_dead, 2)
+            rows = rows * only[:, :, None]
+        e_hat = torch.einsum("bk,kmd->bmd", acts.to(rows.dtype), rows)
+        e = (x - x_hat).detach()
+        return (e_hat.to(e.dtype) - e).pow(2).sum() / batch
 
     # ---- shapes -------------------------------------------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
@@ -227,6 +274,9 @@ class _Crosscoder(nn.Module):
     def loss(self, x: Float[Tensor, "batch n_models d_model"], l1_coeff: float, *, metrics: bool = True) -> LossOutput:
         """Reconstruction + ``l1_coeff`` x decoder-norm-weighted L1, with the metrics the trainer logs.
 
+        With ``cfg.aux_k``, in training mode with gradients on, ``total`` also has ``aux_alpha`` x the auxiliary-k
+        term (:meth:`_aux_k_loss`, which also advances the dead counter); eval mode and ``no_grad`` leave it out.
+
         ``metrics=False`` skips the L0 and explained-variance passes over the batch (the trainer's non-logging
         steps); those fields are then NaN. The loss terms are computed either way. Inside ``torch.autocast`` the
         matrix products and latents use the autocast dtype; the loss terms are fp32.
@@ -239,6 +289,10 @@ class _Crosscoder(nn.Module):
         fg = self._grouped(f)
         sparsity = per_group.sum()
         total = reconstruction + l1_coeff * sparsity
+        aux = None
+        if self.cfg.aux_k and self.training and torch.is_grad_enabled():
+            aux = self._aux_k_loss(x, f, x_hat)
+            total = total + self.cfg.aux_alpha * aux
         if metrics:
             ev = losses.explained_variance_per_model(x, se.detach())
             with torch.no_grad():
@@ -265,6 +319,7 @@ class _Crosscoder(nn.Module):
             explained_variance=ev_all,
             explained_variance_base=ev[BASE],
             explained_variance_chat=ev[CHAT],
+            aux_k=None if aux is None else aux.detach(),
             **extra,
         )
 
@@ -326,7 +381,8 @@ class _Crosscoder(nn.Module):
 
     @torch.no_grad()
     def load_weights_(self, state: dict[str, Tensor], *, source: str = "state dict") -> None:
-        """Copy ``W_enc, b_enc, W_dec, b_dec`` in (and the BatchTopK ``threshold`` buffer of such a crosscoder),
+        """Copy ``W_enc, b_enc, W_dec, b_dec`` in (and the BatchTopK ``threshold`` and auxiliary-k
+        ``tokens_since_fired`` buffers of crosscoders that have them),
         checking names and shapes with errors that say what differs."""
         names = list(self.state_dict())
         missing = [k for k in names if k not in state]

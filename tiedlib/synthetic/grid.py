@@ -64,6 +64,13 @@ class ArchSpec:
     """Fractions of base-only and chat-only latents of a :class:`DedicatedCrosscoder` (None: not partitioned)."""
 
 
+AUX_K = 8
+"""``aux_k`` of ``tied_written_auxk``: half of the base setting's d_model (Gao et al. 2024 use k_aux = 512 for
+residual streams of 768 and wider: a few hundred directions; here the residual has 16 dimensions per model)."""
+AUX_DEAD_AFTER = 4096
+"""``dead_after_tokens`` of ``tied_written_auxk``: 16 batches of 256 rows (3% of the base setting's 500 steps; Gao
+et al.'s 10M tokens is 0.1-1% of their runs)."""
+
 ARCHS: dict[str, ArchSpec] = {
     "standard": ArchSpec({"architecture": "standard"}),
     "tied": ArchSpec({"architecture": "tied"}, etas=(1.0, 1.25, 2.0)),
@@ -72,11 +79,18 @@ ARCHS: dict[str, ArchSpec] = {
     "tied_max": ArchSpec({"architecture": "tied", "shared_penalty": "max"}, etas=(1.5,)),
     "tied_written": ArchSpec({"architecture": "tied", "shared_penalty": "written"}, etas=(1.5,)),
     "tied_contrast": ArchSpec({"architecture": "tied"}, etas=(1.0,), init="contrast"),
+    "tied_written_auxk": ArchSpec({"architecture": "tied", "shared_penalty": "written", "aux_k": AUX_K,
+                                   "dead_after_tokens": AUX_DEAD_AFTER}, etas=(1.5,)),  # fmt: skip
+    "tied_batchtopk": ArchSpec({"architecture": "tied", "activation": "batchtopk"}),
+    "tied_batchtopk_groups": ArchSpec({"architecture": "tied", "activation": "batchtopk", "k_groups": "data"}),
     "standard_2x": ArchSpec({"architecture": "standard"}, latent_scale=2.0),
     "designated_2x": ArchSpec({"architecture": "standard", "n_designated_shared": 0.125}, latent_scale=2.0),
     "dedicated_2x": ArchSpec({"architecture": "standard"}, latent_scale=2.0, dedicated=(0.25, 0.25)),
 }
-"""Architecture name -> spec. ``*_2x``: twice the latents, the tied crosscoder's parameter count."""
+"""Architecture name -> spec. ``*_2x``: twice the latents, the tied crosscoder's parameter count. BatchTopK ones
+train with ``l1_coeff = 0`` and ``k`` = the data's true L0; ``tied_batchtopk_groups`` keeps per group (shared, base,
+chat) the data's true group L0s (``"k_groups": "data"``: :meth:`SyntheticData.true_group_l0`, what an ideal tied
+crosscoder's groups fire). ``tied_written_auxk``: the recommended config plus the auxiliary-k loss (issue 15)."""
 NOT_TIED = tuple(a for a, spec in ARCHS.items() if spec.crosscoder["architecture"] != "tied")
 """The comparisons that are no tied configuration (never recommended)."""
 RECOMMENDED = ("tied_written", RECOMMENDED_TIED_ETA)
@@ -195,8 +209,13 @@ def config_name(arch: str, eta: float | None) -> str:
 
 
 def build_model(arch: str, d_model: int, n_latents: int, *, eta: float | None = None, k: float | None = None,
-                seed: int = 0) -> Crosscoder:  # fmt: skip
-    """The untrained crosscoder of one :data:`ARCHS` entry (seeded with ``seed``)."""
+                k_groups: Sequence[float] | None = None, seed: int = 0) -> Crosscoder:  # fmt: skip
+    """The untrained crosscoder of one :data:`ARCHS` entry (seeded with ``seed``). ``k`` (BatchTopK) and ``k_groups``
+    (``"k_groups": "data"`` specs: shared, base, chat) come from the data.
+
+    Raises:
+        ValueError: an unknown architecture, or a ``"data"`` spec without ``k_groups``.
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown grid architecture {arch!r}; known: {sorted(ARCHS)}")
     spec = ARCHS[arch]
@@ -204,7 +223,11 @@ def build_model(arch: str, d_model: int, n_latents: int, *, eta: float | None = 
     over = dict(spec.crosscoder)
     if "n_designated_shared" in over:
         over["n_designated_shared"] = max(1, int(over["n_designated_shared"] * n))
-    if over.get("activation") == "batchtopk":
+    if over.get("k_groups") == "data":
+        if k_groups is None:
+            raise ValueError(f"{arch} takes its per-group k from the data: pass k_groups=(shared, base, chat)")
+        over["k_groups"] = tuple(k_groups)
+    elif over.get("activation") == "batchtopk":
         over["k"] = k
     cfg = CrosscoderConfig(d_model=d_model, n_latents=n, eta=2.0 if eta is None else eta, **over)
     torch.manual_seed(seed)
@@ -221,7 +244,10 @@ def build_model(arch: str, d_model: int, n_latents: int, *, eta: float | None = 
 def train_config(arch: str, setting: GridSetting, data: SyntheticData, *, eta: float | None = None,
                  seed: int = 0) -> Crosscoder:  # fmt: skip
     """Train one architecture on ``data.x`` (:func:`tiedlib.train`, :class:`InMemoryBatches`, the setting's sizes)."""
-    model = build_model(arch, data.cfg.d_model, setting.n_latents, eta=eta, k=data.true_l0, seed=seed)
+    groups = data.true_group_l0()
+    k_groups = tuple(groups[f"true_l0_{g}"] for g in ("shared", "base", "chat"))
+    model = build_model(arch, data.cfg.d_model, setting.n_latents, eta=eta, k=data.true_l0, k_groups=k_groups,
+                        seed=seed)  # fmt: skip
     l1 = 0.0 if model.cfg.activation == "batchtopk" else setting.l1_coeff
     tcfg = TrainConfig(n_steps=setting.n_steps, lr=setting.lr, l1_coeff=l1, seed=seed, progress=False,
                        log_every=setting.n_steps)  # fmt: skip
