@@ -87,6 +87,6 @@ def ablation_bars(table: pd.DataFrame) -> Figure:
     ax.set_xlim(0, top * 1.25)
     ax.set_xlabel("increase of the fraction of variance unexplained (sum over triples, both models)")
     ax.set_title("Which costs more: firing alike or representing alike?", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.3 / len(table)), ncol=3)
     fig.tight_layout()
     return fig
