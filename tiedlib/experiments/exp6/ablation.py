@@ -122,11 +122,18 @@ def ablation_table(truth: pd.DataFrame, lab: AblationCosts, settings: Exp6Settin
     return out
 
 
+def _cost(v: float) -> str:
+    return f"{round(v, 4) + 0.0:+.4f}"  # + 0.0 turns a rounded -0.0 into 0.0
+
+
+def _share_pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{round(v, 2) + 0.0:.0%}"
+
+
 def _fmt(row: pd.Series) -> str:
-    share = "n/a" if math.isnan(row.timing_share) else f"{row.timing_share:.0%}"
-    return (f"timing ablation +{row.timing:.4f} FVU, representation ablation +{row.representation_chat:.4f} "
-            f"(chat row <- base) / +{row.representation_base:.4f} (base row <- chat); timing's share {share} "
-            f"over {int(row.n_triples)} triples")  # fmt: skip
+    return (f"timing ablation {_cost(row.timing)} FVU, representation ablation {_cost(row.representation_chat)} "
+            f"(chat row <- base) / {_cost(row.representation_base)} (base row <- chat); timing's share "
+            f"{_share_pct(row.timing_share)} over {int(row.n_triples)} triples")  # fmt: skip
 
 
 def ablation_findings(table: pd.DataFrame, pair: str) -> dict[str, str]:
@@ -137,6 +144,7 @@ def ablation_findings(table: pd.DataFrame, pair: str) -> dict[str, str]:
         key = shift.split("-")[0]
         ideal, trained = table.loc[(shift, "ideal")], table.loc[(shift, "trained")]
         out[f"exp6_ablation_{key}"] = (f"{shift} synthetic data: ideal crosscoder timing's share "
-                                       f"{ideal.timing_share:.0%}, trained tied crosscoder {trained.timing_share:.0%}"
+                                       f"{_share_pct(ideal.timing_share)}, trained tied crosscoder "
+                                       f"{_share_pct(trained.timing_share)}"
                                        f" ({_fmt(trained)})")  # fmt: skip
     return out
