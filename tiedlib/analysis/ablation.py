@@ -80,8 +80,9 @@ class AblationCosts:
     def summary(self, mask: Tensor | None = None) -> dict[str, float]:
         """Aggregate costs over the triples in ``mask`` (default: all that fire): per ablation the sum of the single
         triple costs over both models (``<ablation>``) and per model (``<ablation>_base``, ``_chat``), the joint
-        costs (``joint_<ablation>``), and ``timing_share`` = timing / (timing + representation_chat), also with the
-        base variant (``timing_share_base_variant``) and jointly (``joint_timing_share``). ``n_triples`` counts them.
+        costs (``joint_<ablation>``: all of :attr:`triples` ablated at once, whatever ``mask``), and
+        ``timing_share`` = timing / (timing + representation_chat), also with the base variant
+        (``timing_share_base_variant``) and jointly (``joint_timing_share``). ``n_triples`` counts them.
         """
         keep = self.n_active > 0 if mask is None else mask
         out: dict[str, float] = {"n_triples": int(keep.sum()), "fvu_base": float(self.fvu[BASE]),
