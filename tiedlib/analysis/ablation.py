@@ -127,32 +127,47 @@ def ablation_costs_from_coefficients(
         raise ValueError(f"coeffs {tuple(coeffs.shape)} and W_dec {tuple(W_dec.shape)} do not match x "
                          f"{tuple(x.shape)}")  # fmt: skip
     idx = torch.arange(W_dec.shape[0]) if triples is None else torch.as_tensor(triples, dtype=torch.long)
-    x, x_hat = x.float(), x_hat.float()
-    W = W_dec.detach().float()[idx]  # (k, 2, d)
-    c = coeffs.float()[:, :, idx]  # (batch, 2, k)
+    W = W_dec.detach().float()[idx.to(W_dec.device)]
+    return _finish(_sums(x, x_hat, coeffs[:, :, idx.to(coeffs.device)], W), idx, W)
+
+
+def _sums(x: Tensor, x_hat: Tensor, c: Tensor, W: Tensor) -> dict[str, Tensor]:
+    """Sums over the rows of one chunk (so chunks add up): per-triple and joint squared-error increases, squared
+    error, first and second moments of ``x``, active counts. ``c``: ``(batch, 2, k)`` coefficients of the ``k``
+    triples whose rows are ``W (k, 2, d)``."""
+    x, x_hat, c = x.float(), x_hat.float(), c.float()
     e = x_hat - x
-    var = (x - x.mean(dim=0, keepdim=True)).pow(2).sum(dim=(0, 2)).clamp_min(1e-12)  # (2,)
-    per: dict[str, Tensor] = {}
-    joint: dict[str, Tensor] = {}
+    out: dict[str, Tensor] = {}
     # Representation: model m's coefficient c_m times the row shift v_m.
     for name, shift in ablation_shifts(W).items():
         ev = torch.einsum("bmd,kmd->bmk", e, shift)
-        per[name] = (2 * (c * ev).sum(0) + c.pow(2).sum(0) * shift.pow(2).sum(-1).T).T / var
+        out[name] = (2 * (c * ev).sum(0) + c.pow(2).sum(0) * shift.pow(2).sum(-1).T).T
         delta = torch.einsum("bmk,kmd->bmd", c, shift)
-        joint[name] = ((e + delta).pow(2) - e.pow(2)).sum(dim=(0, 2)) / var
+        out[f"joint_{name}"] = ((e + delta).pow(2) - e.pow(2)).sum(dim=(0, 2))
     # Timing: both coefficients become their mean, so model m's moves by g_m = mean - c_m along its own row.
     g = c.mean(dim=1, keepdim=True) - c
     ed = torch.einsum("bmd,kmd->bmk", e, W)
-    per["timing"] = (2 * (g * ed).sum(0) + g.pow(2).sum(0) * W.pow(2).sum(-1).T).T / var
+    out["timing"] = (2 * (g * ed).sum(0) + g.pow(2).sum(0) * W.pow(2).sum(-1).T).T
     delta = torch.einsum("bmk,kmd->bmd", g, W)
-    joint["timing"] = ((e + delta).pow(2) - e.pow(2)).sum(dim=(0, 2)) / var
-    norms = W.norm(dim=-1)
+    out["joint_timing"] = ((e + delta).pow(2) - e.pow(2)).sum(dim=(0, 2))
+    out["sse"] = e.pow(2).sum(dim=(0, 2))
+    out["sum_x"] = x.double().sum(0)
+    out["sum_x2"] = x.double().pow(2).sum(dim=(0, 2))
+    out["n"] = torch.tensor(float(x.shape[0]), dtype=torch.float64)
+    out["n_active"] = (c > 0).any(dim=1).sum(0)
+    return {k: v.cpu() for k, v in out.items()}
+
+
+def _finish(sums: dict[str, Tensor], idx: Tensor, W: Tensor) -> AblationCosts:
+    """:class:`AblationCosts` from summed :func:`_sums`, normalised by each model's total variance."""
+    var = (sums["sum_x2"] - sums["sum_x"].pow(2).sum(-1) / sums["n"]).float().clamp_min(1e-12)  # (2,)
+    norms = W.cpu().norm(dim=-1)
     return AblationCosts(
         triples=idx,
-        per_triple={k: per[k] for k in ABLATIONS},
-        joint={k: joint[k] for k in ABLATIONS},
-        fvu=e.pow(2).sum(dim=(0, 2)) / var,
-        n_active=(c > 0).any(dim=1).sum(0),
+        per_triple={k: sums[k] / var for k in ABLATIONS},
+        joint={k: sums[f"joint_{k}"] / var for k in ABLATIONS},
+        fvu=sums["sse"] / var,
+        n_active=sums["n_active"],
         relative_norm=norms[:, CHAT] / norms.sum(-1).clamp_min(1e-12),
     )
 
@@ -160,21 +175,25 @@ def ablation_costs_from_coefficients(
 @torch.no_grad()
 def ablation_costs(model: Crosscoder, x: Float[Tensor, "batch n_models d_model"] | Iterable[Tensor],
                    triples: Tensor | None = None, *, batch_size: int = 4096) -> AblationCosts:  # fmt: skip
-    """:func:`ablation_costs_from_coefficients` for a tied crosscoder on activations in its units (one tensor, or
-    several chunks that are concatenated), encoded ``batch_size`` rows at a time.
+    """:func:`ablation_costs_from_coefficients` for a tied crosscoder on activations in its units (one tensor, or an
+    iterable of chunks), encoded and summed ``batch_size`` rows at a time on the model's device (memory does not
+    grow with the number of rows).
 
     Raises:
-        ValueError: not a tied crosscoder.
+        ValueError: not a tied crosscoder, or no rows.
     """
     if model.cfg.architecture != "tied":
         raise ValueError(f"the timing/representation ablation needs a tied crosscoder, got {model.cfg.architecture!r}")
-    xs = torch.cat(list(x)) if not isinstance(x, Tensor) else x
+    chunks = x.split(batch_size) if isinstance(x, Tensor) else (c for chunk in x for c in chunk.split(batch_size))
     device = model.W_dec.device
-    x_hats, coeffs = [], []
-    for chunk in xs.split(batch_size):
+    idx = torch.arange(model.cfg.n_latents) if triples is None else torch.as_tensor(triples, dtype=torch.long)
+    W = model.W_dec.detach().float()[idx.to(device)]
+    total: dict[str, Tensor] = {}
+    for chunk in chunks:
         chunk = chunk.to(device)
         f = model.encode(chunk)
-        x_hats.append(model.decode(f).float().cpu())
-        coeffs.append(coefficients(f).float().cpu())
-    return ablation_costs_from_coefficients(xs.float().cpu(), torch.cat(x_hats), torch.cat(coeffs),
-                                            model.W_dec.detach().cpu(), triples)  # fmt: skip
+        part = _sums(chunk, model.decode(f), coefficients(f)[:, :, idx.to(device)], W)
+        total = {k: total[k] + v for k, v in part.items()} if total else part
+    if not total:
+        raise ValueError("no activations to ablate on")
+    return _finish(total, idx, W)
