@@ -61,6 +61,7 @@ def test_build_model_matches_parameter_counts_and_partitions():
     auxk = build_model("tied_written_auxk", 8, 10, eta=1.5)
     assert type(auxk).__name__ == "WrittenTiedCrosscoder" and auxk.cfg.aux_k > 0
     assert auxk.tokens_since_fired.shape == (30,)
+    assert build_model("tied_auxk", 8, 10, eta=2.0).cfg.aux_k == auxk.cfg.aux_k
     groups = build_model("tied_batchtopk_groups", 8, 10, k=3.0, k_groups=(1.5, 0.75, 0.75))
     assert groups.cfg.k_groups == (1.5, 0.75, 0.75) and groups.cfg.k == 3.0 and groups.threshold.shape == (3,)
     assert build_model("tied_batchtopk", 8, 10, k=3.0).cfg.k_groups is None

@@ -81,6 +81,7 @@ ARCHS: dict[str, ArchSpec] = {
     "tied_contrast": ArchSpec({"architecture": "tied"}, etas=(1.0,), init="contrast"),
     "tied_written_auxk": ArchSpec({"architecture": "tied", "shared_penalty": "written", "aux_k": AUX_K,
                                    "dead_after_tokens": AUX_DEAD_AFTER}, etas=(1.5,)),  # fmt: skip
+    "tied_auxk": ArchSpec({"architecture": "tied", "aux_k": AUX_K, "dead_after_tokens": AUX_DEAD_AFTER}, etas=(2.0,)),
     "tied_batchtopk": ArchSpec({"architecture": "tied", "activation": "batchtopk"}),
     "tied_batchtopk_groups": ArchSpec({"architecture": "tied", "activation": "batchtopk", "k_groups": "data"}),
     "standard_2x": ArchSpec({"architecture": "standard"}, latent_scale=2.0),
@@ -90,7 +91,8 @@ ARCHS: dict[str, ArchSpec] = {
 """Architecture name -> spec. ``*_2x``: twice the latents, the tied crosscoder's parameter count. BatchTopK ones
 train with ``l1_coeff = 0`` and ``k`` = the data's true L0; ``tied_batchtopk_groups`` keeps per group (shared, base,
 chat) the data's true group L0s (``"k_groups": "data"``: :meth:`SyntheticData.true_group_l0`, what an ideal tied
-crosscoder's groups fire). ``tied_written_auxk``: the recommended config plus the auxiliary-k loss (issue 15)."""
+crosscoder's groups fire). ``tied_written_auxk`` and ``tied_auxk``: the recommended config and the write-up's tied
+crosscoder (eta 2) plus the auxiliary-k loss (issue 15)."""
 NOT_TIED = tuple(a for a, spec in ARCHS.items() if spec.crosscoder["architecture"] != "tied")
 """The comparisons that are no tied configuration (never recommended)."""
 RECOMMENDED = ("tied_written", RECOMMENDED_TIED_ETA)
