@@ -64,6 +64,8 @@ LINES = [
     "?- **Next steps** (06; {exp6_setup}): spliced CE recovered / KL, standard {exp6_ce_standard}; write-up tied "
     "{exp6_ce_tied}. Latent Scaling of chat-only latents: standard {exp6_scaling_standard}; tied "
     "{exp6_scaling_tied}. Mainly on template tokens: standard {exp6_template_standard}; tied {exp6_template_tied}.",
+    "?  Timing vs representation ablation of the tied crosscoder: ground truth, timing-shifted data "
+    "{exp6_ablation_timing}; direction-shifted data {exp6_ablation_direction}; lab pair {exp6_ablation_lab}.",
     "?- **SAE baseline** (07): a chat SAE latent's nearest base SAE latent detects its planted concept with precision "
     "at 1 {exp7_sae_p1} (chance {exp7_sae_chance}, {exp7_sae_queries} queries); the tied triple's own base part "
     "{exp7_tied_own_p1} (chance {exp7_tied_own_chance}, {exp7_tied_own_queries} queries); its shared part "
