@@ -594,7 +594,7 @@ def test_corner_share_bootstrap_on_a_constructed_case():
     one[0, 2, 0] = 25  # all 25 firings in one document: resamples without it (about 35%) have no corner
     shares = exp1.corner_shares(one, torch.full((10,), 50), s)
     assert shares.top_left.share == 0.5 and shares.top_left.low == 0.0 and shares.top_left.high == 0.5
-    assert shares.text().startswith("top-left 50% [0%, 50%] (1 triples)")
+    assert shares.text().startswith("top-left 50.0% [0.0%, 50.0%] (1 triples)")
     # Stratified: with document 0 alone in its stratum it is drawn in every resample, so the interval closes.
     pinned = exp1.corner_shares(one, torch.full((10,), 50), s, strata=[1] + [0] * 9)
     assert (pinned.top_left.low, pinned.top_left.high) == (0.5, 0.5)

@@ -71,8 +71,8 @@ class BootShare:
     """Triples in the corner on the whole sample."""
 
     def text(self) -> str:
-        """``"12% [8%, 15%] (31 triples)"``."""
-        return f"{self.share:.0%} [{self.low:.0%}, {self.high:.0%}] ({self.count} triples)"
+        """``"12.1% [8.0%, 15.2%] (31 triples)"`` (one decimal: one triple in 512 is 0.2%)."""
+        return f"{self.share:.1%} [{self.low:.1%}, {self.high:.1%}] ({self.count} triples)"
 
 
 @dataclass
