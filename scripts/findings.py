@@ -46,14 +46,15 @@ LINES = [
     "- **Experiment 2** (02; {exp2_setup}): P(true colour) {exp2_p_true}; blue/green exclusive latents passing the "
     "test: {exp2_hits}; blue/green pair: {exp2_pair}. Over {exp2_seeds}: a passing pair in {exp2_seed_pairs}, pair "
     "cosine {exp2_seed_cosine} -> {exp2_seed_verdict}. (base, half-swap): {exp2_partner}. One tied triple for "
-    "blue/green: {exp2_tied}.",
+    "blue/green: {exp2_tied}. Recommended tied: {exp2_rec_tied}.",
     "- **Experiment 3** (03; {exp3_setup}): Jaccard(cannot, harmful), all tokens {exp3_jaccard} (chance "
     "{exp3_chance}); chat - base {exp3_diff} -> {exp3_verdict}. End of prompt: {exp3_jaccard_end} (chance "
     "{exp3_chance_end}); chat - base {exp3_diff_end} -> {exp3_verdict_end}. Questions: {exp3_questions}. Rows whose "
     "interval excludes 0: {exp3_robust}. Planted: {exp3_planted}; recovered: {exp3_recovered}.",
     "- **Experiment 4** (04; {exp4_setup}): {exp4_categories}; median max cosine, base query {exp4_base_medians}, chat "
     "query {exp4_chat_medians}. Over {exp4_seeds}: exclusive minus shared, base query {exp4_seed_base}, chat query "
-    "{exp4_seed_chat} -> {exp4_seed_verdict}.",
+    "{exp4_seed_chat} -> {exp4_seed_verdict}. Dead latents (left out): {exp4_dead}. Null (seed twin): base "
+    "query {exp4_null_base}; chat query {exp4_null_chat} -> {exp4_null_verdict}.",
     "?- **Does the tied crosscoder tie?** (05; synthetic benchmark): the recommended configuration "
     "{exp5_recommended_config} meets the goal in {exp5_recommended_passing} settings.",
     "?  Tied fraction and explained-variance gap: recommended {exp5_recommended_tied}, {exp5_recommended_ev_gap}; "
