@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -354,6 +355,23 @@ Scale = Literal["smoke", "tiny", "paper"]
 SCALES: tuple[str, ...] = ("smoke", "tiny", "paper")
 _T = TypeVar("_T")
 
+
+
+PAPER_L1 = 2.0
+"""The write-up's l1 coefficient (its crosscoders on Gemma-2-2b, d_model 2304, inputs normalised to norm
+sqrt(d_model))."""
+PAPER_D_MODEL = 2304
+
+
+def scaled_l1(d_model: int) -> float:
+    """One sparsity scale across experiments (issue 16): the paper's l1 coefficient, 2 at d_model 2304, times
+    ``sqrt(d_model / 2304)`` (0.47 for the tiny lab pair's 128). With inputs normalised to norm ``sqrt(d_model)``,
+    a latent's activation grows like ``sqrt(d_model)`` while the reconstruction error it removes grows like
+    ``d_model``, so the penalty per unit of activation keeps its weight relative to the error when l1 scales with
+    ``sqrt(d_model)``."""
+    if d_model < 1:
+        raise ValueError(f"d_model must be positive, got {d_model}")
+    return PAPER_L1 * math.sqrt(d_model / PAPER_D_MODEL)
 
 
 def pick(table: dict[str, _T], scale: str, **overrides) -> _T:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from tiedlib.config import scaled_l1
 from tiedlib.pairs.colours import COLOUR_TOY, ColourToyConfig
 
 
@@ -60,7 +61,7 @@ TABLE = {
     "smoke": Exp2Settings(toy=COLOUR_TOY["smoke"], n_latents=128, train_tokens=20_000, batch_size=256, lr=1e-3,
                           l1_coeff=2.0),
     "tiny": Exp2Settings(toy=COLOUR_TOY["tiny"], n_latents=512, train_tokens=250_000, batch_size=512, lr=5e-4,
-                         l1_coeff=2.0),
+                         l1_coeff=scaled_l1(128)),
     "paper": Exp2Settings(toy=COLOUR_TOY["paper"], n_latents=16_384, train_tokens=60_000_000, batch_size=4096, lr=5e-5,
                           l1_coeff=2.0, device="cuda"),
 }

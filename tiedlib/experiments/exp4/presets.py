@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from tiedlib.config import scaled_l1
+
 
 @dataclass(frozen=True)
 class Exp4Settings:
@@ -68,7 +70,7 @@ TABLE = {
                           batch_size=256, lr=1e-3, l1_coeff=2.0, chunk_size=64, seeds=(0, 1),
                           seed_steps=10, heldout_docs=20),
     "tiny": Exp4Settings(pair="tiny", checkpoint=None, n_docs=3000, web_fraction=0.5, n_latents=1024, n_steps=1500,
-                         batch_size=512, lr=5e-4, l1_coeff=2.0, chunk_size=256),
+                         batch_size=512, lr=5e-4, l1_coeff=scaled_l1(128), chunk_size=256),
     "paper": Exp4Settings(pair="gemma-2-2b", checkpoint="crosscoder-gemma-2-2b-model-diff/cc_weights.pt", n_docs=0,
                           web_fraction=0.5, n_latents=16_384, n_steps=0, batch_size=4096, lr=5e-5, l1_coeff=2.0,
                           chunk_size=2048, device="cuda", seeds=(), heldout_docs=64),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from tiedlib.config import scaled_l1
+
 
 @dataclass(frozen=True)
 class Exp6Settings:
@@ -67,7 +69,7 @@ TABLE: dict[str, Exp6Settings] = {
     "smoke": Exp6Settings(pair="smoke", n_latents=64, train_docs=60, n_steps=60, batch_size=256, lr=2e-3,
                           l1_coeff=0.5, eval_docs=12, ce_docs=3, ce_batch_size=3, min_active=2, log_every=20),
     "tiny": Exp6Settings(pair="tiny", n_latents=256, train_docs=700, n_steps=700, batch_size=512, lr=1e-3,
-                         l1_coeff=0.5, eval_docs=120, ce_docs=16),
+                         l1_coeff=scaled_l1(128), eval_docs=120, ce_docs=16),
     "paper": Exp6Settings(pair="gemma-2-2b", layer=14, n_latents=16_384, train_docs=250_000, n_steps=61_035,
                           batch_size=4096, lr=5e-5, l1_coeff=2.0, eval_docs=64, ce_docs=32, ce_batch_size=2,
                           model_batch_size=8, device="cuda", log_every=500),

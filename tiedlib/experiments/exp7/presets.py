@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from tiedlib.config import scaled_l1
+
 
 @dataclass(frozen=True)
 class Exp7Settings:
@@ -70,7 +72,7 @@ TABLE: dict[str, Exp7Settings] = {
                           l1_coeff=0.5, sae_l1=1.0, sae_lr=3e-3, eval_docs=10, k=3, n_dashboards=2,
                           top_k_contexts=3, log_every=20),
     "tiny": Exp7Settings(pair="tiny", n_latents=192, d_sae=192, train_docs=300, n_steps=400, batch_size=256, lr=1e-3,
-                         l1_coeff=0.5, sae_l1=1.0, sae_lr=1e-3, eval_docs=80),
+                         l1_coeff=scaled_l1(128), sae_l1=1.0, sae_lr=1e-3, eval_docs=80),
     "paper": Exp7Settings(pair="gemma-2-2b", layer=14, n_latents=16_384, d_sae=16_384, train_docs=250_000,
                           n_steps=61_035, batch_size=4096, lr=5e-5, l1_coeff=2.0, sae_l1=5.0, sae_lr=5e-5,
                           eval_docs=64, model_batch_size=8, device="cuda", log_every=500),
