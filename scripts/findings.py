@@ -42,7 +42,10 @@ LINES = [
     "- **Experiment 1** (01; {exp1_setup}): held-out explained variance {exp1_ev}; L0 {exp1_l0}; dead {exp1_dead}. "
     "Over {exp1_seeds}: chat-only minus base-only L0 {exp1_seed_l0} -> {exp1_seed_verdict}. Figure-3 triple: "
     "{exp1_refusal}; planted refusal concept recovered: {exp1_refusal_recovered}. Chat-only concepts: "
-    "{exp1_top_left}. Baseline: {exp1_baseline}.",
+    "{exp1_top_left}. Baseline: {exp1_baseline}. Corner shares: {exp1_corners}.",
+    "?  Recommended tied ({exp1_rec_setup}): held-out explained variance {exp1_rec_ev}; L0 {exp1_rec_l0}; dead "
+    "{exp1_rec_dead}; Figure-3 triple {exp1_rec_refusal}; recovered: {exp1_rec_refusal_recovered}; chat-only concepts: "
+    "{exp1_rec_top_left}; corner shares {exp1_rec_corners}.",
     "- **Experiment 2** (02; {exp2_setup}): P(true colour) {exp2_p_true}; blue/green exclusive latents passing the "
     "test: {exp2_hits}; blue/green pair: {exp2_pair}. Over {exp2_seeds}: a passing pair in {exp2_seed_pairs}, pair "
     "cosine {exp2_seed_cosine} -> {exp2_seed_verdict}. (base, half-swap): {exp2_partner}. One tied triple for "

@@ -8,7 +8,7 @@ import pytest
 
 from tiedlib.config import PAPER_L1, scaled_l1
 
-LAB_CROSSCODER_EXPERIMENTS = ("exp2", "exp4", "exp6", "exp7")
+LAB_CROSSCODER_EXPERIMENTS = ("exp1", "exp2", "exp4", "exp6", "exp7")
 """Experiments whose tiny preset trains a crosscoder on the tiny lab pair (d_model 128) with ``l1_coeff``."""
 
 

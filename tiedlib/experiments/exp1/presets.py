@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tiedlib.config import scaled_l1
 from tiedlib.crosscoders.checkpoints import RELEASES, LatentRef, release_id
 
 TIED_RELEASE = release_id("sa7270/tied-crosscoder", RELEASES["sa7270/tied-crosscoder"])
@@ -96,7 +97,7 @@ TABLE: dict[str, Exp1Settings] = {
         seeds=(0, 1), seed_steps=10, precision_k=5, min_exclusive_firings=2, n_boot=200,
     ),
     "tiny": Exp1Settings(
-        pair="tiny", n_latents=512, train_docs=3000, n_steps=2500, batch_size=512, lr=1e-3, l1_coeff=0.5,
+        pair="tiny", n_latents=512, train_docs=3000, n_steps=2500, batch_size=512, lr=1e-3, l1_coeff=scaled_l1(128),
         eval_docs=400, standard_n_latents=512, standard_n_steps=1500,
     ),
     "paper": Exp1Settings(
