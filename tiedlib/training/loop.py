@@ -369,6 +369,11 @@ def _log_metrics(run: _Run, step: int, l1: float, bar: Any, log: LogFn | None,
         bar.set_postfix({f"ev{run.name}": f"{metrics['explained_variance']:.3f}"}, refresh=False)
     else:
         bar.set_postfix(ev=f"{metrics['explained_variance']:.3f}", l0=f"{metrics['l0']:.1f}")
+    _record(run, step, metrics, log)
+
+
+def _record(run: _Run, step: int, metrics: dict[str, Any], log: LogFn | None) -> None:
+    """Write one metrics line to the run's metrics.jsonl and wandb, and pass it to ``log``."""
     if run.metrics_file is not None:
         run.metrics_file.write(json.dumps(metrics) + "\n")
         run.metrics_file.flush()
@@ -394,13 +399,7 @@ def _evaluate(run: _Run, step: int, evaluate: EvalFn, bar: Any, log: LogFn | Non
         raise TypeError(f"evaluate must return numbers, got {bad}")
     metrics: dict[str, Any] = {"step": step, **{f"eval/{k}": float(v) for k, v in numbers.items()}}
     bar.write(f"eval{run.name} at step {step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in numbers.items()))
-    if run.metrics_file is not None:
-        run.metrics_file.write(json.dumps(metrics) + "\n")
-        run.metrics_file.flush()
-    if run.wandb_run is not None:
-        run.wandb_run.log(metrics, step=step)
-    if log is not None:
-        log({**metrics, "run": int(run.name)} if run.name else metrics)
+    _record(run, step, metrics, log)
 
 
 def _loop(runs: list[_Run], data: Iterator[torch.Tensor], *, start_step: int, log: LogFn | None, hint: str,
