@@ -141,7 +141,7 @@ def smoke_cache(tmp_path_factory) -> str:
     return cache
 
 
-def test_cache_in_shard_ranges_then_train_from_it_and_resume_exactly(tmp_path, capsys, smoke_cache):
+def test_cache_in_shard_ranges_then_train_from_it_and_resume_exactly(tmp_path, capsys, smoke_cache, monkeypatch):
     from tiedlib.activations.cache import open_cache
 
     cache = str(tmp_path / "cache")
@@ -157,6 +157,10 @@ def test_cache_in_shard_ranges_then_train_from_it_and_resume_exactly(tmp_path, c
     assert opened.n_tokens >= 8 * 32 and opened.pair == "smoke"
     assert main(["finalize", cache]) == 0
 
+    def no_models(cfg):
+        raise AssertionError("a run from a cache without --eval-every must not load the model pair")
+
+    monkeypatch.setattr("tiedlib.cli._load_pair", no_models)
     assert main(["train", "--cache", cache, *TRAIN_FLAGS, "--out-dir", str(tmp_path / "a")]) == 0
     full = load_crosscoder(tmp_path / "a" / "crosscoder")
     assert full.cfg.norm_factors == opened.norm_factors.tolist()  # the cache's factors

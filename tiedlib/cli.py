@@ -652,12 +652,14 @@ def _load_pair(cfg: RunConfig):
     return load_pair(cfg.pair, layer=cfg.layer, device=cfg.train.device, dtype=model_dtype(cfg))
 
 
-def make_evaluator(cfg: RunConfig, pair: Any):
-    """The ``evaluate`` callback of :func:`tiedlib.training.train` for ``cfg.eval_every`` (None when it is 0): spliced
-    next-token loss recovered and KL of both models on ``cfg.eval_sequences`` held-out sequences, half web, half chat
-    (:func:`tiedlib.analysis.evaluate.spliced_losses`)."""
-    if not cfg.eval_every:
+def make_evaluator(cfg: RunConfig, pair: Any, *, main: bool = True):
+    """The ``evaluate`` callback of :func:`tiedlib.training.train` for ``cfg.eval_every``: spliced next-token loss
+    recovered and KL of both models on ``cfg.eval_sequences`` held-out sequences, half web, half chat
+    (:func:`tiedlib.analysis.evaluate.spliced_losses`). None when ``eval_every`` is 0 or on a process other than the
+    main one. ``pair`` None (a run from a cache) loads the pair here, only when an evaluation is asked for."""
+    if not cfg.eval_every or not main:
         return None
+    pair = pair if pair is not None else _load_pair(cfg)
     from tiedlib.analysis.evaluate import spliced_losses
     from tiedlib.pairs import heldout_sequences
 
@@ -726,7 +728,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg.cache is None:
             data = make_buffer(cfg, pair, run_tokens(cfg, out, pair.tokenizer))
         cfg.train.device = device  # this rank's GPU under torchrun (run.json keeps the device asked for)
-        evaluate = make_evaluator(cfg, pair if cfg.cache is None else _load_pair(cfg)) if main else None
+        evaluate = make_evaluator(cfg, pair if cfg.cache is None else None, main=main)
         torch.manual_seed(cfg.train.seed)  # the initialisation too: a run folder is reproducible from run.json
         model = make_crosscoder(cfg.crosscoder)
         try:
@@ -789,7 +791,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         else:
             pair = _load_pair(cfg)
             data = make_buffer(cfg, pair, run_tokens(cfg, run_dir, pair.tokenizer))
-        evaluate = make_evaluator(cfg, pair if cfg.cache is None else _load_pair(cfg)) if main else None
+        evaluate = make_evaluator(cfg, pair if cfg.cache is None else None, main=main)
         every = cfg.eval_every if evaluate else 0
         try:
             if ckpt is None:  # killed before the first checkpoint: start over in the same folder
