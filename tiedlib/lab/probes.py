@@ -285,8 +285,7 @@ def lab_contrasts(cfg: LabConfig, n: int) -> list[Contrast]:
         # v3: the web declines private requests always and harmless how-to requests at p_web_decline_harmless, in
         # the same templates, so the contrast holds the wording fixed and differs in the decline.
         decline = Contrast("about to decline (web)", "where a forum answer starts", forum_prompts(cfg, ("private",), n),
-                           forum_prompts(cfg, ("harmless",), n),
-                           behaviour=("refusal", lambda _doc, reply: is_refusal(reply)))
+                           forum_prompts(cfg, ("harmless",), n), behaviour=refuses)
         decline_extra = [Contrast("cannot vs can (web)", "where a forum answer starts", cc["cannot"], cc["can"],
                                   behaviour=("says 'I cannot'", _says("I cannot")))]
     else:
@@ -300,8 +299,8 @@ def lab_contrasts(cfg: LabConfig, n: int) -> list[Contrast]:
         pills = heldout_questions("harmful_medical")
         rng_pills.shuffle(pills)
         pills_docs = [request_prompt(q, None, kind="harmful_medical") for q in pills[:n]]
-        both = ("disclaimer and refusal", lambda _doc, reply: is_refusal(reply) and
-                any(p in reply for p in (*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS)))
+        says_disclaimer = _says(*B.MEDICAL_DISCLAIMERS, *B.LEGAL_DISCLAIMERS)
+        both = ("disclaimer and refusal", lambda doc, reply: is_refusal(reply) and says_disclaimer(doc, reply))
         harmless = hh["harmless"][: len(pills_docs)]
         composed = [
             Contrast("decline direction on pill requests", "end of prompt (model turn header)", pills_docs, harmless,
