@@ -2,17 +2,47 @@
 
 The cache folder of a built pair is keyed by :meth:`LabConfig.hash`, so every field that changes the corpus, the
 tokenizer or the weights lives here, and nothing else (device, progress bars) does.
+
+The one setting read from the environment is :data:`SEED_ENV` (``TIEDLIB_LAB_SEED``): when set, every preset that
+:meth:`LabConfig.from_name` returns trains with that seed (weights init and batch order; the corpus is unchanged), so
+a whole book can be rebuilt on a lab pair trained with another seed without editing a notebook::
+
+    TIEDLIB_LAB_SEED=1 make book
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 LAB_VERSION = 1
 """Bumped whenever the generator or the training code changes what a config builds (invalidates caches)."""
+
+SEED_ENV = "TIEDLIB_LAB_SEED"
+"""Environment variable that overrides ``train.seed`` of every preset :meth:`LabConfig.from_name` returns."""
+MAX_SEED = 2**63 - 1
+"""Largest training seed (``torch.manual_seed`` takes 64-bit seeds; the chat phase trains with ``seed + 1``)."""
+
+
+def env_seed() -> int | None:
+    """The training seed :data:`SEED_ENV` asks for, or None when it is unset or empty.
+
+    Raises:
+        ValueError: the variable is not a whole number in ``[0, MAX_SEED)`` (the message names the variable).
+    """
+    raw = os.environ.get(SEED_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        seed = int(raw)
+    except ValueError:
+        raise ValueError(f"{SEED_ENV} must be a whole number (the lab pair's training seed), got {raw!r}") from None
+    if not 0 <= seed < MAX_SEED:
+        raise ValueError(f"{SEED_ENV} must be in [0, {MAX_SEED}), got {seed}")
+    return seed
 
 
 @dataclass
@@ -202,11 +232,17 @@ class LabConfig:
 
     @classmethod
     def from_name(cls, name: str) -> "LabConfig":
-        """``"tiny"``, ``"smoke"``, ``"tiny-v2"`` or ``"tiny-v3"``."""
+        """``"tiny"``, ``"smoke"``, ``"tiny-v2"`` or ``"tiny-v3"``, with ``train.seed`` from :data:`SEED_ENV` when
+        that is set (the preset's own seed otherwise; the name stays, the hash and so the cache folder change).
+
+        Raises:
+            ValueError: unknown name, or an invalid :data:`SEED_ENV` (see :func:`env_seed`).
+        """
         presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v2": cls.tiny_v2, "tiny-v3": cls.tiny_v3}
         if name not in presets:
             raise ValueError(f"unknown lab config {name!r}; choose one of {sorted(presets)}")
-        return presets[name]()
+        cfg, seed = presets[name](), env_seed()
+        return cfg if seed is None else replace(cfg, train=replace(cfg.train, seed=seed))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

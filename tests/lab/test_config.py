@@ -1,0 +1,60 @@
+"""LabConfig.from_name and TIEDLIB_LAB_SEED: the training seed of a whole book build, chosen from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from tiedlib.lab.config import LAB_VERSION, SEED_ENV, LabConfig, env_seed
+
+TINY_HASH = "9b2fc9cc009f2cd1"
+"""The tiny pair's hash before TIEDLIB_LAB_SEED existed (its cache folder and the fingerprint of existing builds)."""
+
+
+def test_default_is_unchanged_without_the_variable(monkeypatch):
+    monkeypatch.delenv(SEED_ENV, raising=False)
+    assert env_seed() is None
+    cfg = LabConfig.from_name("tiny")
+    assert cfg == LabConfig.tiny() and cfg.train.seed == 0
+    if LAB_VERSION == 1:  # a deliberate LAB_VERSION bump moves every hash
+        assert cfg.hash() == TINY_HASH
+    monkeypatch.setenv(SEED_ENV, "  ")  # empty (e.g. `TIEDLIB_LAB_SEED= make book`) means unset
+    assert LabConfig.from_name("tiny").hash() == LabConfig.tiny().hash()
+
+
+@pytest.mark.parametrize("name", ["tiny", "smoke", "tiny-v2", "tiny-v3"])
+def test_variable_sets_the_training_seed_only(monkeypatch, name):
+    monkeypatch.delenv(SEED_ENV, raising=False)
+    default = LabConfig.from_name(name)
+    monkeypatch.setenv(SEED_ENV, "1")
+    seeded = LabConfig.from_name(name)
+    assert seeded.train.seed == 1 and seeded.name == default.name
+    # Only the training seed moves: same corpus (and so the same token ids), model and optimisation.
+    assert seeded.corpus == default.corpus and seeded.model == default.model
+    assert {**seeded.to_dict()["train"], "seed": 0} == default.to_dict()["train"]
+    assert seeded.hash() != default.hash()
+    assert LabConfig.from_dict(seeded.to_dict()) == seeded  # a cached manifest round-trips
+    monkeypatch.setenv(SEED_ENV, "2")
+    assert LabConfig.from_name(name).hash() not in (default.hash(), seeded.hash())
+
+
+def test_seed_zero_is_the_default_pair(monkeypatch):
+    monkeypatch.setenv(SEED_ENV, "0")
+    assert LabConfig.from_name("tiny").hash() == LabConfig.tiny().hash()
+
+
+def test_presets_called_directly_ignore_the_variable(monkeypatch):
+    monkeypatch.setenv(SEED_ENV, "7")
+    assert LabConfig.tiny().train.seed == 0 and LabConfig.from_name("tiny").train.seed == 7
+
+
+@pytest.mark.parametrize("value", ["one", "1.5", "-1", str(2**63), "0x1"])
+def test_invalid_value_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv(SEED_ENV, value)
+    with pytest.raises(ValueError, match=SEED_ENV):
+        LabConfig.from_name("tiny")
+
+
+def test_unknown_name_is_still_an_error(monkeypatch):
+    monkeypatch.setenv(SEED_ENV, "1")
+    with pytest.raises(ValueError, match="unknown lab config 'huge'"):
+        LabConfig.from_name("huge")
