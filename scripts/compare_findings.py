@@ -2,10 +2,15 @@
 
 Each build folder is what ``make book`` leaves in ``_build`` (the checkout holding it also works); the glued values
 are read with scripts/findings.py's reader. Made for issue 17: rebuild the book on the lab pair trained with another
-seed, then see which findings move::
+seed (``TIEDLIB_LAB_SEED``, see tiedlib/lab/config.py), then see which findings move::
 
-    git clone . /tmp/seed1 && cd /tmp/seed1 && TIEDLIB_LAB_SEED=1 make book   # a fresh clone: no cached runs
-    python scripts/compare_findings.py _build /tmp/seed1/_build --out seed_comparison.md
+    git clone . /tmp/seed1 && cd /tmp/seed1 && TIEDLIB_LAB_SEED=1 make book
+    cd - && python scripts/compare_findings.py _build /tmp/seed1/_build --out seed_comparison.md
+
+Build the seed in a fresh clone: in this checkout, jupyter-book's execution cache (``_build/.jupyter_cache``) and the
+crosscoder runs in ``results/`` are keyed by the notebooks and their settings, not by the lab seed, so they would be
+reused. ``make book``'s last step (``scripts/findings.py --check``) fails there as expected: the README holds the
+default seed's numbers. The book is built before it.
 
 Every key glued by either build gets one row: its value in A and in B, and
 
