@@ -1,12 +1,14 @@
 """Notebook 06 (next steps: the evaluations the field expects): spliced CE/KL, Latent Scaling and localisation of a
-standard and a tied crosscoder trained on the same activations; the timing/representation ablation of the tied one.
+standard crosscoder and three tied ones (the write-up's at eta 2 and at a smaller eta, the recommended configuration)
+trained on the same activations; totally new chat latents of the tied ones; the timing/representation ablation of the
+write-up's tied one.
 
 Modules: :mod:`.presets` (settings per scale), :mod:`.pipeline` (training, held-out data, the three evaluations, their
-tables and the findings), :mod:`.ablation` (timing vs representation, with its synthetic ground truth) and
-:mod:`.figures`.
+tables and the findings), :mod:`.novel` (new chat latents and the planted concepts they match), :mod:`.ablation`
+(timing vs representation, with its synthetic ground truth) and :mod:`.figures`.
 """
 
-from . import figures
+from . import figures, novel
 from .ablation import (
     SyntheticAblationSize,
     ablation_findings,
@@ -17,11 +19,13 @@ from .ablation import (
     train_synthetic,
 )
 from .pipeline import (
+    ARCHITECTURES,
     Crosscoders,
     HeldOut,
     chat_latent_scaling,
     chat_localisation,
     chat_only_candidates,
+    crosscoder_config,
     findings,
     held_out,
     load,
@@ -34,6 +38,9 @@ from .pipeline import (
 from .presets import TABLE, Exp6Settings
 
 __all__ = [
+    "ARCHITECTURES",
+    "crosscoder_config",
+    "novel",
     "SyntheticAblationSize",
     "ablation_findings",
     "ablation_table",

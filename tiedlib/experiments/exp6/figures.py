@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from tiedlib.analysis.latent_scaling import LatentScaling
 from tiedlib.analysis.localisation import Localisation
 
-COLOURS = {"standard": "tab:gray", "tied": "tab:purple"}
+COLOURS = {"standard": "tab:gray", "tied": "tab:purple", "tied_small_eta": "tab:orange", "recommended": "tab:green"}
 
 
 def nu_scatter(scaling: dict[str, LatentScaling], *, threshold: float = 0.5, clip: tuple[float, float] = (-0.5, 2.0)

@@ -1,10 +1,15 @@
-"""Notebook 06: a standard and a tied crosscoder on the same activations, compared on the evaluations the field expects.
+"""Notebook 06: a standard and three tied crosscoders on the same activations, compared on the evaluations the field
+expects. The crosscoders (:data:`ARCHITECTURES`): ``standard``; ``tied``, the write-up's (eta = 2); ``tied_small_eta``,
+the write-up's loss at ``small_eta``; ``recommended``, the project's recommended tied configuration
+(:func:`tiedlib.crosscoders.crosscoder.recommended_tied`: written-disagreement penalty at its eta).
 
 * spliced CE/KL (:mod:`tiedlib.analysis.evaluate`) on held-out web and chat documents;
 * Latent Scaling (:mod:`tiedlib.analysis.latent_scaling`) of the chat-only latents: the standard crosscoder's
   chat-exclusive latents (relative decoder norm above ``high``) and the tied crosscoder's chat parts;
 * localisation (:mod:`tiedlib.analysis.localisation`): the share of those latents that fire mainly on chat-template
   tokens, and on assistant tokens.
+
+Totally new chat latents (tied crosscoders only) are in :mod:`.novel`.
 """
 
 from __future__ import annotations
@@ -25,14 +30,16 @@ from tiedlib.analysis.firing import exclusive_latents
 from tiedlib.analysis.latent_scaling import LatentScaling, latent_scaling
 from tiedlib.analysis.localisation import Localisation, TokenRoles, localisation, token_roles, turn_token_ids
 from tiedlib.config import CrosscoderConfig, TrainConfig
-from tiedlib.crosscoders.crosscoder import Crosscoder
+from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder
 from tiedlib.environment import quiet_notebook_logs
 from tiedlib.pairs import ModelPair, heldout_sequences, is_lab, load_pair, template_ids, training_sequences
 from tiedlib.training import train_or_load
 
 from .presets import Exp6Settings
 
-ARCHITECTURES = ("standard", "tied")
+ARCHITECTURES = ("standard", "tied", "tied_small_eta", "recommended")
+"""The crosscoders of notebook 06, in table order (see :func:`crosscoder_config`)."""
+TIED = ARCHITECTURES[1:]
 VERDICTS = ("chat-specific", "complete shrinkage", "latent decoupling", "both")
 
 
@@ -43,12 +50,31 @@ def load(settings: Exp6Settings) -> ModelPair:
     return load_pair(settings.pair, layer=settings.layer, device=settings.device)
 
 
+def crosscoder_config(name: str, settings: Exp6Settings, d_model: int) -> CrosscoderConfig:
+    """The config of crosscoder ``name`` (:data:`ARCHITECTURES`): ``settings.n_latents`` latents (standard) or
+    triples (tied). ``recommended`` is ``recommended_tied(d_model, n_latents).cfg``, built without the model.
+
+    Raises:
+        ValueError: ``name`` is not in :data:`ARCHITECTURES`.
+    """
+    common = {"d_model": d_model, "n_latents": settings.n_latents}
+    configs = {
+        "standard": {"architecture": "standard"},
+        "tied": {"architecture": "tied", "eta": settings.eta},
+        "tied_small_eta": {"architecture": "tied", "eta": settings.small_eta},
+        "recommended": {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, "shared_penalty": "written"},
+    }
+    if name not in configs:
+        raise ValueError(f"crosscoder must be one of {ARCHITECTURES}, got {name!r}")
+    return CrosscoderConfig(**common, **configs[name])
+
+
 @dataclass
 class Crosscoders:
-    """The two crosscoders (trained on the same activations) and their training logs."""
+    """The crosscoders (trained on the same activations) and their training logs."""
 
     models: dict[str, Crosscoder]
-    """``{"standard": ..., "tied": ...}``, in eval mode."""
+    """``{name: crosscoder}`` for the names of :data:`ARCHITECTURES`, in eval mode."""
     logs: dict[str, list[dict]]
     n_train_sequences: int
 
@@ -60,9 +86,10 @@ class Crosscoders:
 
 
 def train_crosscoders(pair: ModelPair, settings: Exp6Settings, run_dir: str | Path) -> Crosscoders:
-    """Train (or load from ``run_dir/standard`` and ``run_dir/tied``) both crosscoders on ``settings.train_docs``
-    documents of the pair's training mix (BOS dropped, template tokens kept, as in the public runs). The activations
-    are harvested once, on the first training that needs them; loading both finished runs harvests nothing."""
+    """Train (or load from ``run_dir/<name>``) every crosscoder of :data:`ARCHITECTURES` on ``settings.train_docs``
+    documents of the pair's training mix (BOS dropped, template tokens kept, as in the public runs), with the same
+    data, steps and optimiser settings. The activations are harvested once, on the first training that needs them;
+    loading finished runs harvests nothing."""
     seqs = training_sequences(pair, settings.train_docs, web_fraction=settings.web_fraction, seq_len=settings.seq_len,
                               seed=settings.seed)  # fmt: skip
     make_data = training_data(pair, seqs, batch_size=settings.batch_size, model_batch_size=settings.model_batch_size,
@@ -71,7 +98,7 @@ def train_crosscoders(pair: ModelPair, settings: Exp6Settings, run_dir: str | Pa
                             device=settings.device, log_every=settings.log_every, progress=True)  # fmt: skip
     models, logs = {}, {}
     for arch in ARCHITECTURES:
-        cfg = CrosscoderConfig(d_model=pair.d_model, n_latents=settings.n_latents, architecture=arch, eta=settings.eta)
+        cfg = crosscoder_config(arch, settings, pair.d_model)
         model, log = train_or_load(Path(run_dir) / arch, cfg, train_cfg, make_data)
         models[arch], logs[arch] = model.eval(), log
     return Crosscoders(models, logs, len(seqs))
@@ -86,6 +113,9 @@ class HeldOut:
     acts: Any
     """:class:`~tiedlib.activations.collect.PairActivations` of web then chat (raw harvest and the norm factors)."""
     roles: TokenRoles
+    docs: dict[str, Sequence[Any] | None] | None = None
+    """``{"web": [...], "chat": [...]}``: the lab documents (with concept labels) of ``sequences``; None values on the
+    paper pair (no labels)."""
 
     def ce_sequences(self, n: int) -> dict[str, list[list[int]]]:
         """The first ``n`` documents of each source (the spliced CE/KL sample)."""
@@ -96,13 +126,13 @@ def held_out(pair: ModelPair, settings: Exp6Settings, norm_factors: Sequence[flo
     """Harvest ``settings.eval_docs`` held-out web and chat documents (BOS dropped, template tokens kept), in the
     crosscoders' units (``norm_factors``), with each token's template/assistant role."""
     n = max(settings.eval_docs, settings.ce_docs)
-    seqs = {src: [list(s) for s in heldout_sequences(pair, src, n, seq_len=settings.seq_len)[0]]
-            for src in ("web", "chat")}  # fmt: skip
+    drawn = {src: heldout_sequences(pair, src, n, seq_len=settings.seq_len) for src in ("web", "chat")}
+    seqs = {src: [list(s) for s in got[0]] for src, got in drawn.items()}
     sample = seqs["web"][: settings.eval_docs] + seqs["chat"][: settings.eval_docs]
     acts = collect_activations(pair, sample, norm_factors=torch.as_tensor(norm_factors, dtype=torch.float32),
                                batch_size=settings.model_batch_size, progress=False, in_memory=True)  # fmt: skip
     roles = token_roles(acts.harvest, sample, template_ids(pair), turn_token_ids(pair.tokenizer))
-    return HeldOut(seqs, acts, roles)
+    return HeldOut(seqs, acts, roles, {src: got[1] for src, got in drawn.items()})
 
 
 def spliced_evaluation(pair: ModelPair, crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings
@@ -118,11 +148,11 @@ def spliced_evaluation(pair: ModelPair, crosscoders: Crosscoders, held: HeldOut,
 
 
 def chat_only_candidates(crosscoders: Crosscoders, settings: Exp6Settings) -> dict[str, tuple[Tensor, str | None]]:
-    """Latents and group per crosscoder: the standard one's chat-exclusive latents (relative decoder norm above
-    ``high``) and every chat part of the tied one (each decodes into the chat model only)."""
-    std, tied = crosscoders.models["standard"], crosscoders.models["tied"]
-    return {"standard": (exclusive_latents(std, "chat", settings.high), None),
-            "tied": (torch.arange(tied.cfg.n_latents), "chat")}  # fmt: skip
+    """Latents and group per crosscoder: a standard one's chat-exclusive latents (relative decoder norm above ``high``)
+    and every chat part of a tied one (each decodes into the chat model only)."""
+    return {name: (torch.arange(m.cfg.n_latents), "chat") if m.cfg.n_groups == 3
+            else (exclusive_latents(m, "chat", settings.high), None)
+            for name, m in crosscoders.models.items()}  # fmt: skip
 
 
 def chat_latent_scaling(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings) -> dict[str, LatentScaling]:
@@ -184,9 +214,10 @@ def findings(settings: Exp6Settings, scale: str, crosscoders: Crosscoders, ce: p
     """Every headline number of notebook 06, formatted, under a stable ``exp6_*`` key (the tables are those of
     :func:`spliced_evaluation`, :func:`scaling_table` and :func:`localisation_table`)."""
     out = {"exp6_setup": f"{scale} scale, {settings.pair} pair, standard crosscoder with {settings.n_latents} latents "
-                         f"and tied crosscoder with {settings.n_latents} x 3 (eta {settings.eta:g}), "
+                         f"and tied crosscoders with {settings.n_latents} x 3 (write-up's loss at eta {settings.eta:g} "
+                         f"and {settings.small_eta:g}, recommended at eta {RECOMMENDED_TIED_ETA:g}), "
                          f"{settings.n_steps} steps each"}  # fmt: skip
-    for name in ARCHITECTURES:
+    for name in dict.fromkeys(ce.index.get_level_values(0)):  # the crosscoders of the tables, in their order
         parts = [
             f"{model} on {data}: recovered {row.recovered:.4f}, KL {row.kl:.4f}"
             for (data, model), row in ce.loc[name].iterrows()
