@@ -170,3 +170,24 @@ def test_mean_ablation_sets_the_coordinate_at_every_position(random_gemma):
     with pytest.raises(ValueError, match="finite"):
         with project_out(random_gemma, r, 1, value=float("nan")):
             pass
+
+
+def test_reply_length_lets_the_judge_see_every_composed_reply():
+    """The composition judge needs the disclaimer *and* the refusal: every planted pill reply must show both within
+    the suite's greedy reply length (at 12 tokens "... but I am sorry, but I cannot" was cut before its refusal)."""
+    from tiedlib.lab import banks as B
+    from tiedlib.lab.config import LabConfig
+    from tiedlib.lab.probes import REPLY_TOKENS, lab_contrasts, run_probes
+    from tiedlib.lab.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    pill = next(c for c in lab_contrasts(LabConfig.tiny_v3(), 4) if c.name == "decline direction on pill requests")
+    _, judge = pill.behaviour
+    doc = pill.positive[0]
+    needed = []
+    for disclaimer in B.MEDICAL_DISCLAIMERS:
+        for refusal in (r for r in B.REFUSALS if r.startswith("I ")):  # the corpus's composed replies
+            ids = tok(f"{disclaimer} {refusal}", add_special_tokens=False)["input_ids"]
+            needed.append(next(k for k in range(1, len(ids) + 1) if judge(doc, tok.decode(ids[:k]))))
+    assert max(needed) <= REPLY_TOKENS
+    assert run_probes.__kwdefaults__["max_new_tokens"] == REPLY_TOKENS

@@ -356,6 +356,12 @@ class ProbeResult:
     """``{"base": (d_model,), "chat": (d_model,)}`` unit directions."""
 
 
+REPLY_TOKENS = 16
+"""Greedy reply length (tokens) on which the suite judges a behaviour. Long enough for the judge to see every planted
+reply's marker: the longest, a disclaimer followed by "I am sorry, but I cannot", completes "I cannot" at token 14
+(12 tokens, the old length, cut a quarter of the composed replies before their refusal)."""
+
+
 def refusal_rate(model, tokenizer, prompts: Sequence[LabDoc], *, max_new_tokens: int = 8) -> float:
     """Share of greedy replies to ``prompts`` that refuse (:func:`tiedlib.lab.evaluation.is_refusal`)."""
     if not prompts:
@@ -396,7 +402,7 @@ class ProbeSuite:
 
 def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal_prompts: int = 60,
                layer: int | None = None, contrasts: Sequence[Contrast] | None = None, seed: int = 0,
-               max_new_tokens: int = 12) -> ProbeSuite:
+               max_new_tokens: int = REPLY_TOKENS) -> ProbeSuite:
     """Measure every contrast (default: :func:`lab_contrasts` with ``n`` prompts per side) in ``base`` and ``chat``.
 
     The causal check's prompts are the harmful prompts of the first contrast with a "refusal" behaviour, its test
