@@ -35,6 +35,51 @@ class ModelPair:
     config: Any = None
     """Where the pair came from: the :class:`tiedlib.lab.LabConfig` of a lab pair, or the Hub ids of a paper pair."""
 
+    @property
+    def fingerprint(self) -> str:
+        """A stable string naming the source of this pair's activations (see :func:`pair_fingerprint`).
+
+        Run folders record it (``train_or_load(..., source=pair.fingerprint)``), so a crosscoder trained on one pair
+        is never silently loaded for another that shares its name: e.g. ``"tiny"`` built with another
+        ``TIEDLIB_LAB_SEED``, or Gemma read at another layer or in another dtype.
+        """
+        dtype = getattr(self.base_hf, "dtype", None)
+        return pair_fingerprint(self.name, self.layer, config=self.config, dtype=dtype, d_model=self.d_model)
+
+
+def pair_fingerprint(name: str, layer: int, *, config: Any = None, dtype: Any = None, d_model: int | None = None
+                     ) -> str:  # fmt: skip
+    """The :attr:`ModelPair.fingerprint` of a pair, computed without loading it (the command line's check).
+
+    * lab pair (``config`` has a ``hash()``: a :class:`tiedlib.lab.LabConfig`, the key of its cache folder, which
+      changes with every field, e.g. ``TIEDLIB_LAB_SEED``): ``"<name>|lab=<hash>|layer=<layer>"``; lab pairs are
+      always float32, so no dtype.
+    * Hugging Face pair (``config`` a ``{"base": repo, "chat": repo}`` dict, plus ``"revision"`` when one was asked
+      for): ``"<name>|base=<repo>|chat=<repo>[|revision=<rev>]|layer=<layer>|dtype=<dtype>"``. :func:`load_pair`
+      loads the Hub's default revision, so none is recorded then.
+    * anything else (a pair built by hand, without a config): ``"<name>|unrecorded|layer=<layer>|d_model=<d>"``, as
+      much as is known.
+
+    ``name`` is kept because pairs with one config can differ (the colour toy's fine-tunes carry their source's
+    LabConfig). ``dtype`` is a ``torch.dtype`` or its name (``None``: not recorded).
+    """
+    parts = [name]
+    if hasattr(config, "hash"):
+        parts += [f"lab={config.hash()}", f"layer={layer}"]
+        return "|".join(parts)
+    if isinstance(config, dict) and "base" in config and "chat" in config:
+        parts += [f"base={config['base']}", f"chat={config['chat']}"]
+        if config.get("revision"):
+            parts.append(f"revision={config['revision']}")
+    else:
+        parts.append("unrecorded")
+    parts.append(f"layer={layer}")
+    if config is None or not isinstance(config, dict):
+        parts.append(f"d_model={d_model}")
+    if dtype is not None:
+        parts.append(f"dtype={str(dtype).removeprefix('torch.')}")
+    return "|".join(parts)
+
 
 PAPER_PAIRS: dict[str, tuple[str, str, int]] = {
     "gemma-2-2b": ("google/gemma-2-2b", "google/gemma-2-2b-it", 14),

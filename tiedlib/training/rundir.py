@@ -5,6 +5,8 @@ A run directory holds::
     config.json, model.safetensors        final weights (+ normalisation factors in the config)
     train_config.json, trainer_state.pt   optimiser, scheduler, step, RNG states, data position
     metrics.jsonl                         one JSON line per logged step (and per evaluation: "eval/..." keys)
+    source.json                           the model pair the activations came from (``ModelPair.fingerprint``),
+                                          when the caller names it (``train_or_load(..., source=...)``)
     checkpoints/step_XXXXXXX/             the same files, by step count or elapsed time (TrainConfig)
 
 Each checkpoint is written into a temporary folder and renamed into place, so a run killed while writing one
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ TRAIN_CONFIG_NAME = "train_config.json"
 STATE_NAME = "trainer_state.pt"
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+SOURCE_NAME = "source.json"
 
 
 def rng_state() -> dict[str, Any]:
@@ -142,3 +146,42 @@ def checkpoint_nbytes(n_params: int, param_bytes: int = 4) -> int:
     A paper-shape tied crosscoder (d_model 2304, 3 x 16,384 latents: 302M parameters) makes 3.6 GB.
     """
     return 3 * n_params * param_bytes
+
+
+def write_source(run_dir: str | Path, source: str) -> None:
+    """Record in ``run_dir`` the source of the activations its run trains on (``{"source": ...}`` in
+    :data:`SOURCE_NAME`), atomically: written to a temporary name and renamed into place, like the final files."""
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source must be a non-empty string (a ModelPair.fingerprint), got {source!r}")
+    path = Path(run_dir) / SOURCE_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"source": source}) + "\n")
+    tmp.replace(path)
+
+
+def read_source(run_dir: str | Path) -> str | None:
+    """The source recorded by :func:`write_source` in ``run_dir``, or None when there is no record (a run from
+    before records existed, or one whose caller named no source)."""
+    path = Path(run_dir) / SOURCE_NAME
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["source"]
+
+
+def check_source(run_dir: str | Path, source: str | None) -> None:
+    """Refuse to continue or load the run in ``run_dir`` for activations of another source than it was trained on.
+
+    ``source`` None checks nothing. A run folder without a record loads as before, with a warning.
+
+    Raises:
+        ValueError: ``run_dir`` records another source (the message names both and the folder).
+    """
+    if source is None:
+        return
+    recorded = read_source(run_dir)
+    if recorded is None:
+        warnings.warn(f"{run_dir} has no {SOURCE_NAME} (a run from before sources were recorded), so it cannot be "
+                      f"checked that it was trained on pair {source!r}; using it unchecked", stacklevel=3)
+    elif recorded != source:
+        raise ValueError(f"{run_dir} was trained on pair {recorded!r}, this call asks for pair {source!r}; use "
+                         "another run_dir or delete it")
