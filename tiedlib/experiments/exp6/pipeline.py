@@ -89,7 +89,8 @@ def train_crosscoders(pair: ModelPair, settings: Exp6Settings, run_dir: str | Pa
     """Train (or load from ``run_dir/<name>``) every crosscoder of :data:`ARCHITECTURES` on ``settings.train_docs``
     documents of the pair's training mix (BOS dropped, template tokens kept, as in the public runs), with the same
     data, steps and optimiser settings. The activations are harvested once, on the first training that needs them;
-    loading finished runs harvests nothing."""
+    loading finished runs harvests nothing. Each run folder records the pair's fingerprint, and a run trained on another
+    pair is refused (:func:`tiedlib.training.train_or_load`)."""
     seqs = training_sequences(pair, settings.train_docs, web_fraction=settings.web_fraction, seq_len=settings.seq_len,
                               seed=settings.seed)  # fmt: skip
     make_data = training_data(pair, seqs, batch_size=settings.batch_size, model_batch_size=settings.model_batch_size,
@@ -99,7 +100,7 @@ def train_crosscoders(pair: ModelPair, settings: Exp6Settings, run_dir: str | Pa
     models, logs = {}, {}
     for arch in ARCHITECTURES:
         cfg = crosscoder_config(arch, settings, pair.d_model)
-        model, log = train_or_load(Path(run_dir) / arch, cfg, train_cfg, make_data)
+        model, log = train_or_load(Path(run_dir) / arch, cfg, train_cfg, make_data, source=pair.fingerprint)
         models[arch], logs[arch] = model.eval(), log
     return Crosscoders(models, logs, len(seqs))
 
