@@ -27,7 +27,7 @@ from tiedlib.crosscoders.crosscoder import WrittenTiedCrosscoder, recommended_ti
 from tiedlib.experiments.exp1 import data as data_mod  # noqa: E402
 from tiedlib.experiments.exp1 import figures  # noqa: E402
 
-PAIR = SimpleNamespace(name="toy", layer=3, d_model=16)
+PAIR = SimpleNamespace(name="toy", layer=3, d_model=16, fingerprint="toy|layer=3")
 
 
 def _settings(**overrides):

@@ -13,7 +13,7 @@ import torch
 from tests.helpers import random_rows
 from tiedlib.config import CrosscoderConfig, TrainConfig
 from tiedlib.lab import LabConfig
-from tiedlib.pairs import ModelPair, pair_fingerprint
+from tiedlib.pairs import ModelPair, pair_fingerprint, pair_source
 from tiedlib.training.cached import train_or_load
 from tiedlib.training.rundir import SOURCE_NAME, list_checkpoints, read_source
 
@@ -84,3 +84,16 @@ def test_fingerprints_tell_lab_seeds_layers_and_dtypes_apart():
     assert bf16 == "gemma-2-2b|base=google/gemma-2-2b|chat=google/gemma-2-2b-it|layer=14|dtype=bfloat16"
     assert bf16 != pair_fingerprint("gemma-2-2b", 14, config=hub, dtype="float32")
     assert bf16 != pair_fingerprint("gemma-2-2b", 14, config={**hub, "revision": "abc"}, dtype=torch.bfloat16)
+
+
+def test_pair_source_is_the_fingerprint_load_pair_gives(monkeypatch):
+    from tiedlib.lab.config import SEED_ENV
+
+    monkeypatch.delenv(SEED_ENV, raising=False)
+    smoke = LabConfig.smoke()
+    assert pair_source("smoke") == pair_fingerprint("smoke", smoke.model.num_layers // 2, config=smoke)
+    monkeypatch.setenv(SEED_ENV, "7")  # another lab seed: another pair behind the same name
+    assert pair_source("smoke") != pair_fingerprint("smoke", smoke.model.num_layers // 2, config=smoke)
+    assert pair_source("gemma-2-2b", device="cpu").endswith("|layer=14|dtype=float32")
+    with pytest.raises(ValueError, match="unknown model pair"):
+        pair_source("nope")

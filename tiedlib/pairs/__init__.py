@@ -89,6 +89,29 @@ LAB_PAIRS = ("tiny", "smoke")
 """Offline lab pairs (:mod:`tiedlib.lab` presets); their default layer is the middle one."""
 
 
+def pair_source(name: str = "tiny", *, layer: int | None = None, device: Any = "cpu", dtype: Any = None,
+                lab_config: Any = None) -> str:
+    """The :attr:`ModelPair.fingerprint` that :func:`load_pair` called with these arguments gives, without loading
+    the models (a lab pair's config comes from :meth:`tiedlib.lab.LabConfig.from_name`, so ``TIEDLIB_LAB_SEED``
+    counts). For code that checks a run folder before (or instead of) loading the pair.
+
+    Raises:
+        ValueError: unknown name, or ``lab_config`` given for a paper pair.
+    """
+    if name in LAB_PAIRS:
+        from tiedlib import lab
+
+        cfg = lab_config if lab_config is not None else lab.LabConfig.from_name(name)
+        return pair_fingerprint(name, cfg.model.num_layers // 2 if layer is None else layer, config=cfg)
+    if name in PAPER_PAIRS:
+        if lab_config is not None:
+            raise ValueError("lab_config applies to lab pairs only")
+        base_id, chat_id, default_layer = PAPER_PAIRS[name]
+        return pair_fingerprint(name, default_layer if layer is None else layer,
+                                config={"base": base_id, "chat": chat_id}, dtype=resolve_dtype(dtype, device))
+    raise ValueError(f"unknown model pair {name!r}; choose one of {available_pairs()}")
+
+
 class PairUnavailableError(RuntimeError):
     """A model pair cannot be loaded here (no Hub access, gated model without a token, missing files)."""
 

@@ -32,7 +32,8 @@ class TrainingData:
     """The training mix of both crosscoders (the tied one and the standard baseline train on the same data)."""
 
     pair: Any
-    """The :class:`tiedlib.pairs.ModelPair` (only ``name``, ``layer`` and ``d_model`` are read here)."""
+    """The :class:`tiedlib.pairs.ModelPair` (only ``name``, ``layer``, ``d_model`` and ``fingerprint`` are read here;
+    the crosscoders' run folders record the fingerprint, so they are never loaded for another pair)."""
     settings: Exp1Settings
     sequences: Sequence[Sequence[int]]
     """Token ids of every training sequence, BOS first."""

@@ -49,7 +49,7 @@ def _train_or_checkpoint(checkpoint: str | None, run_dir: Path, cfg: CrosscoderC
         if model.cfg.needs_norm_factors and model.cfg.norm_factors is None:
             set_estimated_norm_factors(model, data)
     else:
-        model, log = train_or_load(run_dir, cfg, train_cfg, data.make_data)
+        model, log = train_or_load(run_dir, cfg, train_cfg, data.make_data, source=data.pair.fingerprint)
     model.eval()
     return model, log
 

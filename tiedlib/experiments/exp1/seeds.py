@@ -85,7 +85,8 @@ def seed_runs(data: TrainingData, samples: HeldOutSamples, run_dir: str | Path) 
     for seed in s.seeds:
         model, _ = train_crosscoder(folder / f"seed{seed}", data.activations(), architecture="tied",
                                     n_latents=s.n_latents, n_steps=s.seed_steps, batch_size=s.batch_size, lr=s.lr,
-                                    l1_coeff=s.l1_coeff, eta=s.eta, seed=seed, device=s.device)  # fmt: skip
+                                    l1_coeff=s.l1_coeff, eta=s.eta, seed=seed, device=s.device,
+                                    source=data.pair.fingerprint)  # fmt: skip
         model.eval()
         with torch.no_grad():
             held.append(evaluate(model, samples.mix.batches()))

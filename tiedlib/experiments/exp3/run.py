@@ -48,6 +48,7 @@ from tiedlib.experiments.exp3.sources import (
     prompt_suffixes,
     tokenize_prompts,
 )
+from tiedlib.training.rundir import check_source, write_source
 
 
 class Exp3Data(NamedTuple):
@@ -120,7 +121,7 @@ def run_lab(settings: Exp3Settings, out_dir: str | Path, *, progress: bool = Fal
     """Lab pair: train (or reload) one SAE per model on its own activations and read the lab's held-out prompt sets
     (raises ValueError when a set has fewer than ``settings.min_questions`` distinct questions)."""
     from tiedlib import lab
-    from tiedlib.pairs import wrap
+    from tiedlib.pairs import pair_fingerprint, wrap
 
     cfg = lab.LabConfig.from_name(settings.pair)
     lab.build(cfg, progress=progress)
@@ -138,12 +139,13 @@ def run_lab(settings: Exp3Settings, out_dir: str | Path, *, progress: bool = Fal
     ends = {k: end_of_prompt_lengths(v, [suffix["forum" if k in ("cannot", "can") else "chat"]])
             for k, v in seqs.items()}
     out_dir = Path(out_dir)
+    source = pair_fingerprint(settings.pair, layer, config=cfg)  # the lab hash: TIEDLIB_LAB_SEED changes it
     sums: dict[str, dict[str, SetSums]] = {pos: {} for pos in POSITIONS}
     stats = {}
     for name, hf in hf_models.items():
         model = wrap(hf, tok)
         acts = collect_tokens(model, mix, layer, batch_size=settings.harvest_batch_size)
-        sae = _train_or_load(settings, acts, out_dir / f"sae_{name}", layer)
+        sae = _train_or_load(settings, acts, out_dir / f"sae_{name}", layer, source=source)
         stats[name] = {**sae_metrics(sae, acts), "n_train_tokens": acts.shape[0], "d_sae": sae.cfg.d_sae}
         by_set = {k: position_sums(model, sae, v, layer, ends[k], batch_size=settings.harvest_batch_size)
                   for k, v in seqs.items()}
@@ -169,18 +171,28 @@ def lab_forum_render(cfg: Any, tok: Any) -> Callable[[str], list[int]]:
     return render
 
 
-def _train_or_load(settings: Exp3Settings, acts: torch.Tensor, folder: Path, layer: int) -> Any:
-    """Reload the SAE in ``folder`` if it was trained with the same settings, else train and save it."""
+def _train_or_load(settings: Exp3Settings, acts: torch.Tensor, folder: Path, layer: int, *,
+                   source: str | None = None) -> Any:  # fmt: skip
+    """Reload the SAE in ``folder`` if it was trained with the same settings, else train and save it.
+
+    ``source`` (the lab pair's :func:`~tiedlib.pairs.pair_fingerprint`) is recorded next to the SAE
+    (:func:`tiedlib.training.rundir.write_source`); an SAE trained on another pair that shares the name (e.g. another
+    ``TIEDLIB_LAB_SEED``) raises ValueError instead of being reloaded, one without a record reloads with a warning.
+    """
+
     keys = ("pair", "n_mix_docs", "web_fraction", "d_sae_multiple", "l1_coefficient", "train_samples",
             "sae_batch_size", "sae_lr", "seed")
     wanted = {**{k: asdict(settings)[k] for k in keys}, "layer": layer}
     marker = folder / "tiedlib_settings.json"
     if marker.exists() and json.loads(marker.read_text()) == wanted:
+        check_source(folder, source)
         return load_sae(folder, device=settings.device)
     sae = train_sae(acts, d_sae=settings.d_sae_multiple * acts.shape[1], l1_coefficient=settings.l1_coefficient,
                     total_samples=settings.train_samples, batch_size=settings.sae_batch_size, lr=settings.sae_lr,
                     seed=settings.seed, device=settings.device)
     save_sae(sae, folder)
+    if source is not None:
+        write_source(folder, source)
     marker.write_text(json.dumps(wanted))
     return load_sae(folder, device=settings.device)
 

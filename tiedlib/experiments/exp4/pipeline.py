@@ -64,7 +64,7 @@ def standard_crosscoder(settings: Exp4Settings, run_dir: str | Path) -> Standard
     crosscoder, metrics = train_crosscoder(
         run_dir, acts, architecture="standard", n_latents=settings.n_latents, n_steps=settings.n_steps,
         batch_size=settings.batch_size, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
-        device=settings.device)
+        device=settings.device, source=pair.fingerprint)
     return StandardRun(crosscoder, metrics, data)
 
 

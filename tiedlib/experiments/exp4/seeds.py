@@ -15,7 +15,7 @@ import pandas as pd
 
 from tiedlib.activations.collect import PairActivations, collect_activations
 from tiedlib.analysis.stats import INCONCLUSIVE, Interval, t_interval, verdict
-from tiedlib.pairs import load_pair, training_sequences
+from tiedlib.pairs import load_pair, pair_source, training_sequences
 from tiedlib.training import train_crosscoder
 
 from .dead import alive_latents, heldout_sample
@@ -168,13 +168,14 @@ def seed_runs(settings: Exp4Settings, run_dir: str | Path, heldout: Sequence | N
     if settings.checkpoint is not None:
         raise ValueError(f"settings analyse the released checkpoint {settings.checkpoint}: seed runs need training")
     acts = harvest(settings)
+    source = pair_source(settings.pair, layer=settings.layer, device=settings.device)  # the pair harvest() loads
     heldout = heldout_sample(settings) if heldout is None else heldout
     stats, decoders, dead = [], [], []
     for seed in settings.seeds:
         crosscoder, _ = train_crosscoder(
             Path(run_dir) / f"seed{seed}", acts, architecture="standard", n_latents=settings.n_latents,
             n_steps=settings.seed_steps, batch_size=settings.batch_size, lr=settings.lr, l1_coeff=settings.l1_coeff,
-            seed=seed, device=settings.device)  # fmt: skip
+            seed=seed, device=settings.device, source=source)  # fmt: skip
         alive = alive_latents(crosscoder, heldout)
         r = crosscoder.relative_decoder_norm().detach().cpu()
         stats.append(panel_stats(max_cosine_panels(crosscoder.W_dec, r, settings, alive=alive.mask)))
