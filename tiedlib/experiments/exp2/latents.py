@@ -52,21 +52,23 @@ ARCHITECTURES = ("standard", "tied", "recommended")
 recommended tied configuration (:func:`tiedlib.crosscoders.crosscoder.recommended_tied`)."""
 
 
-def train(settings: Exp2Settings, run_dir: str | Path, acts: Activations, architecture: str
-          ) -> tuple[Any, list[dict]]:
+def train(settings: Exp2Settings, run_dir: str | Path, acts: Activations, architecture: str, *,
+          source: str | None = None) -> tuple[Any, list[dict]]:  # fmt: skip
     """Train (or load, when ``run_dir`` holds the finished run) a crosscoder on ``acts`` with the crosscoder settings
     of ``settings``: ``"standard"`` or ``"tied"`` (the write-up's, :func:`tiedlib.training.train_crosscoder`), or
     ``"recommended"``: the write-up's tied crosscoder trained with the written-disagreement penalty at eta
     :data:`~tiedlib.crosscoders.crosscoder.RECOMMENDED_TIED_ETA` (``shared_penalty="written"``, the configuration of
     :func:`~tiedlib.crosscoders.crosscoder.recommended_tied`), with the same data, steps, batch size, learning rate,
-    L1 coefficient and seed."""
+    L1 coefficient and seed. ``source``: the fingerprint of the toy pair ``acts`` came from
+    (``toy.pair(base, chat).fingerprint``), recorded and checked in ``run_dir``
+    (:func:`tiedlib.training.train_or_load`); None checks nothing."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
     if architecture != "recommended":
         return train_crosscoder(run_dir, acts, architecture=architecture, n_latents=settings.n_latents,
                                 n_steps=settings.n_steps, batch_size=settings.batch_size, lr=settings.lr,
                                 l1_coeff=settings.l1_coeff, eta=settings.eta, seed=settings.seed,
-                                device=settings.device)  # fmt: skip
+                                device=settings.device, source=source)  # fmt: skip
     cc_cfg = CrosscoderConfig(d_model=acts.d_model, n_latents=settings.n_latents, architecture="tied",
                               eta=RECOMMENDED_TIED_ETA, shared_penalty="written")  # fmt: skip
     # The same training settings as train_crosscoder gives the other two.
@@ -75,7 +77,8 @@ def train(settings: Exp2Settings, run_dir: str | Path, acts: Activations, archit
     with warnings.catch_warnings():
         for message in EPOCH_WARNINGS:  # the data is repeated on purpose (as train_crosscoder does)
             warnings.filterwarnings("ignore", message=message)
-        return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(settings.batch_size, seed=settings.seed))
+        return train_or_load(run_dir, cc_cfg, train_cfg, lambda: acts.batches(settings.batch_size, seed=settings.seed),
+                             source=source)
 
 
 def final_metrics(metrics: Sequence[dict], keys: Sequence[str] = ("explained_variance", "l0"),

@@ -96,9 +96,13 @@ class ColourRun:
 
 
 def train_colour_crosscoders(seqs: Sequence[Sequence[int]], acts: Activations, settings: Exp5Settings,
-                             results: str | Path, variants: dict[str, str]) -> ColourRun:  # fmt: skip
+                             results: str | Path, variants: dict[str, str], *,
+                             source: str | None = None) -> ColourRun:  # fmt: skip
     """Train (or load) one tied crosscoder per ``variants`` entry (label -> variant, in order) on the normalised
-    colour activations, in ``results/colour/<variant>/``, with ``colour_n_latents`` triples and ``colour_eta``."""
+    colour activations, in ``results/colour/<variant>/``, with ``colour_n_latents`` triples and ``colour_eta``.
+    ``source``: the fingerprint of the toy pair the activations came from (``toy.pair("no-swap",
+    "half-swap").fingerprint``: the fine-tunes' names and their source pair's config), recorded and checked in the
+    run folders, so that colour crosscoders of another lab pair (e.g. another ``TIEDLIB_LAB_SEED``) are not loaded."""
     train_cfg = colour_train_config(settings)
     models = {}
     for label, variant in variants.items():
@@ -107,7 +111,8 @@ def train_colour_crosscoders(seqs: Sequence[Sequence[int]], acts: Activations, s
         with warnings.catch_warnings():  # the colour data repeats for as many epochs as training needs
             for message in EPOCH_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            models[label], _ = train_or_load(Path(results) / "colour" / variant, cfg, train_cfg, make_data)
+            models[label], _ = train_or_load(Path(results) / "colour" / variant, cfg, train_cfg, make_data,
+                                             source=source)  # fmt: skip
         models[label].eval()
     return ColourRun(seqs=[list(s) for s in seqs], acts=acts, variants=dict(variants), models=models,
                      train_cfg=train_cfg, n_latents=settings.colour_n_latents)  # fmt: skip

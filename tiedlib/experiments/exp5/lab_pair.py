@@ -49,6 +49,9 @@ class LabData:
     """Training sequences (harvested when ``make_data`` is first called)."""
     make_data: Callable[[], Iterator[Tensor]]
     """Returns an iterator of normalised ``(batch_size, 2, d_model)`` batches."""
+    source: str | None = None
+    """The pair's :attr:`~tiedlib.pairs.ModelPair.fingerprint`, recorded and checked in the run folders (None: not
+    checked)."""
 
 
 def lab_training_data(pair: ModelPair, settings: Exp5Settings) -> LabData:
@@ -58,7 +61,7 @@ def lab_training_data(pair: ModelPair, settings: Exp5Settings) -> LabData:
     make_data = training_data(pair, seqs, batch_size=settings.batch_size, model_batch_size=settings.model_batch_size,
                               in_memory=is_lab(pair))  # fmt: skip
     return LabData(pair_name=pair.name, layer=pair.layer, d_model=pair.d_model, n_sequences=len(seqs),
-                   make_data=make_data)  # fmt: skip
+                   make_data=make_data, source=pair.fingerprint)  # fmt: skip
 
 
 @dataclass
@@ -90,7 +93,8 @@ def train_lab_crosscoders(data: LabData, settings: Exp5Settings, results: str | 
     models, logs = {}, {}
     for label, variant in variants.items():
         cfg = variant_config(variant, data.d_model, settings.n_latents, eta=settings.eta)
-        models[label], logs[label] = train_or_load(Path(results) / variant, cfg, train_cfg, data.make_data)
+        models[label], logs[label] = train_or_load(Path(results) / variant, cfg, train_cfg, data.make_data,
+                                                   source=data.source)  # fmt: skip
         models[label].eval()
     return LabRun(data=data, n_latents=settings.n_latents, eta=settings.eta, variants=variants, models=models,
                   logs=logs)  # fmt: skip

@@ -119,6 +119,9 @@ class ControlData:
     """The harvest's ``(2,)`` normalisation factors (recorded in the crosscoders' configs)."""
     mean_norm: float
     """Mean row norm before planting (the unit of ``scale``)."""
+    source: str | None = None
+    """The :attr:`~tiedlib.pairs.ModelPair.fingerprint` of the pair the rows were harvested from, recorded and
+    checked in the crosscoders' run folders (None: synthetic rows, or not checked)."""
 
     def make_data(self, batch_size: int, *, seed: int = 0) -> Callable[[], Iterator[Tensor]]:
         """A ``make_data()`` for :func:`train_or_load`: shuffled rows, epochs repeated as training asks."""
@@ -140,16 +143,17 @@ class ControlData:
 
 
 def control_data(rows: Float[Tensor, "n_tokens 2 d_model"], cs: ControlSettings,
-                 norm_factors: Tensor | None = None) -> ControlData:  # fmt: skip
+                 norm_factors: Tensor | None = None, *, source: str | None = None) -> ControlData:  # fmt: skip
     """Plant ``d`` in normalised ``rows`` (e.g. ``PairActivations.normalized``) as ``cs`` says: sets of ``cs.rate``
     with ``cs.overlap``, magnitude ``cs.scale`` times the mean row norm (spread ``cs.spread``), ``d`` orthogonal to
-    the top ``cs.avoid_top`` principal directions."""
+    the top ``cs.avoid_top`` principal directions. ``source``: the fingerprint of the pair ``rows`` came from
+    (:attr:`ControlData.source`)."""
     mean_norm = float(rows.norm(dim=-1).mean())
     planted = planted_sets(rows.shape[0], rate=cs.rate, overlap=cs.overlap, scale=cs.scale * mean_norm,
                            spread=cs.spread, seed=cs.seed)  # fmt: skip
     direction = planted_direction(rows, avoid_top=cs.avoid_top, seed=cs.seed)
     return ControlData(rows=inject(rows, planted, direction), planted=planted, direction=direction,
-                       norm_factors=norm_factors, mean_norm=mean_norm)  # fmt: skip
+                       norm_factors=norm_factors, mean_norm=mean_norm, source=source)  # fmt: skip
 
 
 def pair_control_rows(pair: ModelPair, cs: ControlSettings, *, seq_len: int = 1024,

@@ -69,14 +69,15 @@ def control_key(cs: ControlSettings) -> str:
 def train_control_crosscoders(data: ControlData, cs: ControlSettings, results: str | Path, *, device: str = "cpu",
                               log_every: int = 100) -> dict[str, Any]:  # fmt: skip
     """Train (or load) the three crosscoders of :data:`MODELS` on ``data`` in ``results/control-<hash>/<name>/``,
-    the hash naming the planting settings so that a changed control never loads an old run. Returns label -> model
-    (eval mode)."""
+    the hash naming the planting settings so that a changed control never loads an old run, and ``data.source`` (the
+    pair the rows came from) recorded and checked in each folder. Returns label -> model (eval mode)."""
     tcfg = TrainConfig(n_steps=cs.n_steps, lr=cs.lr, l1_coeff=cs.l1_coeff, seed=cs.seed, device=device,
                        log_every=log_every, progress=False)  # fmt: skip
     models = {}
     for label, cfg in control_configs(data.rows.shape[-1], cs).items():
         run_dir = Path(results) / f"control-{control_key(cs)}" / MODELS[label]
-        models[label], _ = train_or_load(run_dir, cfg, tcfg, data.make_data(cs.batch_size, seed=cs.seed))
+        models[label], _ = train_or_load(run_dir, cfg, tcfg, data.make_data(cs.batch_size, seed=cs.seed),
+                                         source=data.source)  # fmt: skip
         models[label].eval()
     return models
 
@@ -330,13 +331,16 @@ class ControlRun:
 
 
 def run_control(rows: Float[Tensor, "n_tokens 2 d_model"], norm_factors: Tensor | None, cs: ControlSettings,
-                results: str | Path, *, device: str = "cpu", log_every: int = 100) -> ControlRun:  # fmt: skip
+                results: str | Path, *, device: str = "cpu", log_every: int = 100,
+                source: str | None = None) -> ControlRun:  # fmt: skip
     """For each seed of ``cs.seeds``: plant ``d`` in ``rows`` (:func:`control_data`), train the three crosscoders
-    (:func:`train_control_crosscoders`) and measure them (:func:`measure_control`); only the measurements are kept."""
+    (:func:`train_control_crosscoders`) and measure them (:func:`measure_control`); only the measurements are kept.
+    ``source``: the :attr:`~tiedlib.pairs.ModelPair.fingerprint` of the pair ``rows`` were harvested from (pass
+    ``pair.fingerprint``), recorded and checked in the run folders."""
     out, summaries = {}, {}
     for seed in cs.seeds:
         one = replace(cs, seed=seed)
-        data = control_data(rows, one, norm_factors)
+        data = control_data(rows, one, norm_factors, source=source)
         models = train_control_crosscoders(data, one, results, device=device, log_every=log_every)
         out[seed] = measure_control(models, data, threshold=cs.threshold, exclusive_below=cs.exclusive_below)
         summaries[seed] = data.summary()

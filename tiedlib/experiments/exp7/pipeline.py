@@ -83,7 +83,8 @@ def train_models(pair: ModelPair, settings: Exp7Settings, run_dir: str | Path) -
     train_cfg = TrainConfig(n_steps=settings.n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
                             device=settings.device, log_every=settings.log_every, progress=True)  # fmt: skip
     tied, log = train_or_load(Path(run_dir) / "tied", cfg, train_cfg,
-                              lambda: acts.batches(settings.batch_size, seed=settings.seed))  # fmt: skip
+                              lambda: acts.batches(settings.batch_size, seed=settings.seed),
+                              source=pair.fingerprint)  # fmt: skip
     saes, fits = {}, {}
     for name, m in SIDES.items():
         rows = (b[:, m] for b in acts.batches(settings.batch_size, seed=settings.seed + 1 + m))
