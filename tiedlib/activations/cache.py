@@ -2,7 +2,8 @@
 
 Layout of a cache folder::
 
-    manifest.json                 the header (pair, layer, d_model, dataset, tokenizer hash, dtype, shard plan) and,
+    manifest.json                 the header (pair, layer, d_model, dataset, tokenizer hash, dtype, shard plan, and
+                                  the pair's ``source``: its ModelPair.fingerprint, absent in older caches) and,
                                   once finalised, the shard list and the normalisation statistics
     shard-000000.safetensors      tensors ``acts (n, 2, d_model)`` in bf16 or fp32 (raw, unnormalised; base then
     shard-000001.safetensors      chat on axis 1), ``token_ids``, ``doc_index``, ``position`` (int32, each ``(n,)``)
@@ -229,7 +230,8 @@ def write_cache(
     """Harvest ``pair`` on ``sequences`` into a cache folder (resumable; one shard range per process).
 
     Args:
-        pair: the model pair; its ``name``, ``layer``, ``d_model`` and tokenizer are recorded in the manifest.
+        pair: the model pair; its ``name``, ``layer``, ``d_model``, tokenizer and ``fingerprint`` (``"source"``: which
+            lab build or Hub models, e.g. the ``TIEDLIB_LAB_SEED`` of ``"tiny"``) are recorded in the manifest.
         sequences: token-id sequences with ``len`` and indexing (lists, a 2-D tensor,
             :class:`tiedlib.pairs.corpora.TokenSequences`), each starting with BOS.
         path: the cache folder (created if missing).
@@ -247,8 +249,8 @@ def write_cache(
         ``path``. Once every shard of the plan has a record, the manifest is finalised (:func:`finalize_cache`).
 
     Raises:
-        CacheMismatchError: the folder holds a cache written with another pair, layer, tokenizer, dataset, dtype or
-            shard plan (the message lists each differing field).
+        CacheMismatchError: the folder holds a cache written with another pair (or pair source), layer, tokenizer,
+            dataset, dtype or shard plan (the message lists each differing field).
         ValueError: empty dataset or sequence, bad ``seqs_per_shard`` or ``shard_range``.
     """
     from tqdm.auto import tqdm
@@ -274,14 +276,18 @@ def write_cache(
     root = Path(path)
     (root / RECORDS).mkdir(parents=True, exist_ok=True)
     manifest_path = root / MANIFEST
+    source = pair.fingerprint
     if manifest_path.exists():
-        diff = _header_diff(json.loads(manifest_path.read_text()), header)
+        stored = json.loads(manifest_path.read_text())
+        diff = _header_diff(stored, header)
+        if stored.get("source", source) != source:  # a cache written before sources were recorded has none
+            diff.append(f"source: cache has {stored['source']!r}, asked for {source!r}")
         if diff:
             raise CacheMismatchError(f"{root} holds a cache written with other settings ({'; '.join(diff)}); "
                                      "use another folder or delete it")  # fmt: skip
     else:
         # Parallel writers race here with identical headers; the rename makes either one win whole.
-        _write_json_atomic(manifest_path, {**header, "complete": False})
+        _write_json_atomic(manifest_path, {**header, "source": source, "complete": False})
     for k in tqdm(range(start, stop), desc=f"cache shards {start}-{stop}", disable=not progress):
         if _record_path(root, k).exists() and (root / shard_name(k)).exists():
             continue  # completed by an earlier (interrupted) run or another process
@@ -334,7 +340,7 @@ def finalize_cache(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{root}: mean activation norms must be finite and positive, got {mean}")
     # Scale each model so that its mean L2 norm is sqrt(d_model) (REFERENCE.md, "Normalisation").
     factors = [math.sqrt(manifest["d_model"]) / mu for mu in mean]
-    out = {k: manifest[k] for k in _HEADER_KEYS} | {
+    out = {k: manifest[k] for k in _HEADER_KEYS} | {k: manifest[k] for k in ("source",) if k in manifest} | {
         "complete": True,
         "shards": [{k: r[k] for k in ("shard", "file", "seq_range", "n_tokens", "sha256")} for r in records],
         "n_tokens": sum(r["n_tokens"] for r in records),
@@ -363,6 +369,8 @@ class ActivationCache:
         self.d_model: int = manifest["d_model"]
         self.layer: int = manifest["layer"]
         self.pair: str = manifest["pair"]
+        self.source: str | None = manifest.get("source")
+        """The writing pair's ``fingerprint`` (None for a cache written before it was recorded)."""
         self.dtype = _dtype(manifest["dtype"])
         self.n_tokens: int = manifest["n_tokens"]
         self.shards: list[dict[str, Any]] = list(manifest["shards"])
@@ -428,6 +436,7 @@ def open_cache(
     dataset: str | Mapping[str, Any] | None = None,
     pair_name: str | None = None,
     d_model: int | None = None,
+    source: str | None = None,
 ) -> ActivationCache:
     """Open a finalised cache, refusing it when it was written for another pair, layer, tokenizer or dataset.
 
@@ -440,6 +449,8 @@ def open_cache(
         dataset: the dataset description to compare (default: not compared).
         pair_name, d_model: the pair's name and residual width to compare without loading the pair (the command
             line checks a cache this way before training from it).
+        source: the pair's fingerprint to compare (:func:`tiedlib.pairs.pair_source`; e.g. the lab build behind
+            ``"tiny"``), when the manifest records one (caches written before it was recorded are not compared).
 
     Raises:
         FileNotFoundError: no manifest in ``path``.
@@ -468,6 +479,8 @@ def open_cache(
     if dataset is not None:
         wanted["dataset"] = dataset
     diff = _header_diff({k: manifest.get(k) for k in wanted}, wanted)
+    if source is not None and manifest.get("source", source) != source:
+        diff.append(f"source: cache has {manifest['source']!r}, asked for {source!r}")
     if diff:
         raise CacheMismatchError(f"the activation cache at {root} does not match: {'; '.join(diff)}")
     return ActivationCache(root, manifest)
