@@ -23,8 +23,10 @@ on several (``torchrun``; each process takes an equal slice of every global batc
 
 ``--dry-run`` checks every setting and prints the plan (steps, tokens, memory, checkpoints) without loading models
 or data (``cache --dry-run``: the bytes per token and the cache's size). A run folder holds ``run.json`` (every
-setting), ``tokens.safetensors`` (the token sequences, so a resumed run reads the very same tokens instead of
-streaming them again; a run from a cache needs none) and ``crosscoder/``, the trainer's run directory (weights,
+setting), ``source.json`` (the fingerprint of the pair the activations come from: ``resume`` refuses to continue the
+run on another pair of the same name, e.g. ``tiny`` with another ``TIEDLIB_LAB_SEED``), ``tokens.safetensors`` (the
+token sequences, so a resumed run reads the very same tokens instead of streaming them again; a run from a cache needs
+none) and ``crosscoder/``, the trainer's run directory (weights,
 config with normalisation factors, resumable checkpoints, metrics). Ctrl-C or SIGTERM writes a checkpoint and exits;
 ``resume`` continues from it (on any number of processes for a run from a cache).
 """
@@ -331,23 +333,42 @@ def check_cache(cfg: RunConfig):
     loading them, and against the tokens the run needs; None when the folder holds no cache yet (a dry run plans the
     run anyway; training refuses it).
 
+    A lab pair's cache must also come from the lab build the pair's name stands for now (the manifest's ``source``
+    against :func:`tiedlib.pairs.pair_source`, e.g. the same ``TIEDLIB_LAB_SEED``; caches without one are not
+    compared). A Hugging Face pair's model dtype is not compared: the run reads the cache, not the models.
+
     Raises:
-        ValueError: the cache was written for another pair, layer or width (a ``CacheMismatchError`` naming each
-            field), is not finalised (``CacheCorruptError``), or holds fewer tokens than ``n_steps * batch_size`` while
-            ``on_exhausted`` is ``"stop"``.
+        ValueError: the cache was written for another pair, lab build, layer or width (a ``CacheMismatchError``
+            naming each field), is not finalised (``CacheCorruptError``), or holds fewer tokens than
+            ``n_steps * batch_size`` while ``on_exhausted`` is ``"stop"``.
     """
     from tiedlib.activations.cache import MANIFEST, open_cache
 
     if cfg.cache is None or not (Path(cfg.cache) / MANIFEST).exists():
         return None
+    from tiedlib.pairs import LAB_PAIRS, pair_source
+
     shape = pair_shape(cfg.pair)
-    cache = open_cache(cfg.cache, pair_name=cfg.pair, layer=_layer(cfg, shape), d_model=shape.d_model)
+    source = pair_source(cfg.pair, layer=cfg.layer) if cfg.pair in LAB_PAIRS else None
+    cache = open_cache(cfg.cache, pair_name=cfg.pair, layer=_layer(cfg, shape), d_model=shape.d_model, source=source)
     need = cfg.train.n_steps * cfg.batch_size
     if need > cache.n_tokens - cache.n_tokens % cfg.batch_size and cfg.on_exhausted == "stop":
         raise ValueError(f"the run needs {need:,} tokens ({cfg.train.n_steps:,} steps x {cfg.batch_size:,}) but the "
                          f"cache at {cfg.cache} serves {cache.n_tokens // cfg.batch_size * cfg.batch_size:,} in one "
                          "epoch; lower --n-steps, cache more tokens, or pass --on-exhausted new_epoch")
     return cache
+
+
+def run_source(cfg: RunConfig) -> str:
+    """The fingerprint of the activations a run trains on, recorded in its folder (``source.json``) and checked by
+    ``resume``: the cache's recorded source for a run from a cache (when it has one), else
+    :func:`tiedlib.pairs.pair_source` of the pair, layer and model dtype asked for (without loading the models)."""
+    from tiedlib.pairs import pair_source
+
+    cache = check_cache(cfg)
+    if cache is not None and cache.source is not None:
+        return cache.source
+    return pair_source(cfg.pair, layer=cfg.layer, device=cfg.train.device, dtype=model_dtype(cfg))
 
 
 def _layer(cfg: RunConfig, shape: PairShape) -> int:
@@ -692,6 +713,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from tiedlib.crosscoders.crosscoder import make_crosscoder
     from tiedlib.training import TrainingInterrupted, train
+    from tiedlib.training.rundir import write_source
 
     try:
         cfg = config_from_args(args)
@@ -725,6 +747,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 shutil.rmtree(out)
             out.mkdir(parents=True, exist_ok=True)
             cfg.save_json(out / RUN_FILE)
+            write_source(out, run_source(cfg))
         if cfg.cache is None:
             data = make_buffer(cfg, pair, run_tokens(cfg, out, pair.tokenizer))
         cfg.train.device = device  # this rank's GPU under torchrun (run.json keeps the device asked for)
@@ -744,7 +767,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from tiedlib.training import TrainingInterrupted, find_checkpoint, is_finished, resume
-    from tiedlib.training.rundir import checkpoint_step
+    from tiedlib.training.rundir import check_source, checkpoint_step
 
     run_dir = Path(args.run_dir)
     if not (run_dir / RUN_FILE).exists():
@@ -758,6 +781,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         cfg.train.device = args.device
     try:
         warnings = validate(cfg)
+        check_source(run_dir, run_source(cfg))  # not continued on another pair (or cache) of the same name
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
