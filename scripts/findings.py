@@ -66,10 +66,15 @@ LINES = [
     "exclusive pair in {exp5_control_standard_passed} seeds; one tied triple in {exp5_control_tied_passed} "
     "(write-up) and {exp5_control_recommended_passed} (recommended).",
     "?- **Next steps** (06; {exp6_setup}): spliced CE recovered / KL, standard {exp6_ce_standard}; write-up tied "
-    "{exp6_ce_tied}. Latent Scaling of chat-only latents: standard {exp6_scaling_standard}; tied "
-    "{exp6_scaling_tied}. Mainly on template tokens: standard {exp6_template_standard}; tied {exp6_template_tied}.",
+    "{exp6_ce_tied}; smaller eta {exp6_ce_tied_small_eta}; recommended tied {exp6_ce_recommended}. Latent Scaling of "
+    "chat-only latents: standard {exp6_scaling_standard}; tied {exp6_scaling_tied}; smaller eta "
+    "{exp6_scaling_tied_small_eta}; recommended {exp6_scaling_recommended}. Mainly on template tokens: standard "
+    "{exp6_template_standard}; tied {exp6_template_tied}; smaller eta {exp6_template_tied_small_eta}; recommended "
+    "{exp6_template_recommended}.",
     "?  Timing vs representation ablation of the tied crosscoder: ground truth, timing-shifted data "
     "{exp6_ablation_timing}; direction-shifted data {exp6_ablation_direction}; lab pair {exp6_ablation_lab}.",
+    "?  Totally new chat latents ({exp6_new_rule}): write-up tied {exp6_new_tied}; smaller eta "
+    "{exp6_new_tied_small_eta}; recommended {exp6_new_recommended}.",
     "?- **SAE baseline** (07): a chat SAE latent's nearest base SAE latent detects its planted concept with precision "
     "at 1 {exp7_sae_p1} (chance {exp7_sae_chance}, {exp7_sae_queries} queries); the tied triple's own base part "
     "{exp7_tied_own_p1} (chance {exp7_tied_own_chance}, {exp7_tied_own_queries} queries); its shared part "
