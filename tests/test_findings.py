@@ -52,7 +52,8 @@ def _build(tmp_path: Path, values: dict) -> Path:
 
 def _values(findings) -> dict:
     keys = {k for line in findings.LINES for k in findings._keys(line.removeprefix("?"))}
-    return {k: f"{k} 0.{i:02d} [0.{i:02d}, 0.{i + 1:02d}]" for i, k in enumerate(sorted(keys))}
+    # Three decimals after "1.": no value can contain the stale "0.92" that a test plants, however many keys exist.
+    return {k: f"{k} 1.{i:03d} [1.{i:03d}, 1.{i + 1:03d}]" for i, k in enumerate(sorted(keys))}
 
 
 def test_glue_is_read_from_notebooks_and_glue_json(findings, tmp_path):
@@ -99,7 +100,7 @@ def test_write_then_check_then_a_stale_number_fails(findings, tmp_path, capsys):
     assert findings.main([*args, "--check"]) == 1
     err = capsys.readouterr().err
     i = sorted(values).index("exp1_ev")
-    assert f"0.43 -> 0.{i:02d}" in err and "line " in err
+    assert f"0.43 -> 1.{i:03d}" in err and "line " in err
 
 
 def test_markers_must_appear_once_in_order(findings):
