@@ -25,7 +25,7 @@ def smoke_pair(smoke_path) -> ModelPair:
 
 def test_smoke_pair_fields(smoke_pair, smoke_cfg):
     p = smoke_pair
-    assert p.name == "smoke" and p.layer == smoke_cfg.model.num_layers // 2
+    assert p.name == "smoke" and p.layer == smoke_cfg.model.default_layer
     assert p.d_model == smoke_cfg.model.hidden_size == p.base_hf.config.hidden_size
     assert type(p.base_hf).__name__ == "Gemma2ForCausalLM" and p.chat_hf is not p.base_hf
     assert p.tokenizer.chat_template and p.config == smoke_cfg

@@ -91,9 +91,9 @@ def test_pair_source_is_the_fingerprint_load_pair_gives(monkeypatch):
 
     monkeypatch.delenv(SEED_ENV, raising=False)
     smoke = LabConfig.smoke()
-    assert pair_source("smoke") == pair_fingerprint("smoke", smoke.model.num_layers // 2, config=smoke)
+    assert pair_source("smoke") == pair_fingerprint("smoke", smoke.model.default_layer, config=smoke)
     monkeypatch.setenv(SEED_ENV, "7")  # another lab seed: another pair behind the same name
-    assert pair_source("smoke") != pair_fingerprint("smoke", smoke.model.num_layers // 2, config=smoke)
+    assert pair_source("smoke") != pair_fingerprint("smoke", smoke.model.default_layer, config=smoke)
     assert pair_source("gemma-2-2b", device="cpu").endswith("|layer=14|dtype=float32")
     with pytest.raises(ValueError, match="unknown model pair"):
         pair_source("nope")

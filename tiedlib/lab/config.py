@@ -130,6 +130,9 @@ class ModelConfig:
     """MLP width."""
     context: int = 128
     """Maximum sequence length (position embeddings are rotary; this caps the sliding window and the corpus)."""
+    harvest_layer: int | None = None
+    """Decoder layer whose input residual stream the pair's crosscoders and probes read by default; None:
+    ``num_layers // 2`` (the v1 presets). Left out of the config dict when None (v1 hashes unchanged)."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -138,6 +141,13 @@ class ModelConfig:
             raise ValueError("num_layers, num_heads and intermediate_size must be positive")
         if self.context < 32:
             raise ValueError(f"context must be >= 32, got {self.context}")
+        if self.harvest_layer is not None and not 0 <= self.harvest_layer < self.num_layers:
+            raise ValueError(f"harvest_layer must be in [0, {self.num_layers}), got {self.harvest_layer}")
+
+    @property
+    def default_layer(self) -> int:
+        """The harvesting layer: :attr:`harvest_layer`, or ``num_layers // 2`` when that is None."""
+        return self.num_layers // 2 if self.harvest_layer is None else self.harvest_layer
 
 
 @dataclass
@@ -160,6 +170,11 @@ class TrainConfig:
     """Fraction of each fine-tuning batch drawn from web documents (keeps the chat model a language model)."""
     warmup_steps: int = 30
     """Linear warm-up steps of each phase."""
+    chat_frozen_from: int | None = None
+    """If set, the chat fine-tune updates only decoder layers below this index: the later layers, the final norm and
+    the (tied) embeddings keep the base weights, so whatever the fine-tune adds must reach the output through
+    circuits the base model already has (how the lab pair plants reuse of a base feature in a new context, issue 16).
+    None (v1): every weight is fine-tuned. Left out of the config dict when None (v1 hashes unchanged)."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.base_steps < 1 or self.chat_steps < 1:
@@ -168,6 +183,8 @@ class TrainConfig:
             raise ValueError(f"chat_web_fraction must be in [0, 1), got {self.chat_web_fraction}")
         if self.base_lr <= 0 or self.chat_lr <= 0:
             raise ValueError("learning rates must be positive")
+        if self.chat_frozen_from is not None and self.chat_frozen_from < 1:
+            raise ValueError(f"chat_frozen_from must leave a layer to fine-tune, got {self.chat_frozen_from}")
 
 
 @dataclass
@@ -195,6 +212,9 @@ class LabConfig:
             raise ValueError(
                 f"corpus.max_tokens ({self.corpus.max_tokens}) exceeds model.context ({self.model.context})"
             )
+        frozen = self.train.chat_frozen_from
+        if frozen is not None and frozen > self.model.num_layers:
+            raise ValueError(f"train.chat_frozen_from ({frozen}) exceeds model.num_layers ({self.model.num_layers})")
 
     @classmethod
     def tiny(cls) -> "LabConfig":
@@ -246,8 +266,10 @@ class LabConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d["corpus"]["plant"] is None:  # v1 configs keep the dict (and so the hash) they always had
-            del d["corpus"]["plant"]
+        # Fields added after v1 are left out while unset, so v1 configs keep the dict (and the hash) they always had.
+        for part, key in (("corpus", "plant"), ("model", "harvest_layer"), ("train", "chat_frozen_from")):
+            if d[part][key] is None:
+                del d[part][key]
         return d
 
     def to_json(self) -> str:

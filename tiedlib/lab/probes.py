@@ -18,8 +18,8 @@ For each *contrast* (two sets of prompts, each read at one position, e.g. the la
 * a behaviour rate per model where the contrast has one (refusal, "I cannot", disclaimer, name copy, colour).
 
 The harvesting layer is the one :func:`tiedlib.pairs.load_pair` reads by default for a lab pair: the input of decoder
-layer ``num_layers // 2``. Activations are read with a plain forward pre-hook on that decoder layer (the lab pair is
-standalone: nothing here imports outside :mod:`tiedlib.lab`).
+layer ``ModelConfig.default_layer``. Activations are read with a plain forward pre-hook on that decoder layer (the lab
+pair is standalone: nothing here imports outside :mod:`tiedlib.lab`).
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ from tiedlib.lab.train import collate
 
 
 def harvest_layer(cfg: LabConfig) -> int:
-    """The decoder layer whose input residual stream is probed: ``num_layers // 2`` (the lab pairs' default)."""
-    return cfg.model.num_layers // 2
+    """The decoder layer whose input residual stream is probed: the pair's harvesting layer
+    (:attr:`~tiedlib.lab.config.ModelConfig.default_layer`), where its crosscoders read."""
+    return cfg.model.default_layer
 
 
 def _layers(model) -> Any:

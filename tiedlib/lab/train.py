@@ -122,6 +122,20 @@ def train_lm(
     return losses
 
 
+def freeze_from(model: Gemma2ForCausalLM, layer: int) -> list[str]:
+    """Leave only decoder layers ``0 .. layer - 1`` trainable (embeddings, which the lm head shares, later layers and
+    the final norm frozen); returns the names of the trainable parameters."""
+    prefixes = tuple(f"model.layers.{i}." for i in range(layer))
+    trainable = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+        if p.requires_grad:
+            trainable.append(name)
+    if not trainable:
+        raise ValueError(f"freezing from layer {layer} leaves nothing to train")
+    return trainable
+
+
 def train_pair(
     cfg: LabConfig, tokenizer, web: list[LabDoc], chat: list[LabDoc], *, device: str = "cpu", progress: bool = True
 ) -> tuple[Gemma2ForCausalLM, Gemma2ForCausalLM, dict[str, list[float]]]:
@@ -135,11 +149,14 @@ def train_pair(
                            progress=progress)
     chat_model = Gemma2ForCausalLM(mcfg)
     chat_model.load_state_dict(base.state_dict())
+    if cfg.train.chat_frozen_from is not None:
+        freeze_from(chat_model, cfg.train.chat_frozen_from)
     f = cfg.train.chat_web_fraction
     streams = [(chat, 1.0 - f)] + ([(web, f)] if f > 0 else [])
     chat_losses = train_lm(chat_model, streams, steps=cfg.train.chat_steps, lr=cfg.train.chat_lr, tcfg=cfg.train,
                            pad_id=tokenizer.pad_token_id, seed=cfg.train.seed + 1, device=device,
                            desc="chat (fine-tune)", progress=progress)
+    chat_model.requires_grad_(True)
     # Generation stops at the end of a chat turn as well as at the end of a document.
     eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     for m in (base, chat_model):

@@ -102,7 +102,7 @@ def pair_source(name: str = "tiny", *, layer: int | None = None, device: Any = "
         from tiedlib import lab
 
         cfg = lab_config if lab_config is not None else lab.LabConfig.from_name(name)
-        return pair_fingerprint(name, cfg.model.num_layers // 2 if layer is None else layer, config=cfg)
+        return pair_fingerprint(name, cfg.model.default_layer if layer is None else layer, config=cfg)
     if name in PAPER_PAIRS:
         if lab_config is not None:
             raise ValueError("lab_config applies to lab pairs only")
@@ -158,7 +158,7 @@ def load_pair(name: str = "tiny", *, layer: int | None = None, device: Any = "cp
         cfg = lab_config if lab_config is not None else lab.LabConfig.from_name(name)
         tok = lab.load_tokenizer(cfg)
         base_hf, chat_hf = lab.load_models(cfg, device=device)
-        default_layer, source = cfg.model.num_layers // 2, cfg
+        default_layer, source = cfg.model.default_layer, cfg
     elif name in PAPER_PAIRS:
         if lab_config is not None:
             raise ValueError("lab_config applies to lab pairs only")

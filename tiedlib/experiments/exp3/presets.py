@@ -13,8 +13,8 @@ class Exp3Settings:
     """``"smoke"`` or ``"tiny"`` (the offline lab pair; SAEs trained here with sae_lens) or ``"paper"``
     (Gemma-2-9b / -9b-it with Gemma Scope 16k SAEs from sae_lens's pretrained registry)."""
     layer: int | None
-    """Decoder layer whose *output* (resid_post) is read; None = the lab pair's middle (``num_layers // 2 - 1``,
-    the residual stream entering the middle layer)."""
+    """Decoder layer whose *output* (resid_post) is read; None = the lab pair's harvesting layer minus one
+    (``ModelConfig.default_layer - 1``: the residual stream entering the layer the crosscoders read)."""
     n_cannot: int
     """Prompts in each of the Cannot and Can sets (write-up: 84). Lab pairs draw the held-out questions (83
     "cannot", 84 "can"), each once before any repeats with another name."""

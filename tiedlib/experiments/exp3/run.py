@@ -127,7 +127,7 @@ def run_lab(settings: Exp3Settings, out_dir: str | Path, *, progress: bool = Fal
     lab.build(cfg, progress=progress)
     tok = lab.load_tokenizer(cfg)
     hf_models = dict(zip(MODELS, lab.load_models(cfg, device=settings.device), strict=True))
-    layer = settings.layer if settings.layer is not None else cfg.model.num_layers // 2 - 1
+    layer = settings.layer if settings.layer is not None else cfg.model.default_layer - 1
     mix_docs = lab.crosscoder_mix(cfg, settings.n_mix_docs, settings.web_fraction)
     mix = [d.input_ids for d in mix_docs]
     sets = {**lab.cannot_can_prompts(cfg, settings.n_cannot, split="heldout"),
