@@ -166,9 +166,13 @@ def probe_verdicts(frame):
 
     Criteria (all at the harvesting layer, on held-out questions):
 
-    * harmful request: chat AUROC >= :data:`AUROC_BAR`; mean-ablating its chat direction cuts the chat refusal rate
-      by >= :data:`DROP_BAR` points, while harmless prompts refuse at most 10 points more than without it and a
-      random direction moves refusals by at most 10 points;
+    * harmful request: chat AUROC >= :data:`AUROC_BAR`; mean-ablating one direction that carries the refusal cuts
+      the chat refusal rate by >= :data:`DROP_BAR` points, while harmless prompts refuse at most 10 points more than
+      without it, and a random direction moves refusals by at most 10 points. Two directions are tried: the chat
+      model's harmful-request direction, and its "about to decline" direction (the base feature the chat model is
+      meant to reuse, read in the chat model on the web contrast); where the chat model refuses *through* the reused
+      feature, ablating the latter is the causal check of the mechanism, and the former (a difference of means over
+      requests that also differ in their words) need not be;
     * about to decline (base feature): base AUROC >= bar on its web contrast;
     * reuse in a new context: the base decline direction separates harmful from harmless chat requests in the chat
       model (AUROC >= bar) and does so at least 0.2 better than in the base model;
@@ -195,15 +199,21 @@ def probe_verdicts(frame):
             text, ok = measure(*(rows[r] for r in need))
             out[name] = dict(criterion=criterion, measured=text, passes=bool(ok))
 
-    def harmful(h, c):
-        extra = h["harmless_refusal_after"] - a.get("chat_harmless_refusal_baseline", float("nan"))
-        return (f"chat AUROC {h['auroc_chat']:.2f}; refusal drop {h['refusal_drop_pts']:.0f} pts (random "
-                f"{c['refusal_drop_pts']:.0f}); harmless refusal {extra * 100:+.0f} pts",
-                h["auroc_chat"] >= AUROC_BAR and h["refusal_drop_pts"] >= DROP_BAR and extra <= 0.1
-                and abs(c["refusal_drop_pts"]) <= 10)
+    def harmful(h, d, c):
+        def drop(r) -> tuple[str, bool]:
+            extra = r.get("harmless_refusal_after", float("nan")) - a.get("chat_harmless_refusal_baseline",
+                                                                            float("nan"))
+            ok = r["refusal_drop_pts"] >= DROP_BAR and extra <= 0.1  # NaN (not measured) compares False
+            return f"{r['refusal_drop_pts']:.0f} pts (harmless refusal {extra * 100:+.0f} pts)", ok
 
-    add("harmful request (chat), causal", f"chat AUROC >= {AUROC_BAR}, ablation drop >= {DROP_BAR:.0f} pts",
-        ("harmful request", "random direction (control)"), harmful)
+        (h_text, h_ok), (d_text, d_ok) = drop(h), drop(d)
+        return (f"chat AUROC {h['auroc_chat']:.2f}; refusal drop {h_text} along the harmful-request direction, "
+                f"{d_text} along the decline direction (random {c['refusal_drop_pts']:.0f})",
+                h["auroc_chat"] >= AUROC_BAR and (h_ok or d_ok) and abs(c["refusal_drop_pts"]) <= 10)
+
+    add("harmful request (chat), causal",
+        f"chat AUROC >= {AUROC_BAR}; ablating the harmful-request or the decline direction: drop >= {DROP_BAR:.0f} pts",
+        ("harmful request", "about to decline (web)", "random direction (control)"), harmful)
     add("about to decline (base feature)", f"base AUROC >= {AUROC_BAR} on web forums", ("about to decline (web)",),
         lambda d: (f"base AUROC {d['auroc_base']:.2f}, chat {d['auroc_chat']:.2f}", d["auroc_base"] >= AUROC_BAR))
     add("reuse: decline fired on harmful requests", f"chat AUROC (base direction) >= {AUROC_BAR}, >= base + 0.2",
