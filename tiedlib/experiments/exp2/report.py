@@ -217,11 +217,13 @@ class ColourSeeds:
 
 def colour_seed_runs(settings: Exp2Settings, run_dir: str | Path, acts: PairActivations, W_U: dict[str, Tensor],
                      names: tuple[str, str], colour_ids: dict[str, int], *, seeds: Sequence[int] = SEEDS["tiny"],
-                     first: CategoryColourLatents | None = None) -> ColourSeeds:  # fmt: skip
+                     first: CategoryColourLatents | None = None, source: str | None = None) -> ColourSeeds:  # fmt: skip
     """Train (or load) one standard crosscoder on ``acts`` per seed of ``seeds`` (initialisation and batch
     order) into ``run_dir/seed<k>`` and find its blue/green latents by category.
 
     ``first``: the notebook's headline crosscoder's result, used for ``settings.seed`` instead of training it again.
+    ``source``: the activations' pair fingerprint, recorded in and checked against each run folder (see
+    :func:`tiedlib.training.train_or_load`).
     """
     runs = []
     if not seeds:
@@ -230,7 +232,7 @@ def colour_seed_runs(settings: Exp2Settings, run_dir: str | Path, acts: PairActi
         if first is not None and seed == settings.seed:
             runs.append(first)
             continue
-        cc, _ = train(replace(settings, seed=seed), Path(run_dir) / f"seed{seed}", acts, "standard")
+        cc, _ = train(replace(settings, seed=seed), Path(run_dir) / f"seed{seed}", acts, "standard", source=source)
         runs.append(colour_latents_by_category(cc, W_U, names, colour_ids, top_k=settings.top_k))
     return ColourSeeds(list(seeds), runs)
 
