@@ -160,10 +160,12 @@ def test_probe_verdicts_pass_fail_and_not_planted():
     line = probe_verdict_line(v)
     assert line.startswith("2 of 6 planted mechanisms pass") and "refusal drop 43 pts" in line
     # The chat model refuses through the reused decline feature: ablating that direction is the causal check.
-    frame.loc["about to decline (web)", ["refusal_drop_pts", "harmless_refusal_after"]] = [53.3, 0.2]
+    frame.loc["about to decline (web)", ["refusal_drop_pts", "harmless_refusal_after"]] = [60.0, 0.0]
+    assert not probe_verdicts(frame).loc["harmful request (chat), causal", "passes"]  # ablated to a web mean: no
+    frame.loc["decline direction on harmful requests", ["refusal_drop_pts", "harmless_refusal_after"]] = [53.3, 0.2]
     v = probe_verdicts(frame)
     assert v.loc["harmful request (chat), causal", "passes"]
     assert "53 pts (harmless refusal +2 pts) along the decline direction" in v.loc["harmful request (chat), causal",
                                                                                     "measured"]
-    frame.loc["about to decline (web)", "harmless_refusal_after"] = 0.4  # ... but not if harmless prompts refuse too
+    frame.loc["decline direction on harmful requests", "harmless_refusal_after"] = 0.4  # not if harmless ones refuse
     assert not probe_verdicts(frame).loc["harmful request (chat), causal", "passes"]

@@ -170,9 +170,11 @@ def probe_verdicts(frame):
       the chat refusal rate by >= :data:`DROP_BAR` points, while harmless prompts refuse at most 10 points more than
       without it, and a random direction moves refusals by at most 10 points. Two directions are tried: the chat
       model's harmful-request direction, and its "about to decline" direction (the base feature the chat model is
-      meant to reuse, read in the chat model on the web contrast); where the chat model refuses *through* the reused
-      feature, ablating the latter is the causal check of the mechanism, and the former (a difference of means over
-      requests that also differ in their words) need not be;
+      meant to reuse, read in the chat model on the web contrast), each set to its mean over the chat model's
+      harmless requests (the "decline direction on harmful requests" row; the web contrast's own row sets it to a
+      mean over web forum prompts, a value from another context that can stop refusals by disruption alone). Where
+      the chat model refuses *through* the reused feature, ablating the latter is the causal check of the mechanism;
+      the former (a difference of means over requests that also differ in their words) need not be causal then;
     * about to decline (base feature): base AUROC >= bar on its web contrast;
     * reuse in a new context: the base decline direction separates harmful from harmless chat requests in the chat
       model (AUROC >= bar) and does so at least 0.2 better than in the base model;
@@ -213,7 +215,7 @@ def probe_verdicts(frame):
 
     add("harmful request (chat), causal",
         f"chat AUROC >= {AUROC_BAR}; ablating the harmful-request or the decline direction: drop >= {DROP_BAR:.0f} pts",
-        ("harmful request", "about to decline (web)", "random direction (control)"), harmful)
+        ("harmful request", "decline direction on harmful requests", "random direction (control)"), harmful)
     add("about to decline (base feature)", f"base AUROC >= {AUROC_BAR} on web forums", ("about to decline (web)",),
         lambda d: (f"base AUROC {d['auroc_base']:.2f}, chat {d['auroc_chat']:.2f}", d["auroc_base"] >= AUROC_BAR))
     add("reuse: decline fired on harmful requests", f"chat AUROC (base direction) >= {AUROC_BAR}, >= base + 0.2",
