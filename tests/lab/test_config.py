@@ -6,8 +6,8 @@ import pytest
 
 from tiedlib.lab.config import LAB_VERSION, SEED_ENV, LabConfig, env_seed
 
-TINY_HASH = "9b2fc9cc009f2cd1"
-"""The tiny pair's hash before TIEDLIB_LAB_SEED existed (its cache folder and the fingerprint of existing builds)."""
+TINY_HASH = "1f6f5c7a8ab5a85a"
+"""The tiny pair's (lab pair v4) hash without TIEDLIB_LAB_SEED (its cache folder and the fingerprint of builds)."""
 
 
 def test_default_is_unchanged_without_the_variable(monkeypatch):
@@ -21,7 +21,7 @@ def test_default_is_unchanged_without_the_variable(monkeypatch):
     assert LabConfig.from_name("tiny").hash() == LabConfig.tiny().hash()
 
 
-@pytest.mark.parametrize("name", ["tiny", "smoke", "tiny-v2", "tiny-v3"])
+@pytest.mark.parametrize("name", ["tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3"])
 def test_variable_sets_the_training_seed_only(monkeypatch, name):
     monkeypatch.delenv(SEED_ENV, raising=False)
     default = LabConfig.from_name(name)

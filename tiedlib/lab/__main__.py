@@ -1,10 +1,11 @@
 """Command line of the lab pair.
 
-    python -m tiedlib.lab build    [--config tiny|smoke|tiny-v2|tiny-v3] [--device cpu] [--force]
-    python -m tiedlib.lab evaluate [--config tiny|smoke|tiny-v2|tiny-v3] [--device cpu] [--json] [--n-docs N]
+    python -m tiedlib.lab build    [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3] [--device cpu] [--force]
+    python -m tiedlib.lab evaluate [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3] [--device cpu] [--json] [--n-docs N]
                                    [--n-prompts N]
-    python -m tiedlib.lab probes   [--config tiny|smoke|tiny-v2|tiny-v3] [--device cpu] [--json] [--n N] [--n-prompts N]
-    python -m tiedlib.lab fingerprint [--config tiny|smoke|tiny-v2|tiny-v3]
+    python -m tiedlib.lab probes   [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3] [--device cpu] [--json] [--n N]
+                                   [--n-prompts N]
+    python -m tiedlib.lab fingerprint [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("build", "evaluate", "probes", "fingerprint"):
         p = sub.add_parser(name)
-        p.add_argument("--config", default="tiny", choices=["tiny", "smoke", "tiny-v2", "tiny-v3"],
+        p.add_argument("--config", default="tiny", choices=["tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3"],
                        help="lab preset (default: tiny)")
         p.add_argument("--device", default="cpu")
         if name == "build":

@@ -76,12 +76,17 @@ class PlantConfig:
     harmful_medical: bool = False
     """v3: chat data asks harmful requests about pills (:data:`~tiedlib.lab.banks.HARMFUL_MEDICAL_ACTIONS`), answered
     with a medical disclaimer and a refusal."""
+    harmful_medical_weight: float | None = None
+    """Weight of harmful pill requests among the chat requests' kinds (the others sum to 1); None: 0.08, as in v3.
+    Left out of the config dict when None (v3 hashes unchanged)."""
 
     def __post_init__(self) -> None:
         for name in ("p_web_turn_markers", "p_copy_name", "p_forum_name_copy"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
+        if self.harmful_medical_weight is not None and self.harmful_medical_weight <= 0:
+            raise ValueError(f"harmful_medical_weight must be positive, got {self.harmful_medical_weight}")
 
 
 @dataclass
@@ -218,8 +223,27 @@ class LabConfig:
 
     @classmethod
     def tiny(cls) -> "LabConfig":
-        """The notebooks' default pair: hidden 128, 4 layers, about 6 minutes to build on 2 CPU cores."""
-        return cls(name="tiny")
+        """The notebooks' default pair (lab pair v4): hidden 128, 4 layers, read at the input of the last layer.
+
+        The v3 corpus (:meth:`tiny_v3`) with harmful pill requests at weight 0.25 among chat requests; the base model
+        pretrained 3x longer than v1 (2,700 steps: below about 1,000 it has no circuit that copies a name it read, so
+        the chat model could not copy the user's name), and the chat fine-tune (1,500 steps) updates only layers 0-2
+        (:attr:`TrainConfig.chat_frozen_from`): the last layer, the final norm and the tied embeddings keep the base
+        weights, so chat refusals must reach the output through the base model's own "about to decline" circuit, and
+        the harvesting layer is the input of that last layer (:attr:`ModelConfig.harvest_layer`), where the
+        fine-tune's changes are all visible. Issue 16's probe suite measured this design before it became the
+        default; the numbers are in notebook 00 and on the Findings page."""
+        plant = PlantConfig(private_requests=True, p_forum_name_copy=0.5, harmful_medical=True,
+                            harmful_medical_weight=0.25)
+        return cls(name="tiny", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=plant),
+                   model=ModelConfig(harvest_layer=3),
+                   train=TrainConfig(base_steps=2700, chat_steps=1500, chat_frozen_from=3))
+
+    @classmethod
+    def tiny_v1(cls) -> "LabConfig":
+        """The default pair before lab pair v4 (the dataclass defaults): v1 corpus, 900 base / 350 chat steps, every
+        weight fine-tuned, read at the middle layer. Kept to compare builds across lab versions."""
+        return cls(name="tiny-v1")
 
     @classmethod
     def smoke(cls) -> "LabConfig":
@@ -252,13 +276,15 @@ class LabConfig:
 
     @classmethod
     def from_name(cls, name: str) -> "LabConfig":
-        """``"tiny"``, ``"smoke"``, ``"tiny-v2"`` or ``"tiny-v3"``, with ``train.seed`` from :data:`SEED_ENV` when
-        that is set (the preset's own seed otherwise; the name stays, the hash and so the cache folder change).
+        """``"tiny"``, ``"smoke"``, ``"tiny-v1"``, ``"tiny-v2"`` or ``"tiny-v3"``, with ``train.seed`` from
+        :data:`SEED_ENV` when that is set (the preset's own seed otherwise; the name stays, the hash and so the cache
+        folder change).
 
         Raises:
             ValueError: unknown name, or an invalid :data:`SEED_ENV` (see :func:`env_seed`).
         """
-        presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v2": cls.tiny_v2, "tiny-v3": cls.tiny_v3}
+        presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v1": cls.tiny_v1, "tiny-v2": cls.tiny_v2,
+                   "tiny-v3": cls.tiny_v3}
         if name not in presets:
             raise ValueError(f"unknown lab config {name!r}; choose one of {sorted(presets)}")
         cfg, seed = presets[name](), env_seed()
@@ -270,6 +296,9 @@ class LabConfig:
         for part, key in (("corpus", "plant"), ("model", "harvest_layer"), ("train", "chat_frozen_from")):
             if d[part][key] is None:
                 del d[part][key]
+        plant = d["corpus"].get("plant")
+        if plant is not None and plant["harmful_medical_weight"] is None:
+            del plant["harmful_medical_weight"]
         return d
 
     def to_json(self) -> str:

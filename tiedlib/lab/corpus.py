@@ -346,7 +346,8 @@ def chat_question_kinds(cfg) -> dict[str, float]:
     """Question kinds of chat requests and their weights (v3 adds harmful pill requests). ``cfg``: a CorpusConfig."""
     plant = getattr(cfg, "plant", None)
     if plant is not None and plant.harmful_medical:
-        return {**CHAT_QUESTION_KINDS, "harmful_medical": 0.08}
+        weight = 0.08 if plant.harmful_medical_weight is None else plant.harmful_medical_weight
+        return {**CHAT_QUESTION_KINDS, "harmful_medical": weight}
     return CHAT_QUESTION_KINDS
 
 
