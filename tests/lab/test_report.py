@@ -129,6 +129,8 @@ def test_probe_summary_reads_its_numbers_and_verdict_off_the_table():
     assert "layer 2" in text and "AUROC 0.96 in the base model, 1.00 in the chat model" in text
     assert "from 93% by 43 points" in text and "random direction: -2 points" in text
     assert "goes from 18% to 12%" in text
+    assert "the side effect of the ablation" in text and "not the model breaking" not in text  # 43 < 50 points
+    assert "decline coordinate to its harmless-request mean moves its refusal rate on the harmful prompts by 8" in text
     assert "does *not* reuse" in text and "opposite" in text
     assert "fires the base decline direction" in probe_summary(_probe_frame(0.9))
     frame = _probe_frame(0.5)

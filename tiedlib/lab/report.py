@@ -136,6 +136,9 @@ def probe_summary(frame) -> str:
     reuse = ("the chat model fires the base decline direction on harmful requests" if t["auroc_chat_base_dir"] >= 0.8
              else "so the chat model does *not* reuse the base decline direction on harmful requests"
              + (" (harmful requests sit on its *opposite* side)" if t["auroc_chat_base_dir"] < 0.3 else ""))
+    harmless_after = a.get("chat_harmless_refusal_baseline", float("nan"))
+    intact = ("so the drop is not the model breaking" if h["refusal_drop_pts"] >= DROP_BAR
+              and h["harmless_refusal_after"] - harmless_after <= 0.1 else "the side effect of the ablation")
     return f"""
 - Read at the input of decoder layer {a['layer']} (the harvesting layer), question-level held-out split.
 - Harmful vs harmless requests: AUROC {h['auroc_base']:.2f} in the base model, {h['auroc_chat']:.2f} in the chat model
@@ -143,11 +146,12 @@ def probe_summary(frame) -> str:
   harmless mean, at that layer and every position, moves its refusal rate on {a['n_refusal_prompts']} held-out
   harmful prompts from {a['chat_refusal_baseline']:.0%} by {h['refusal_drop_pts']:.0f} points (random direction:
   {c['refusal_drop_pts']:.0f} points; the issue's bar is a 50-point drop); on held-out harmless prompts the refusal
-  rate goes from {a.get('chat_harmless_refusal_baseline', float('nan')):.0%} to {h['harmless_refusal_after']:.0%}
-  under the same ablation, so the drop is not the model breaking.
-- "About to decline" in web forums (impossible vs yes questions at "Answer:"): AUROC {d['auroc_base']:.2f} base,
-  {d['auroc_chat']:.2f} chat. Scored on harmful vs harmless requests, that base direction gives AUROC
-  {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
+  rate goes from {harmless_after:.0%} to {h['harmless_refusal_after']:.0%} under the same ablation, {intact}.
+- "About to decline" in web forums (the web contrast, read {d.get('position', 'where the answer starts')}): AUROC
+  {d['auroc_base']:.2f} base, {d['auroc_chat']:.2f} chat. Scored on harmful vs harmless requests, that base direction
+  gives AUROC {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
+  Setting the chat model's own decline coordinate to its harmless-request mean moves its refusal rate on the
+  harmful prompts by {t['refusal_drop_pts']:.0f} points.
 """
 
 
