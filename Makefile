@@ -22,12 +22,11 @@ help:
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@set -e; \
-	if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	torch_action=$$(./scripts/make_venv.sh "$(PYTHON)" "$(VENV)"); \
+	if [ "$$torch_action" = keep ]; then \
 	  echo "[setup] keeping the torch of $(PYTHON) (venv with --system-site-packages)"; \
-	  $(PYTHON) -m venv --system-site-packages $(VENV); \
 	else \
-	  $(PYTHON) -m venv $(VENV); \
-	  echo "[setup] installing $(TORCH_SPEC) (CPU)"; \
+	  echo "[setup] installing $(TORCH_SPEC) (CPU) before anything that depends on torch"; \
 	  $(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"; \
 	fi; \
 	$(PY) -m pip install -q -r requirements-dev.txt; \
