@@ -67,15 +67,16 @@ def test_colour_seeds_interval_and_verdict():
 def test_colour_seed_runs_reuse_the_headline_run_and_reseed_the_others(tmp_path, monkeypatch):
     trained = []
 
-    def fake_train(settings, run_dir, acts, architecture):
-        trained.append((settings.seed, run_dir.name, architecture))
+    def fake_train(settings, run_dir, acts, architecture, *, source=None):
+        trained.append((settings.seed, run_dir.name, architecture, source))
         return _standard_with_decoder(NO_CHAT_HIT if settings.seed == 2 else HALVES), []
 
     monkeypatch.setattr(report, "train", fake_train)
     first = _found(shared=False)
     seeds = report.colour_seed_runs(pick(TABLE, "smoke"), tmp_path, None, W_U, ("b", "c"), IDS, seeds=(0, 1, 2),
-                                    first=first)  # fmt: skip
-    assert trained == [(1, "seed1", "standard"), (2, "seed2", "standard")]
+                                    first=first, source="pair A")  # fmt: skip
+    # Every seed's run folder records (and checks) the activations' source pair.
+    assert trained == [(1, "seed1", "standard", "pair A"), (2, "seed2", "standard", "pair A")]
     assert seeds.runs[0] is first and seeds.n_pairs == 2 and report.SEEDS["tiny"] == (0, 1, 2)
     with pytest.raises(ValueError, match="no seeds"):
         report.colour_seed_runs(pick(TABLE, "smoke"), tmp_path, None, W_U, ("b", "c"), IDS, seeds=())
