@@ -471,6 +471,13 @@ RECOMMENDED_TIED_ETA = 1.5
 """eta of :func:`recommended_tied` (the disagreement charge of its penalty)."""
 
 
+def recommended_tied_config(d_model: int, n_latents: int, **overrides) -> CrosscoderConfig:
+    """The config of :func:`recommended_tied` (``n_latents`` triples, written-disagreement penalty at
+    :data:`RECOMMENDED_TIED_ETA`), without building the model; ``overrides`` replace config fields."""
+    fields = {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, "shared_penalty": "written", **overrides}
+    return CrosscoderConfig(d_model=d_model, n_latents=n_latents, **fields)
+
+
 def recommended_tied(d_model: int, n_latents: int, **overrides) -> WrittenTiedCrosscoder:
     """Issue 15's recommended tied configuration: the write-up's tied crosscoder (``n_latents`` triples, free decoder
     norms, the published init) trained with the written-disagreement penalty at eta 1.5.
@@ -479,8 +486,7 @@ def recommended_tied(d_model: int, n_latents: int, **overrides) -> WrittenTiedCr
     each), not from one setting; notebook 05 shows the grid and the limits. ``overrides`` replace config fields.
     The same configuration from the command line: ``--architecture tied --shared-penalty written --eta 1.5``.
     """
-    fields = {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, "shared_penalty": "written", **overrides}
-    return WrittenTiedCrosscoder(CrosscoderConfig(d_model=d_model, n_latents=n_latents, **fields))
+    return WrittenTiedCrosscoder(recommended_tied_config(d_model, n_latents, **overrides))
 
 
 Crosscoder = _Crosscoder

@@ -12,7 +12,7 @@ from tiedlib.analysis.contexts import TokenSample
 from tiedlib.analysis.firing import HeldOutMetrics, evaluate
 from tiedlib.config import CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.checkpoints import load_crosscoder
-from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder
+from tiedlib.crosscoders.crosscoder import Crosscoder, recommended_tied_config
 from tiedlib.experiments.exp1.data import TrainingData
 from tiedlib.experiments.exp1.presets import Exp1Settings
 from tiedlib.training import train_or_load
@@ -32,9 +32,8 @@ def tied_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
 def recommended_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:
     """The project's recommended tied configuration (:func:`tiedlib.crosscoders.crosscoder.recommended_tied`: the
     written-disagreement penalty, ``shared_penalty="written"``, at its eta) with the write-up model's
-    ``n_latents`` triples. The same config as ``recommended_tied(d_model, n_latents).cfg``, without building it."""
-    return CrosscoderConfig(d_model=d_model, n_latents=settings.n_latents, architecture="tied",
-                            eta=RECOMMENDED_TIED_ETA, shared_penalty="written")  # fmt: skip
+    ``n_latents`` triples (:func:`~tiedlib.crosscoders.crosscoder.recommended_tied_config`)."""
+    return recommended_tied_config(d_model, settings.n_latents)
 
 
 def standard_config(settings: Exp1Settings, d_model: int) -> CrosscoderConfig:

@@ -19,8 +19,8 @@ from torch import Tensor
 from tiedlib.activations.collect import Activations, collect_activations
 from tiedlib.analysis.cosines import Categories, exclusivity_categories, max_cosine
 from tiedlib.analysis.logit_lens import ColourLatents, colour_latents, logit_lens, top_tokens
-from tiedlib.config import BASE, CHAT, CrosscoderConfig
-from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA
+from tiedlib.config import BASE, CHAT
+from tiedlib.crosscoders.crosscoder import recommended_tied_config
 from tiedlib.pairs.colours import ColourToy
 from tiedlib.training import TrainConfig, train_crosscoder, train_or_load
 from tiedlib.training.cached import EPOCH_WARNINGS
@@ -69,8 +69,7 @@ def train(settings: Exp2Settings, run_dir: str | Path, acts: Activations, archit
                                 n_steps=settings.n_steps, batch_size=settings.batch_size, lr=settings.lr,
                                 l1_coeff=settings.l1_coeff, eta=settings.eta, seed=settings.seed,
                                 device=settings.device, source=source)  # fmt: skip
-    cc_cfg = CrosscoderConfig(d_model=acts.d_model, n_latents=settings.n_latents, architecture="tied",
-                              eta=RECOMMENDED_TIED_ETA, shared_penalty="written")  # fmt: skip
+    cc_cfg = recommended_tied_config(acts.d_model, settings.n_latents)
     # The same training settings as train_crosscoder gives the other two.
     train_cfg = TrainConfig(n_steps=settings.n_steps, lr=settings.lr, l1_coeff=settings.l1_coeff, seed=settings.seed,
                             device=settings.device, progress=True, log_every=max(1, settings.n_steps // 20))

@@ -30,7 +30,7 @@ from tiedlib.analysis.firing import exclusive_latents
 from tiedlib.analysis.latent_scaling import LatentScaling, latent_scaling
 from tiedlib.analysis.localisation import Localisation, TokenRoles, localisation, token_roles, turn_token_ids
 from tiedlib.config import CrosscoderConfig, TrainConfig
-from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder
+from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder, recommended_tied_config
 from tiedlib.environment import quiet_notebook_logs
 from tiedlib.pairs import ModelPair, heldout_sequences, is_lab, load_pair, template_ids, training_sequences
 from tiedlib.training import train_or_load
@@ -52,21 +52,18 @@ def load(settings: Exp6Settings) -> ModelPair:
 
 def crosscoder_config(name: str, settings: Exp6Settings, d_model: int) -> CrosscoderConfig:
     """The config of crosscoder ``name`` (:data:`ARCHITECTURES`): ``settings.n_latents`` latents (standard) or
-    triples (tied). ``recommended`` is ``recommended_tied(d_model, n_latents).cfg``, built without the model.
+    triples (tied). ``recommended`` is :func:`~tiedlib.crosscoders.crosscoder.recommended_tied_config`.
 
     Raises:
         ValueError: ``name`` is not in :data:`ARCHITECTURES`.
     """
-    common = {"d_model": d_model, "n_latents": settings.n_latents}
-    configs = {
-        "standard": {"architecture": "standard"},
-        "tied": {"architecture": "tied", "eta": settings.eta},
-        "tied_small_eta": {"architecture": "tied", "eta": settings.small_eta},
-        "recommended": {"architecture": "tied", "eta": RECOMMENDED_TIED_ETA, "shared_penalty": "written"},
-    }
-    if name not in configs:
+    if name not in ARCHITECTURES:
         raise ValueError(f"crosscoder must be one of {ARCHITECTURES}, got {name!r}")
-    return CrosscoderConfig(**common, **configs[name])
+    if name == "recommended":
+        return recommended_tied_config(d_model, settings.n_latents)
+    fields = {"standard": {"architecture": "standard"}, "tied": {"architecture": "tied", "eta": settings.eta},
+              "tied_small_eta": {"architecture": "tied", "eta": settings.small_eta}}[name]
+    return CrosscoderConfig(d_model=d_model, n_latents=settings.n_latents, **fields)
 
 
 @dataclass
