@@ -57,34 +57,11 @@ def train_or_load(
     # whatever the caller did with the global RNG before.
     torch.manual_seed(train_cfg.seed)
     model = make_crosscoder(crosscoder_cfg)
-    data = make_data() if source is None else _RecordSource(make_data(), run_dir, source)
-    model = train(train_cfg, model, data, out_dir=run_dir, log=log)
+    if source is not None:  # recorded before training, so an interrupted run is checked on resume too
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_source(run_dir, source)
+    model = train(train_cfg, model, make_data(), out_dir=run_dir, log=log)
     return model, read_metrics(run_dir)
-
-
-class _RecordSource:
-    """A training data iterator that records the run's source (:func:`write_source`) when :func:`train` asks for its
-    first batch: :func:`train` refuses a non-empty run folder, so the record cannot be written before it starts, and
-    by the first batch it has made the folder (and written no checkpoint yet). Every other attribute (``norm_factors``,
-    ``state_dict``...) is the wrapped iterator's."""
-
-    def __init__(self, data: Iterator[torch.Tensor], run_dir: Path, source: str) -> None:
-        self._data, self._run_dir, self._source, self._written = data, run_dir, source, False
-
-    def __iter__(self) -> "_RecordSource":
-        return self
-
-    def __next__(self) -> torch.Tensor:
-        if not self._written:
-            self._run_dir.mkdir(parents=True, exist_ok=True)
-            write_source(self._run_dir, self._source)
-            self._written = True
-        return next(self._data)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # private names are this wrapper's own (avoids recursion while unpickling)
-            raise AttributeError(name)
-        return getattr(self._data, name)
 
 
 def _check_same(found: CrosscoderConfig, wanted: CrosscoderConfig, run_dir: Path) -> None:

@@ -153,7 +153,8 @@ def _prepare_run_dir(out_dir: str | Path | None, overwrite: bool, hint: str) -> 
     if out_dir is None:
         return None
     run_dir = Path(out_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # A folder holding only the run's source record counts as empty: train_or_load writes it before training starts.
+    if run_dir.exists() and any(p.name != rundir.SOURCE_NAME for p in run_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(
                 f"run directory {run_dir} is not empty; continue it with {hint}, choose another out_dir, or pass "
