@@ -159,6 +159,14 @@ def _header_diff(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[s
             for k in _HEADER_KEYS if stored.get(k) != wanted.get(k)]  # fmt: skip
 
 
+def _source_diff(stored: Mapping[str, Any], source: str | None) -> list[str]:
+    """The manifest's pair ``source`` against ``source``; not compared when either is missing (a cache written before
+    sources were recorded, or a caller that names none)."""
+    if source is None or stored.get("source", source) == source:
+        return []
+    return [f"source: cache has {stored['source']!r}, asked for {source!r}"]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------------
@@ -279,9 +287,7 @@ def write_cache(
     source = pair.fingerprint
     if manifest_path.exists():
         stored = json.loads(manifest_path.read_text())
-        diff = _header_diff(stored, header)
-        if stored.get("source", source) != source:  # a cache written before sources were recorded has none
-            diff.append(f"source: cache has {stored['source']!r}, asked for {source!r}")
+        diff = _header_diff(stored, header) + _source_diff(stored, source)
         if diff:
             raise CacheMismatchError(f"{root} holds a cache written with other settings ({'; '.join(diff)}); "
                                      "use another folder or delete it")  # fmt: skip
@@ -478,9 +484,7 @@ def open_cache(
         wanted["tokenizer_sha256"] = tokenizer_hash(tok)
     if dataset is not None:
         wanted["dataset"] = dataset
-    diff = _header_diff({k: manifest.get(k) for k in wanted}, wanted)
-    if source is not None and manifest.get("source", source) != source:
-        diff.append(f"source: cache has {manifest['source']!r}, asked for {source!r}")
+    diff = _header_diff({k: manifest.get(k) for k in wanted}, wanted) + _source_diff(manifest, source)
     if diff:
         raise CacheMismatchError(f"the activation cache at {root} does not match: {'; '.join(diff)}")
     return ActivationCache(root, manifest)
