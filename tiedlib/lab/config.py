@@ -192,6 +192,11 @@ class TrainConfig:
             raise ValueError(f"chat_frozen_from must leave a layer to fine-tune, got {self.chat_frozen_from}")
 
 
+_ADDED_FIELDS = (("corpus", "plant"), ("corpus", "plant", "harmful_medical_weight"), ("model", "harvest_layer"),
+                 ("train", "chat_frozen_from"))
+"""Paths (in :meth:`LabConfig.to_dict`) of the fields added after v1, v3 or v4 presets existed: dropped while None."""
+
+
 @dataclass
 class LabConfig:
     """Everything that determines a lab pair. Use :meth:`tiny` (notebook default) or :meth:`smoke` (tests)."""
@@ -292,13 +297,14 @@ class LabConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        # Fields added after v1 are left out while unset, so v1 configs keep the dict (and the hash) they always had.
-        for part, key in (("corpus", "plant"), ("model", "harvest_layer"), ("train", "chat_frozen_from")):
-            if d[part][key] is None:
-                del d[part][key]
-        plant = d["corpus"].get("plant")
-        if plant is not None and plant["harmful_medical_weight"] is None:
-            del plant["harmful_medical_weight"]
+        # Fields added after a preset existed are left out while unset, so older configs keep the dict (and the hash)
+        # they always had.
+        for *parents, key in _ADDED_FIELDS:
+            node: Any = d
+            for part in parents:
+                node = node.get(part) if node is not None else None
+            if node is not None and node[key] is None:
+                del node[key]
         return d
 
     def to_json(self) -> str:
