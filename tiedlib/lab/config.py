@@ -128,7 +128,7 @@ class ModelConfig:
     hidden_size: int = 128
     """Residual stream width (d_model)."""
     num_layers: int = 4
-    """Decoder layers; the pair's default harvesting layer is ``num_layers // 2``."""
+    """Decoder layers (the default harvesting layer is :attr:`default_layer`)."""
     num_heads: int = 4
     """Attention heads (key/value heads: the same number)."""
     intermediate_size: int = 512

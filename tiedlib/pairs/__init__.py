@@ -86,7 +86,7 @@ PAPER_PAIRS: dict[str, tuple[str, str, int]] = {
 }
 """Paper-scale pairs: name -> (base repo, chat repo, default layer). Layer 14 is the write-up's."""
 LAB_PAIRS = ("tiny", "smoke")
-"""Offline lab pairs (:mod:`tiedlib.lab` presets); their default layer is the middle one."""
+"""Offline lab pairs (:mod:`tiedlib.lab` presets); their default layer is the config's ``model.default_layer``."""
 
 
 def pair_source(name: str = "tiny", *, layer: int | None = None, device: Any = "cpu", dtype: Any = None,
@@ -140,8 +140,8 @@ def load_pair(name: str = "tiny", *, layer: int | None = None, device: Any = "cp
         name: ``"tiny"`` (the lab pair, built on first use), ``"smoke"`` (the test-suite lab pair) or
             ``"gemma-2-2b"`` (google/gemma-2-2b + google/gemma-2-2b-it; needs Hub access and a token with the
             Gemma licence accepted, or both models in the local Hugging Face cache).
-        layer: decoder layer whose input residual stream is harvested (default: the middle layer for lab pairs,
-            14 for Gemma-2-2b).
+        layer: decoder layer whose input residual stream is harvested (default: the lab config's
+            ``model.default_layer``, 14 for Gemma-2-2b).
         device: device both models are put on.
         dtype: weight dtype of the paper pair, a ``torch.dtype`` or its name (``"bfloat16"``, ``"float32"``...);
             default bfloat16 on CUDA and float32 elsewhere (:func:`resolve_dtype`). The weights are read straight
