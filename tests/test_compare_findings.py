@@ -3,47 +3,23 @@ differences, "same"/"differs" for text, and a summary of what moved most."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "compare_findings.py"
-PREFIX = "application/papermill.record/"
+from tests.helpers_findings import fake_build, load_script
 
 
 @pytest.fixture(scope="module")
 def cf():
-    # Registered while loaded: dataclasses look their module up in sys.modules.
-    spec = importlib.util.spec_from_file_location("compare_findings_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
-
-
-def _glue(key: str, value, prefix: str) -> dict:
-    # What myst_nb.glue(key, value, display=False) leaves: a text/plain repr under papermill's mime prefix.
-    return {"output_type": "display_data", "data": {prefix + "text/plain": repr(value)},
-            "metadata": {"scrapbook": {"name": key, "mime_prefix": prefix}}}  # fmt: skip
+    yield load_script("compare_findings.py", "compare_findings_script")
+    sys.modules.pop("compare_findings_script", None)
 
 
 def _build(root: Path, values: dict) -> Path:
-    """A fake ``_build``: the lab key in an executed notebook, the others in myst-nb's .glue.json (prefix stripped)."""
-    folder = root / "_build" / "jupyter_execute" / "notebooks"
-    folder.mkdir(parents=True)
-    lab = {k: v for k, v in values.items() if k.startswith("lab_")}
-    outputs = [_glue(k, v, PREFIX) for k, v in lab.items()]
-    nb = {"cells": [{"cell_type": "code", "source": "glue(...)", "outputs": outputs}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
-    (folder / "00_lab.ipynb").write_text(json.dumps(nb))
-    glue = {k: _glue(k, v, "") for k, v in values.items() if k not in lab}
-    (folder / "01_exp.glue.json").write_text(json.dumps(glue))
-    return root / "_build"
+    """A fake ``_build``: the lab keys in an executed notebook, the others in myst-nb's .glue.json."""
+    return fake_build(root, values, [k for k in values if k.startswith("lab_")])
 
 
 A = {

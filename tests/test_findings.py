@@ -3,51 +3,24 @@ rendered from them only, and --check fails naming the numbers that differ."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "findings.py"
-PREFIX = "application/papermill.record/"
+from tests.helpers_findings import ROOT, fake_build, load_script, notebook
 
 
 @pytest.fixture(scope="module")
 def findings():
-    spec = importlib.util.spec_from_file_location("findings_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _glue_output(key: str, value, prefix: str = PREFIX) -> dict:
-    # What myst_nb.glue(key, value, display=False) leaves in an executed notebook.
-    return {"output_type": "display_data", "data": {prefix + "text/plain": repr(value)},
-            "metadata": {"scrapbook": {"name": key, "mime_prefix": prefix}}}  # fmt: skip
-
-
-def _notebook(values: dict) -> dict:
-    outputs = [_glue_output(k, v) for k, v in values.items()]
-    outputs.append({"output_type": "stream", "name": "stdout", "text": ["printed, not glued 0.99\n"]})
-    return {"cells": [{"cell_type": "markdown", "source": "# title"},
-                      {"cell_type": "code", "source": "glue(...)", "outputs": outputs}],
-            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}  # fmt: skip
+    return load_script("findings.py", "findings_script")
 
 
 def _build(tmp_path: Path, values: dict) -> Path:
-    """A fake build: half of the keys in an executed .ipynb, half in myst-nb's .glue.json (prefix stripped)."""
-    folder = tmp_path / "_build" / "jupyter_execute" / "notebooks"
-    folder.mkdir(parents=True)
+    """A fake build: half of the keys in an executed .ipynb, half in myst-nb's .glue.json."""
     keys = sorted(values)
-    first, second = keys[: len(keys) // 2], keys[len(keys) // 2 :]
-    (folder / "01_a.ipynb").write_text(json.dumps(_notebook({k: values[k] for k in first})))
-    glue = {k: _glue_output(k, values[k], prefix="") for k in second}
-    (folder / "02_b.glue.json").write_text(json.dumps(glue))
-    (folder / "02_b.ipynb").write_text(json.dumps(_notebook({})))
-    return tmp_path / "_build"
+    return fake_build(tmp_path, values, keys[: len(keys) // 2])
 
 
 def _values(findings) -> dict:
@@ -65,8 +38,8 @@ def test_glue_is_read_from_notebooks_and_glue_json(findings, tmp_path):
 def test_conflicting_glue_is_refused(findings, tmp_path):
     folder = tmp_path / "jupyter_execute"
     folder.mkdir()
-    (folder / "a.ipynb").write_text(json.dumps(_notebook({"exp1_ev": "0.1"})))
-    (folder / "b.ipynb").write_text(json.dumps(_notebook({"exp1_ev": "0.2"})))
+    (folder / "a.ipynb").write_text(json.dumps(notebook({"exp1_ev": "0.1"})))
+    (folder / "b.ipynb").write_text(json.dumps(notebook({"exp1_ev": "0.2"})))
     with pytest.raises(ValueError, match="exp1_ev is glued as '0.1'"):
         findings.build_glue(tmp_path)
     with pytest.raises(FileNotFoundError, match="make book"):
@@ -113,9 +86,7 @@ def test_markers_must_appear_once_in_order(findings):
 def glued_keys(prefix: str) -> set[str]:
     """Keys starting with ``prefix`` that the Findings page pastes or the README template names (each experiment's
     test checks its ``findings()`` provides all of them, so the page and the README never ask for a missing key)."""
-    spec = importlib.util.spec_from_file_location("findings_script_keys", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("findings.py", "findings_script_keys")
     keys = {k for line in module.LINES for k in module._keys(line.removeprefix("?"))}
     page = (ROOT / "book" / "findings.md").read_text()
     # outside code spans (the placeholders show roles as code): {glue:text}`<doc>::<key>:s`
