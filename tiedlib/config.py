@@ -25,6 +25,7 @@ Architecture = Literal["standard", "tied"]
 DecoderNorm = Literal["free", "equal", "unit"]
 Activation = Literal["relu", "batchtopk"]
 SharedPenalty = Literal["sum", "max", "written"]
+GroupInit = Literal["copies", "one_sided", "contrast"]
 ModelDtype = Literal["auto", "bfloat16", "float32", "float16"]
 BufferDtype = Literal["bfloat16", "float32"]
 
@@ -112,8 +113,16 @@ class CrosscoderConfig(_JsonConfig):
     """Weight of the auxiliary-k loss (Gao et al.: 1/32)."""
     dead_after_tokens: int = 10_000_000
     """A latent is dead for the auxiliary-k loss after this many training tokens without firing (Gao et al.: 10M)."""
+    group_init: GroupInit = "copies"
+    """Tied only: how the three encoder groups start (issue 15). ``"copies"`` (the write-up, the public replication):
+    each group is a copy of the decoder's transpose, zero bias, so the three latents of a triple fire on the same rows.
+    ``"one_sided"``: the shared group as before, the base group reads only ``x_base`` and the chat group only
+    ``x_chat`` (the other model's reading zeroed). ``"contrast"``: the base group reads ``+x_base`` and ``-x_chat``
+    along its index's direction, the chat group the mirror image
+    (:func:`~tiedlib.crosscoders.variants.contrast_init_`)."""
 
-    _NEW_DEFAULTS = {"k_groups": None, "aux_k": 0, "aux_alpha": 1 / 32, "dead_after_tokens": 10_000_000}
+    _NEW_DEFAULTS = {"k_groups": None, "aux_k": 0, "aux_alpha": 1 / 32, "dead_after_tokens": 10_000_000,
+                     "group_init": "copies"}  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON dict; the issue-15 fields (``k_groups``, ``aux_k``, ...) only when not at their
@@ -149,6 +158,11 @@ class CrosscoderConfig(_JsonConfig):
             raise ValueError(f"dead_after_tokens must be > 0, got {self.dead_after_tokens}")
         if self.architecture not in ("standard", "tied"):
             raise ValueError(f"architecture must be 'standard' or 'tied', got {self.architecture!r}")
+        if self.group_init not in ("copies", "one_sided", "contrast"):
+            raise ValueError(f"group_init must be 'copies', 'one_sided' or 'contrast', got {self.group_init!r}")
+        if self.group_init != "copies" and self.architecture != "tied":
+            raise ValueError(f"group_init={self.group_init!r} needs architecture='tied' (a standard crosscoder has "
+                             "one encoder group)")  # fmt: skip
         if self.d_model <= 0 or self.n_latents <= 0:
             raise ValueError(f"d_model and n_latents must be positive, got {self.d_model}, {self.n_latents}")
         if not self.eta > 0:

@@ -24,7 +24,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tiedlib.config import BASE, CHAT, CrosscoderConfig
+from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, CrosscoderConfig
 from tiedlib.crosscoders import losses, variants
 from tiedlib.crosscoders.fused import ReluCrosscoderLoss, TiedDecode, compute_dtype
 
@@ -67,6 +67,29 @@ class LossOutput(NamedTuple):
         return {k: float(v.detach()) for k, v in self._asdict().items() if v is not None}
 
 
+@torch.no_grad()
+def init_groups_(W_enc: Float[Tensor, "n_models d_model 3 n_latents"], how: str) -> None:
+    """In place: give a tied encoder's exclusive groups a start distinct from the shared group's (issue 15; the
+    ``group_init`` option of :class:`~tiedlib.config.CrosscoderConfig`). ``W_enc`` holds three copies of the
+    decoder's transpose (the write-up's init). ``"one_sided"``: the base group keeps its reading of ``x_base`` and
+    reads nothing of ``x_chat`` (the chat group the mirror image), so at step 0 an exclusive latent fires wherever its
+    own model has the index's direction, whatever the other model does. ``"contrast"``:
+    :func:`~tiedlib.crosscoders.variants.contrast_init_`. ``"copies"``: unchanged.
+
+    Raises:
+        ValueError: not a tied encoder, or an unknown ``how``.
+    """
+    if W_enc.ndim != 4 or W_enc.shape[0] != 2 or W_enc.shape[2] != 3:
+        raise ValueError(f"expected a tied encoder (2, d_model, 3, n_latents), got {tuple(W_enc.shape)}")
+    if how == "one_sided":
+        W_enc[CHAT, :, BASE_ONLY] = 0.0
+        W_enc[BASE, :, CHAT_ONLY] = 0.0
+    elif how == "contrast":
+        variants.contrast_init_(W_enc)
+    elif how != "copies":
+        raise ValueError(f"unknown group_init {how!r}; expected 'copies', 'one_sided' or 'contrast'")
+
+
 class _Crosscoder(nn.Module):
     """What the two architectures share: decoding bias, decoder norms, loss bookkeeping and (de)serialisation."""
 
@@ -94,6 +117,8 @@ class _Crosscoder(nn.Module):
             self.b_enc = nn.Parameter(torch.zeros(cfg.n_groups, n))
         else:
             self.b_enc = nn.Parameter(torch.zeros(n))
+        if cfg.group_init != "copies":
+            init_groups_(W_enc, cfg.group_init)
         self.W_enc = nn.Parameter(W_enc)
         if cfg.activation == "batchtopk":
             # Running inference threshold of BatchTopK (-1: not estimated yet), one per group with k_groups. Saved

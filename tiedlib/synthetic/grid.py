@@ -26,9 +26,9 @@ import torch
 from tiedlib.activations.batches import InMemoryBatches
 from tiedlib.config import CrosscoderConfig, TrainConfig
 from tiedlib.crosscoders.crosscoder import RECOMMENDED_TIED_ETA, Crosscoder, make_crosscoder
-from tiedlib.crosscoders.variants import contrast_init_
 from tiedlib.synthetic.benchmark import SyntheticConfig, SyntheticData, evaluate_crosscoder, make_synthetic
 from tiedlib.synthetic.dedicated import DedicatedCrosscoder
+from tiedlib.synthetic.resample import resample_steps, train_resampling
 from tiedlib.training import train
 
 TIED_TARGET = 0.85
@@ -55,8 +55,9 @@ class ArchSpec:
     """:class:`CrosscoderConfig` overrides (``n_designated_shared`` as a fraction of the latents)."""
     etas: tuple[float | None, ...] = (None,)
     """eta values to train (None: eta plays no part)."""
-    init: str = "published"
-    """``"published"`` (the write-up's identical copies) or ``"contrast"`` (:func:`contrast_init_`)."""
+    resample: tuple[float, ...] = ()
+    """Fractions of the steps after which dead exclusive latents are resampled
+    (:func:`~tiedlib.synthetic.resample.resample_dead_exclusive_`, Bricken et al. 2023); empty: never."""
     latent_scale: float = 1.0
     """Latents relative to the setting's ``n_latents`` (2: a standard crosscoder with the tied one's parameter count:
     a tied triple has 3 encoder columns and one decoder pair, 8 d_model parameters; a standard latent 4)."""
@@ -71,6 +72,11 @@ AUX_DEAD_AFTER = 4096
 """``dead_after_tokens`` of ``tied_written_auxk``: 16 batches of 256 rows (3% of the base setting's 500 steps; Gao
 et al.'s 10M tokens is 0.1-1% of their runs)."""
 
+RESAMPLE_AT = (0.2, 0.4, 0.6)
+"""Fractions of the steps after which ``*_resample`` resample dead exclusive latents: Bricken et al. 2023 resample at a
+few fixed steps early in training; here three, all before the last 20% of steps (the learning-rate decay) so that
+revived latents have time to train."""
+
 ARCHS: dict[str, ArchSpec] = {
     "standard": ArchSpec({"architecture": "standard"}),
     "tied": ArchSpec({"architecture": "tied"}, etas=(1.0, 1.25, 2.0)),
@@ -78,7 +84,15 @@ ARCHS: dict[str, ArchSpec] = {
     "tied_unit": ArchSpec({"architecture": "tied", "decoder_norm": "unit"}, etas=(1.0,)),
     "tied_max": ArchSpec({"architecture": "tied", "shared_penalty": "max"}, etas=(1.5,)),
     "tied_written": ArchSpec({"architecture": "tied", "shared_penalty": "written"}, etas=(1.5,)),
-    "tied_contrast": ArchSpec({"architecture": "tied"}, etas=(1.0,), init="contrast"),
+    "tied_contrast": ArchSpec({"architecture": "tied", "group_init": "contrast"}, etas=(1.0,)),
+    "tied_written_contrast": ArchSpec({"architecture": "tied", "shared_penalty": "written", "group_init": "contrast"},
+                                      etas=(1.5,)),  # fmt: skip
+    "tied_one_sided": ArchSpec({"architecture": "tied", "group_init": "one_sided"}, etas=(2.0,)),
+    "tied_written_one_sided": ArchSpec({"architecture": "tied", "shared_penalty": "written",
+                                        "group_init": "one_sided"}, etas=(1.5,)),  # fmt: skip
+    "tied_resample": ArchSpec({"architecture": "tied"}, etas=(2.0,), resample=RESAMPLE_AT),
+    "tied_written_resample": ArchSpec({"architecture": "tied", "shared_penalty": "written"}, etas=(1.5,),
+                                      resample=RESAMPLE_AT),  # fmt: skip
     "tied_written_auxk": ArchSpec({"architecture": "tied", "shared_penalty": "written", "aux_k": AUX_K,
                                    "dead_after_tokens": AUX_DEAD_AFTER}, etas=(1.5,)),  # fmt: skip
     "tied_auxk": ArchSpec({"architecture": "tied", "aux_k": AUX_K, "dead_after_tokens": AUX_DEAD_AFTER}, etas=(2.0,)),
@@ -92,7 +106,10 @@ ARCHS: dict[str, ArchSpec] = {
 train with ``l1_coeff = 0`` and ``k`` = the data's true L0; ``tied_batchtopk_groups`` keeps per group (shared, base,
 chat) the data's true group L0s (``"k_groups": "data"``: :meth:`SyntheticData.true_group_l0`, what an ideal tied
 crosscoder's groups fire). ``tied_written_auxk`` and ``tied_auxk``: the recommended config and the write-up's tied
-crosscoder (eta 2) plus the auxiliary-k loss (issue 15)."""
+crosscoder (eta 2) plus the auxiliary-k loss (issue 15). The issue's two other cures of dead exclusive groups, each
+on the write-up's tied crosscoder (eta 2) and on the recommended config: distinct starts of the exclusive encoder
+groups (``*_contrast``, ``*_one_sided``: :attr:`CrosscoderConfig.group_init`) and dead-latent resampling
+(``*_resample``: :data:`RESAMPLE_AT`)."""
 NOT_TIED = tuple(a for a, spec in ARCHS.items() if spec.crosscoder["architecture"] != "tied")
 """The comparisons that are no tied configuration (never recommended)."""
 RECOMMENDED = ("tied_written", RECOMMENDED_TIED_ETA)
@@ -116,7 +133,9 @@ class GridSetting:
     n_eval: int = 8192
 
 
-_NOT_IN_FULL = ("tied_unit", "tied_written_auxk", "tied_auxk", "tied_batchtopk", "tied_batchtopk_groups")
+_NOT_IN_FULL = ("tied_unit", "tied_written_auxk", "tied_auxk", "tied_batchtopk", "tied_batchtopk_groups",
+                "tied_written_contrast", "tied_one_sided", "tied_written_one_sided", "tied_resample",
+                "tied_written_resample")  # fmt: skip
 """Architectures the ``full`` grid leaves out (see :data:`GRID_SCALES`)."""
 
 
@@ -243,8 +262,6 @@ def build_model(arch: str, d_model: int, n_latents: int, *, eta: float | None = 
                                                 n_chat_only=max(1, int(spec.dedicated[1] * n)))  # fmt: skip
     else:
         model = make_crosscoder(cfg)
-    if spec.init == "contrast":
-        contrast_init_(model.W_enc)
     return model
 
 
@@ -259,8 +276,12 @@ def train_config(arch: str, setting: GridSetting, data: SyntheticData, *, eta: f
     tcfg = TrainConfig(n_steps=setting.n_steps, lr=setting.lr, l1_coeff=l1, seed=seed, progress=False,
                        log_every=setting.n_steps)  # fmt: skip
     rows = InMemoryBatches(data.x, setting.batch_size, seed=seed, epochs=None)
+    resample = ARCHS[arch].resample
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="InMemoryBatches: starting epoch")
+        if resample:  # the sample that decides which latents are dead: the training rows
+            steps = resample_steps(setting.n_steps, resample)
+            return train_resampling(tcfg, model, rows, sample=data.x, steps=steps)
         return train(tcfg, model, rows)
 
 
