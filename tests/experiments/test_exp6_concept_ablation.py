@@ -1,0 +1,100 @@
+"""Notebook 06's per-concept ablation check: the ground-truth rule on planted synthetic activations, the scoring of
+matched triples and the findings (the whole pipeline runs in the smoke notebook test)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.helpers import make_model
+from tiedlib.analysis.ablation import ablation_costs
+from tiedlib.experiments.exp6 import concept_ablation as ca
+
+
+def test_rule_verdicts_and_validation():
+    rule = ca.TruthRule()
+    assert rule.verdict(0.6, 0.7, 0.9, 0.5) == "not present"
+    assert rule.verdict(0.95, 0.9, 0.1, 0.0) == "representation"
+    assert rule.verdict(0.95, 0.6, 0.1, 0.0) == "unclear"  # a changed direction one model does not read
+    assert rule.verdict(0.95, 0.9, 0.9, -0.3) == "timing"
+    assert rule.verdict(0.95, 0.9, 0.9, 0.1) == "same"
+    assert rule.verdict(0.95, 0.9, 0.65, 0.5) == "unclear"
+    with pytest.raises(ValueError, match="changed_cos < same_cos"):
+        ca.TruthRule(same_cos=0.4)
+
+
+def _planted(n=4000, d=16, seed=0):
+    """Two concepts on the same tokens of two models: ``timing`` (one direction; chat fires it on every concept token,
+    base on a third) and ``representation`` (orthogonal directions, both fire on every concept token)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, d, generator=g)
+    e = torch.eye(d)
+    y = torch.rand(n, 2, generator=g) < 0.2
+    base_fires = y[:, 0] & (torch.rand(n, generator=g) < 1 / 3)
+    x[:, 0] += 4 * base_fires[:, None] * e[0]
+    x[:, 1] += 4 * y[:, 0, None] * e[0]
+    x[:, 0] += 4 * y[:, 1, None] * e[1]
+    x[:, 1] += 4 * y[:, 1, None] * e[2]
+    return x, y, torch.arange(n) % 2 == 0
+
+
+def test_ground_truth_finds_the_planted_mechanisms():
+    x, y, fit = _planted()
+    table = ca.ground_truth(x, y, torch.ones_like(y), ["timing", "representation"], fit)
+    assert list(table.columns) == list(ca.TRUTH_COLUMNS) and list(table.index) == ["timing", "representation"]
+    t, r = table.loc["timing"], table.loc["representation"]
+    assert t.truth == "timing" and t.cosine > 0.9 and t.timing_signal > 0.4 and t.active_chat > 0.9
+    assert r.truth == "representation" and abs(r.cosine) < 0.3 and abs(r.timing_signal) < 0.1
+    assert min(r.auroc_base, r.auroc_chat) > 0.95
+    # Each model scaled differently: every measure is scale-free.
+    scaled = ca.ground_truth(x * torch.tensor([1.0, 7.0])[None, :, None], y, torch.ones_like(y),
+                             ["timing", "representation"], fit)  # fmt: skip
+    pd.testing.assert_frame_equal(scaled[["truth"]], table[["truth"]])
+    # Too few concept tokens: left out; bad shapes: a clear error.
+    assert ca.ground_truth(x, y & (torch.arange(len(y)) < 8)[:, None], torch.ones_like(y), ["a", "b"], fit).empty
+    with pytest.raises(ValueError, match="concepts for labels"):
+        ca.ground_truth(x, y, torch.ones_like(y), ["only one"], fit)
+
+
+def test_last_of_runs():
+    got = ca.last_of_runs(np.array([0, 1, 1, 0, 1, 0, 1, 1, 1], dtype=bool))
+    assert got.tolist() == [False, False, True, False, True, False, False, False, True]
+
+
+def test_score_concepts_outcomes_and_findings():
+    torch.manual_seed(0)
+    model = make_model(n_latents=4, architecture="tied").eval()
+    costs = ablation_costs(model, torch.randn(256, 2, 16))
+    truth = pd.DataFrame({"truth": ["timing", "representation", "same", "timing"], "cosine": [0.9, 0.1, 0.95, 0.9],
+                          "timing_signal": [0.5, 0.0, 0.0, 0.3]}, index=["a", "b", "c", "d"])  # fmt: skip
+    matches = pd.DataFrame({"concept": ["a", "b", "c", "a"], "matched": [True, True, True, False]}, index=range(4))
+    active = int(costs.n_active.min())
+    scores = ca.score_concepts(truth, matches, costs, min_active=active)
+    share = costs.summary(torch.tensor([True, False, False, False]))["timing_share"]
+    assert scores.loc["a", "triples"] == [0] and scores.loc["a", "timing_share"] == pytest.approx(share)
+    assert scores.loc["a", "outcome"] == ("agrees" if share >= 0.5 else "ablation disagrees")
+    b = costs.summary(torch.tensor([False, True, False, False]))["timing_share"]
+    assert scores.loc["b", "outcome"] == ("agrees" if b < 0.5 else "ablation disagrees")
+    assert scores.loc["c", "outcome"] == "ground truth not clear" and scores.loc["c", "expected"] == "none"
+    assert scores.loc["d", "outcome"] == "no triple matches" and math.isnan(scores.loc["d", "timing_share"])
+    # Triples firing too rarely are not counted.
+    rare = ca.score_concepts(truth, matches, costs, min_active=int(costs.n_active.max()) + 1)
+    assert rare.loc["a", "outcome"] == "no triple matches"
+    empty = ca.score_concepts(truth.iloc[:0], matches, costs, min_active=1)
+    assert list(empty.columns) == ["triples", "timing_share", "expected", "outcome"]
+
+    table = truth.copy()
+    for name in ca.CROSSCODERS:
+        for col in ("triples", "timing_share", "outcome"):
+            table[f"{name}: {col.replace('_', ' ')}"] = scores[col]
+    out = ca.concept_findings(table)
+    assert set(out) == {"exp6_concept_ablation_truth", *(f"exp6_concept_ablation_{n}" for n in ca.CROSSCODERS)}
+    assert "2 timing, 1 representation, 1 same" in out["exp6_concept_ablation_truth"]
+    assert "of 3 concepts with a clear ground truth" in out["exp6_concept_ablation_tied"]
+    assert "d: 0 triples, timing share n/a (no triple matches)" in out["exp6_concept_ablation_tied"]
+    assert "3 have a clear ground truth (2 timing, 1 representation; 1 are the same" in ca.concept_paragraph(table)
+    assert ca.concept_findings(None) == {"exp6_concept_ablation_truth": "n/a (no planted concepts on this pair)"}

@@ -1,0 +1,309 @@
+"""Notebook 06, "timing or representation?" concept by concept: the ablation (:mod:`tiedlib.analysis.ablation`) scored
+against a ground truth measured in the lab pair's models before any crosscoder (issue 19, planted mechanism 3 of
+issue 16).
+
+**Ground truth** (:func:`ground_truth`), per planted concept of the held-out lab documents, at the harvesting layer:
+each model's difference-of-means direction ``u_m`` of the concept's tokens vs the other scored tokens (the estimator of
+Arditi et al. 2024, arXiv 2406.11717, section 2.3; :func:`tiedlib.lab.probes.diff_of_means`), fitted on the even
+documents and read on the odd ones: its held-out AUROC in each model, the cosine of ``u_base`` and ``u_chat``, and a
+*timing signal*: along the common direction ``normalize(u_base + u_chat)``, the share of held-out concept tokens on
+which each model's projection exceeds its own ``1 - fpr`` quantile over the held-out non-concept tokens (the concept
+is "active" there at the same false-positive rate in both models); the signal is chat's share minus base's. The rule,
+in this order:
+
+* ``not present``: neither model reads the concept (both AUROCs below ``min_auroc``);
+* ``representation``: both models read it (both AUROCs at least ``min_auroc``) along directions at cosine at most
+  ``changed_cos`` (the same concept, a different vector);
+* ``timing``: the directions agree (cosine at least ``same_cos``) and one model fires the concept on at least
+  ``min_timing`` more of its tokens (the same vector, fired at different times);
+* ``same``: the directions agree and the timing signal is below ``min_timing`` (nothing for the ablation to find);
+* ``unclear``: anything else (a cosine between the two bounds, or a changed direction one model does not read).
+
+Positional concepts (:data:`tiedlib.analysis.concepts.POSITIONAL_CONCEPTS`, e.g. ``refusal``: the reply that
+follows refuses) are scored at the *last* end-of-prompt token only (the model turn header's newline, where the lab
+probe suite reads its end-of-prompt contrasts), and ``name_given`` (:data:`NAME_GIVEN`) is the lab's ``name``
+concept read there too (the prompt gave a name: the probe suite's "name given" contrast).
+
+**Triples** (:func:`concept_triples`): a tied triple carries a concept when :func:`tiedlib.analysis.novel.
+match_concepts` names it as the triple's best concept, scoring what the triple writes into both models,
+``c_base + c_chat``, by precision at ``k`` and purity over chance at the concept's positions. **Agreement**
+(:func:`concept_table`): the ablation's timing share over a concept's triples (those active on at least
+``min_active`` held-out tokens) is at least 1/2 for a ``timing`` concept and below 1/2 for a ``representation`` one;
+``same``, ``not present`` and ``unclear`` concepts predict nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from tiedlib import lab
+from tiedlib.analysis import concepts as gt
+from tiedlib.analysis.ablation import AblationCosts, ablation_costs, coefficients
+from tiedlib.analysis.novel import match_concepts
+from tiedlib.config import BASE, CHAT
+from tiedlib.crosscoders.crosscoder import Crosscoder
+from tiedlib.lab.probes import auroc, diff_of_means
+
+from .pipeline import Crosscoders, HeldOut
+from .presets import Exp6Settings
+
+TRUTHS = ("timing", "representation", "same", "unclear", "not present")
+NAME_GIVEN = "name_given"
+"""The lab's ``name`` concept read at the end of the prompt (a ``"prompt"`` positional concept): a name was given."""
+CROSSCODERS = ("tied", "recommended")
+"""The write-up's tied crosscoder and the recommended one (:data:`.pipeline.ARCHITECTURES`)."""
+TRUTH_COLUMNS = ("n_positive", "auroc_base", "auroc_chat", "cosine", "active_base", "active_chat", "timing_signal",
+                 "truth")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TruthRule:
+    """Thresholds of the ground-truth rule (module docstring); our choices."""
+
+    min_auroc: float = 0.8
+    same_cos: float = 0.8
+    changed_cos: float = 0.5
+    min_timing: float = 0.2
+    fpr: float = 0.05
+    """False-positive rate that sets each model's activity threshold."""
+    min_positive: int = 5
+    """Concepts with fewer concept (or non-concept) tokens in either half are left out."""
+
+    def __post_init__(self) -> None:
+        if not (0.5 <= self.min_auroc <= 1 and -1 <= self.changed_cos < self.same_cos <= 1 and 0 < self.min_timing <= 1
+                and 0 < self.fpr < 1 and self.min_positive >= 1):  # fmt: skip
+            raise ValueError(f"need min_auroc in [0.5, 1], -1 <= changed_cos < same_cos <= 1, min_timing in (0, 1], "
+                             f"fpr in (0, 1) and min_positive >= 1, got {self}")  # fmt: skip
+
+    def verdict(self, auroc_base: float, auroc_chat: float, cosine: float, timing_signal: float) -> str:
+        """One of :data:`TRUTHS` (the rule of the module docstring)."""
+        if max(auroc_base, auroc_chat) < self.min_auroc:
+            return "not present"
+        if cosine <= self.changed_cos and min(auroc_base, auroc_chat) >= self.min_auroc:
+            return "representation"
+        if cosine >= self.same_cos:
+            return "timing" if abs(timing_signal) >= self.min_timing else "same"
+        return "unclear"
+
+
+def _active_share(p: Tensor, y: Tensor, fpr: float) -> float:
+    """Share of the positives whose score exceeds the negatives' ``1 - fpr`` quantile."""
+    return float((p[y] > torch.quantile(p[~y].double(), 1 - fpr).float()).float().mean())
+
+
+def ground_truth(
+    x: Float[Tensor, "n_tokens 2 d_model"], carries: Bool[Tensor, "n_tokens n_concepts"],
+    scored: Bool[Tensor, "n_tokens n_concepts"], concepts: Sequence[str], fit: Bool[Tensor, " n_tokens"],
+    rule: TruthRule | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Per concept (rows, in order; those with too few tokens left out), the :data:`TRUTH_COLUMNS`: concept tokens
+    scored, held-out AUROC in each model, cosine of the two directions, active shares (``active_base``,
+    ``active_chat``) and their difference ``timing_signal`` (chat minus base), and the ``truth`` of ``rule``.
+
+    Args:
+        x: both models' activations on the same tokens (any per-model scale: every measure is scale-free).
+        carries, scored: :func:`tiedlib.analysis.concepts.positional_labels` of the tokens.
+        fit: tokens whose documents fit the directions; the others are held out.
+
+    Raises:
+        ValueError: the shapes disagree.
+    """
+    rule = rule or TruthRule()
+    if x.ndim != 3 or x.shape[1] != 2 or not (x.shape[0] == carries.shape[0] == scored.shape[0] == fit.shape[0]):
+        raise ValueError(f"need x (n, 2, d) and n-row labels and fit mask, got {tuple(x.shape)}, "
+                         f"{tuple(carries.shape)}, {tuple(scored.shape)}, {tuple(fit.shape)}")  # fmt: skip
+    if carries.shape != scored.shape or len(concepts) != carries.shape[1]:
+        raise ValueError(f"{len(concepts)} concepts for labels {tuple(carries.shape)} / {tuple(scored.shape)}")
+    x = x.float()
+    rows = {}
+    for j, name in enumerate(concepts):
+        m = scored[:, j]
+        y, f = carries[m, j], fit[m]
+        if min(int(y[f].sum()), int((~y[f]).sum()), int(y[~f].sum()), int((~y[~f]).sum())) < rule.min_positive:
+            continue
+        xf, xt, yf, yt = x[m][f], x[m][~f], y[f], y[~f]
+        u = [diff_of_means(xf[:, i], yf) for i in (BASE, CHAT)]
+        au = [auroc(xt[:, i] @ u[i], yt) for i in (BASE, CHAT)]
+        cos = float(u[BASE] @ u[CHAT])
+        common = u[BASE] + u[CHAT]
+        common = common / common.norm().clamp_min(1e-12)
+        active = [_active_share(xt[:, i] @ common, yt, rule.fpr) for i in (BASE, CHAT)]
+        signal = active[CHAT] - active[BASE]
+        rows[name] = {"n_positive": int(y.sum()), "auroc_base": au[BASE], "auroc_chat": au[CHAT], "cosine": cos,
+                      "active_base": active[BASE], "active_chat": active[CHAT], "timing_signal": signal,
+                      "truth": rule.verdict(au[BASE], au[CHAT], cos, signal)}  # fmt: skip
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(TRUTH_COLUMNS)).rename_axis("concept")
+
+
+@dataclass
+class HeldOutConcepts:
+    """Concept labels of every held-out token (web then chat documents) and the fit/held-out split."""
+
+    concepts: list[str]
+    carries: Bool[Tensor, "n_tokens n_concepts"]
+    scored: Bool[Tensor, "n_tokens n_concepts"]
+    fit: Bool[Tensor, " n_tokens"]
+    """Tokens of even-numbered documents (they fit the directions; the odd ones are held out)."""
+
+
+def last_of_runs(flags: Bool[np.ndarray, " seq"]) -> Bool[np.ndarray, " seq"]:
+    """The last position of every run of True (e.g. the last token of each end of prompt)."""
+    flags = np.asarray(flags, dtype=bool)
+    return flags & ~np.concatenate([flags[1:], [False]])
+
+
+def held_out_concepts(held: HeldOut, settings: Exp6Settings) -> HeldOutConcepts | None:
+    """:class:`HeldOutConcepts` of the held-out sample: every :data:`tiedlib.lab.CONCEPTS` plus :data:`NAME_GIVEN`,
+    positional ones at the last end-of-prompt token only; None when the documents carry no labels (the paper pair)."""
+    if held.docs is None or any(held.docs[s] is None for s in ("web", "chat")):
+        return None
+    docs = list(held.docs["web"][: settings.eval_docs]) + list(held.docs["chat"][: settings.eval_docs])
+    h = held.acts.harvest
+    concepts = list(lab.CONCEPTS)
+    carries, scored = gt.positional_labels(docs, h.doc_index, h.position, concepts)
+    named = {**gt.POSITIONAL_CONCEPTS, "name": "prompt"}
+    c_name, s_name = gt.positional_labels(docs, h.doc_index, h.position, ["name"], positional=named)
+    carries, scored = torch.cat([carries, c_name], 1), torch.cat([scored, s_name], 1)
+    concepts.append(NAME_GIVEN)
+    last = torch.from_numpy(np.concatenate([last_of_runs(d.labels[gt.END_OF_PROMPT]) for d in docs]))
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+    last = last[torch.from_numpy(offsets[h.doc_index.numpy()] + h.position.numpy())]
+    positional = [j for j, c in enumerate(concepts) if c in gt.POSITIONAL_CONCEPTS or c == NAME_GIVEN]
+    scored[:, positional] &= last[:, None]
+    return HeldOutConcepts(concepts, carries, scored, h.doc_index % 2 == 0)
+
+
+@torch.no_grad()
+def triple_writes(model: Crosscoder, x: Float[Tensor, "n_tokens 2 d_model"], *, chunk_size: int = 4096
+                  ) -> Float[Tensor, "n_tokens n_latents"]:  # fmt: skip
+    """What each triple of a tied crosscoder writes into both models, ``c_base + c_chat``
+    (:func:`tiedlib.analysis.ablation.coefficients`), on raw activations ``x``."""
+    if model.cfg.n_groups != 3:
+        raise ValueError(f"triple writes need a tied crosscoder, got {model.cfg.architecture!r}")
+    device = model.W_dec.device
+    return torch.cat([coefficients(model.encode(model.normalize(c.float().to(device)))).sum(1).cpu()
+                      for c in x.split(chunk_size)])  # fmt: skip
+
+
+def concept_triples(writes: Float[Tensor, "n_tokens n_latents"], labels: HeldOutConcepts, settings: Exp6Settings
+                    ) -> pd.DataFrame:  # fmt: skip
+    """:func:`tiedlib.analysis.novel.match_concepts` of every triple's writes (precision at ``match_k``, purity over
+    chance), one row per triple."""
+    return match_concepts(writes, labels.carries, labels.scored, labels.concepts, k=settings.match_k,
+                          min_precision=settings.match_precision, min_purity=settings.match_purity)  # fmt: skip
+
+
+def expected_share(truth: str) -> str:
+    """What the ablation's timing share should be for a ground truth: ``">= 1/2"``, ``"< 1/2"`` or ``"none"``."""
+    return {"timing": ">= 1/2", "representation": "< 1/2"}.get(truth, "none")
+
+
+def score_concepts(truth: pd.DataFrame, matches: pd.DataFrame, costs: AblationCosts, min_active: int
+                   ) -> pd.DataFrame:  # fmt: skip
+    """Per concept of ``truth``: its matched triples (``triples``: those active on at least ``min_active`` rows), the
+    ablation's ``timing_share`` over them, the ``expected`` share and ``outcome``: ``agrees``, ``ablation
+    disagrees``, ``no triple matches`` or ``ground truth not clear`` (``truth`` is neither timing nor
+    representation)."""
+    active = costs.n_active >= min_active
+    out = {}
+    for concept, row in truth.iterrows():
+        chosen = torch.zeros_like(active)
+        hit = matches.index[(matches["concept"] == concept) & matches["matched"].astype(bool)].tolist()
+        chosen[torch.tensor(hit, dtype=torch.long)] = True
+        chosen &= active
+        share = costs.summary(chosen)["timing_share"] if chosen.any() else math.nan
+        expected = expected_share(row["truth"])
+        if expected == "none":
+            outcome = "ground truth not clear"
+        elif not chosen.any():
+            outcome = "no triple matches"
+        else:
+            outcome = "agrees" if (share >= 0.5) == (row["truth"] == "timing") else "ablation disagrees"
+        out[concept] = {"triples": chosen.nonzero().squeeze(1).tolist(), "timing_share": share, "expected": expected,
+                        "outcome": outcome}  # fmt: skip
+    columns = ["triples", "timing_share", "expected", "outcome"]
+    return pd.DataFrame.from_dict(out, orient="index", columns=columns).rename_axis("concept")
+
+
+def concept_table(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings,
+                  rule: TruthRule | None = None) -> pd.DataFrame | None:  # fmt: skip
+    """The ground truth (:func:`ground_truth`) and, per crosscoder of :data:`CROSSCODERS` (columns
+    ``<name>: triples``, ``<name>: timing share``, ``<name>: outcome``), the matched triples and the ablation's timing
+    share; one row per concept. None on a pair without concept labels."""
+    labels = held_out_concepts(held, settings)
+    if labels is None:
+        return None
+    x = held.acts.harvest.acts
+    truth = ground_truth(x, labels.carries, labels.scored, labels.concepts, labels.fit, rule)
+    parts = [truth]
+    for name in CROSSCODERS:
+        model = crosscoders.models[name]
+        costs = ablation_costs(model, model.normalize(x.float().to(model.W_dec.device)))
+        scores = score_concepts(truth, concept_triples(triple_writes(model, x), labels, settings), costs,
+                                settings.min_active)  # fmt: skip
+        parts.append(scores.drop(columns="expected").rename(columns=lambda c, n=name: f"{n}: {c.replace('_', ' ')}"))
+    out = pd.concat(parts, axis=1)
+    out.insert(len(TRUTH_COLUMNS), "expected share", [expected_share(t) for t in truth["truth"]])
+    return out
+
+
+def _counts(table: pd.DataFrame, name: str) -> dict[str, int]:
+    return {k: int(v) for k, v in table[f"{name}: outcome"].value_counts().items()}
+
+
+def _concepts(table: pd.DataFrame, truth: str) -> str:
+    rows = table[table["truth"] == truth]
+    return ", ".join(f"{c} (cosine {r.cosine:.2f}, timing signal {r.timing_signal:+.2f})" for c, r in rows.iterrows())
+
+
+def concept_findings(table: pd.DataFrame | None, rule: TruthRule | None = None) -> dict[str, str]:
+    """The headline numbers under ``exp6_concept_ablation_*`` keys (the table is :func:`concept_table`)."""
+    rule = rule or TruthRule()
+    if table is None:
+        return {"exp6_concept_ablation_truth": "n/a (no planted concepts on this pair)"}
+    truths = table["truth"].value_counts()
+    out = {"exp6_concept_ablation_truth": (
+        f"{len(table)} planted concepts: " + ", ".join(f"{int(truths.get(t, 0))} {t}" for t in TRUTHS)
+        + f" (rule: AUROC >= {rule.min_auroc:g}; same direction at cosine >= {rule.same_cos:g}, changed at <= "
+        f"{rule.changed_cos:g}; timing when one model is active on >= {rule.min_timing:.0%} more concept tokens at "
+        f"{rule.fpr:.0%} false positives); timing: {_concepts(table, 'timing') or 'none'}; representation: "
+        f"{_concepts(table, 'representation') or 'none'}")}  # fmt: skip
+    for name in CROSSCODERS:
+        n = _counts(table, name)
+        clear = table[table["truth"].isin(("timing", "representation"))]
+        detail = "; ".join(f"{c}: {len(r[f'{name}: triples'])} triples, timing share "
+                           f"{_share(r[f'{name}: timing share'])} ({r[f'{name}: outcome']})"
+                           for c, r in clear.iterrows())  # fmt: skip
+        out[f"exp6_concept_ablation_{name}"] = (
+            f"{n.get('agrees', 0)} agree, {n.get('ablation disagrees', 0)} disagree, {n.get('no triple matches', 0)} "
+            f"without a matched triple, of {len(clear)} concepts with a clear ground truth" + (f"; {detail}" if detail
+                                                                                               else ""))  # fmt: skip
+    return out
+
+
+def _share(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.0%}"
+
+
+def concept_paragraph(table: pd.DataFrame | None) -> str:
+    """One sentence (Markdown) reading :func:`concept_table` aloud, with its numbers filled in."""
+    if table is None:
+        return "This pair has no planted concepts, so the ablation has no per-concept ground truth here."
+    clear = table["truth"].isin(("timing", "representation"))
+    parts = []
+    for name in CROSSCODERS:
+        n = _counts(table, name)
+        parts.append(f"`{name}` agrees on {n.get('agrees', 0)}, disagrees on {n.get('ablation disagrees', 0)} and "
+                     f"has no matched triple for {n.get('no triple matches', 0)}")  # fmt: skip
+    return (f"Of {len(table)} planted concepts measured in the models, {int(clear.sum())} have a clear ground truth "
+            f"({int((table['truth'] == 'timing').sum())} timing, {int((table['truth'] == 'representation').sum())} "
+            f"representation; {int((table['truth'] == 'same').sum())} are the same in both models); of those, "
+            + "; ".join(parts) + ".")  # fmt: skip
