@@ -3,8 +3,9 @@ index at no cost in explained variance, beyond one synthetic setting?
 
 * :data:`ARCHS`: every architecture of the grid (:class:`ArchSpec`): the standard crosscoder, the write-up's tied
   crosscoder (eta sweep), the tied variants (equal / unit decoder norms, max shared weight, the written-disagreement
-  penalty, the contrast initialisation), and at the tied crosscoder's parameter count the standard crosscoder with
-  designated shared latents (Anthropic, Feb 2025) and a Dedicated-Feature-style partition (arXiv 2602.11729).
+  penalty, distinct starts of the exclusive encoder groups, dead-latent resampling, auxiliary-k, BatchTopK), and at
+  the tied crosscoder's parameter count the standard crosscoder with designated shared latents (Anthropic, Feb 2025)
+  and a Dedicated-Feature-style partition (arXiv 2602.11729).
 * :func:`grid_settings`: the settings of a grid scale (``smoke``, ``book``, ``full``): one base setting and one-axis
   changes of superposition, firing probability, direction shift, feature mix, magnitudes and steps.
 * :func:`run_grid` trains every (setting, architecture, eta, seed) and returns one row each; :func:`summarize` gives
@@ -180,7 +181,9 @@ GRID_SCALES: dict[str, GridScale] = {
 axes; the standard crosscoder, the write-up's tied crosscoder at eta 2 and the recommended one, written penalty at
 eta 1.5: 45 crosscoders, about 60 s of one core). ``full``: ``make bench`` (every axis, every architecture and eta
 but ``tied_unit`` and the aux-k / BatchTopK tries, which were measured once on the ``book`` settings and failed
-there: 432 crosscoders, about 10 minutes of one core)."""
+there, and the distinct-start / resampling tries (``*_contrast`` but ``tied_contrast``, ``*_one_sided``,
+``*_resample``), which were measured once on the ``book`` settings and did not beat the recommendation there (on it,
+resampling finds no dead exclusive latent and changes nothing): 432 crosscoders, about 10 minutes of one core)."""
 
 
 def vary(base: GridSetting, axis: str) -> GridSetting:
