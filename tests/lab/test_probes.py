@@ -11,8 +11,12 @@ from tiedlib.lab.docs import LabDoc
 from tiedlib.lab.probes import (
     Contrast,
     auroc,
+    choose_site,
+    common_suffix,
     diff_of_means,
+    drop_interval,
     project_out,
+    project_out_every_layer,
     question_split,
     residuals,
     run_probes,
@@ -150,6 +154,20 @@ def test_smoke_pair_probe_suite(smoke_probes):
     # The causal check mean-ablates (to the negatives' mean coordinate) and rates harmless prompts under it too.
     assert all(math.isfinite(r.ablate_to) for r in smoke_probes.results)
     assert all(0.0 <= v <= 1.0 for v in frame["harmless_refusal_after"])
+    # Arditi et al.'s selection: one candidate per (layer, shared template token) with distinct class means, fitted
+    # on the refusal contrast's train questions, tested on its held-out prompts with its own every-layer control.
+    sel = smoke_probes.selection
+    assert sel is not None and sum(c["chosen"] for c in sel.candidates) == 1
+    assert {(c["layer"], c["position"]) for c in sel.candidates if c["chosen"]} == {(sel.layer, sel.position)}
+    assert -5 <= sel.position <= -1 and 0 <= sel.layer < 2 and len(sel.values) == 2
+    picked = rows["refusal direction (selected site)"]
+    assert picked["ablated_at"] == "every layer" and rows["harmful request"]["ablated_at"] == "harvesting layer"
+    assert math.isfinite(picked["refusal_drop_pts"]) and 0 < picked["n_train_questions"] < rows["harmful request"][
+        "n_train_questions"]
+    assert frame.attrs["selected_layer"] == sel.layer and frame.attrs["n_candidate_sites"] == len(sel.candidates)
+    lo, hi = frame.attrs["selected_drop_interval"]
+    assert lo <= picked["refusal_drop_pts"] <= hi
+    assert len(smoke_probes.candidates_frame()) == len(sel.candidates)
 
 
 def test_transfer_needs_its_source_first(random_gemma):
@@ -191,3 +209,56 @@ def test_reply_length_lets_the_judge_see_every_composed_reply():
             needed.append(next(k for k in range(1, len(ids) + 1) if judge(doc, tok.decode(ids[:k]))))
     assert max(needed) <= REPLY_TOKENS
     assert run_probes.__kwdefaults__["max_new_tokens"] == REPLY_TOKENS
+
+
+def test_every_layer_ablation_sets_each_layers_coordinate(random_gemma):
+    docs = [_doc([2, 11 + i, 12 + i, 7], f"q{i}") for i in range(4)]
+    r = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    n = len(random_gemma.model.layers)
+    values = [1.5 * (j + 1) for j in range(n)]
+    with project_out_every_layer(random_gemma, r, values):
+        for layer in range(n):
+            coord = residuals(random_gemma, docs, [1] * len(docs), layer) @ (r / r.norm())
+            torch.testing.assert_close(coord, torch.full((len(docs),), values[layer]), rtol=0, atol=1e-4)
+    assert not any(layer._forward_pre_hooks for layer in random_gemma.model.layers)  # every hook removed
+    with pytest.raises(ValueError, match="one value per decoder layer"):
+        with project_out_every_layer(random_gemma, r, values[:1]):
+            pass
+
+
+def test_common_suffix_counts_the_shared_template_tokens():
+    docs = [_doc([2, 9, 4, 5, 6], "a"), _doc([2, 8, 8, 4, 5, 6], "b"), _doc([2, 3, 5, 6], "c")]
+    assert common_suffix(docs) == 2 and common_suffix(docs[:2]) == 3 and common_suffix(docs[:2], cap=1) == 1
+    assert common_suffix([_doc([2, 4], "a"), _doc([2, 5], "b")]) == 0
+    with pytest.raises(ValueError, match="no documents"):
+        common_suffix([])
+
+
+def test_choose_site_takes_the_largest_drop_that_spares_harmless_prompts():
+    drops = {"a": 40.0, "b": 70.0, "c": 65.0}
+    harmless = {"a": 0.2, "b": 0.6, "c": 0.25}
+    asked = []
+
+    def after(key):
+        asked.append(key)
+        return harmless[key]
+
+    assert choose_site(drops, after, harmless_baseline=0.2) == ("c", {"b": 0.6, "c": 0.25})
+    assert asked == ["b", "c"]  # lazily, largest drop first, stopping at the first that passes
+    # None passes: the largest drop is returned, and the held-out side-effect check is left to the caller.
+    assert choose_site(drops, lambda k: 0.9, harmless_baseline=0.2)[0] == "b"
+    with pytest.raises(ValueError, match="no candidates"):
+        choose_site({}, after, 0.2)
+
+
+def test_drop_interval_resamples_questions_with_their_prompts():
+    before = torch.tensor([True] * 8)
+    after = torch.tensor([False] * 4 + [True] * 4)
+    lo, hi = drop_interval(before, after, [f"q{i}" for i in range(8)], n_boot=4000)
+    assert 10 < lo < 50 < hi < 90  # 50 points, 8 independent questions
+    # The same prompts as two questions of four prompts each: a draw holds 0, 50 or 100 points, nothing else.
+    lo, hi = drop_interval(before, after, ["q0"] * 4 + ["q1"] * 4, n_boot=4000)
+    assert (lo, hi) == (0.0, 100.0)
+    assert drop_interval(before, before, list("abcdefgh")) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="need before/after"):
+        drop_interval(before, after[:3], list("abcdefgh"))

@@ -160,7 +160,7 @@ def test_probe_verdicts_pass_fail_and_not_planted():
     assert not v.loc["reuse: decline fired on harmful requests", "passes"]
     assert not v.loc["harmful request (chat), causal", "passes"]
     line = probe_verdict_line(v)
-    assert line.startswith("2 of 6 planted mechanisms pass") and "refusal drop 43 pts" in line
+    assert line.startswith("2 of 7 planted mechanisms pass") and "refusal drop 43 pts" in line
     # The chat model refuses through the reused decline feature: ablating that direction is the causal check.
     frame.loc["about to decline (web)", ["refusal_drop_pts", "harmless_refusal_after"]] = [60.0, 0.0]
     assert not probe_verdicts(frame).loc["harmful request (chat), causal", "passes"]  # ablated to a web mean: no
@@ -171,3 +171,59 @@ def test_probe_verdicts_pass_fail_and_not_planted():
                                                                                     "measured"]
     frame.loc["decline direction on harmful requests", "harmless_refusal_after"] = 0.4  # not if harmless ones refuse
     assert not probe_verdicts(frame).loc["harmful request (chat), causal", "passes"]
+
+
+def _with_selected(frame, drop, control, harmless_after=0.1):
+    frame.loc["refusal direction (selected site)", ["auroc_base", "auroc_chat", "cos_base_chat", "refusal_drop_pts",
+                                                    "harmless_refusal_after"]] = [0.8, 0.99, 0.9, drop, harmless_after]
+    frame.loc["refusal direction (selected site)", "position"] = "token -5 ('<end_of_turn>') at the input of layer 1"
+    frame.loc["random direction, every layer (control)", "refusal_drop_pts"] = control
+    frame.attrs.update(selected_layer=1, selected_token="<end_of_turn>", n_candidate_sites=15,
+                       selected_drop_interval=(37.0, 67.0))
+    return frame
+
+
+def test_selected_direction_removed_at_every_layer_can_pass_the_causal_check():
+    """Harvesting-layer ablations fail (18 and 3 points); the direction selected on validation questions and removed
+    at every layer (Arditi et al.'s procedure) carries it, unless its own random control also moves refusals."""
+    from tiedlib.lab.report import probe_summary, probe_verdicts
+
+    frame = _probe_frame(0.9)
+    frame.loc["harmful request", "refusal_drop_pts"] = 18.0
+    key = "harmful request (chat), causal"
+    assert not probe_verdicts(frame).loc[key, "passes"]
+    v = probe_verdicts(_with_selected(frame.copy(), 51.7, 0.0))
+    assert v.loc[key, "passes"]
+    assert "(<end_of_turn> at layer 1) 52 pts (harmless refusal -8 pts), 95% interval [37, 67] (random 0)" in v.loc[
+        key, "measured"]
+    assert not probe_verdicts(_with_selected(frame.copy(), 51.7, 15.0)).loc[key, "passes"]  # control moves too
+    assert not probe_verdicts(_with_selected(frame.copy(), 45.0, 0.0)).loc[key, "passes"]  # below the bar
+    assert not probe_verdicts(_with_selected(frame.copy(), 60.0, 0.0, 0.5)).loc[key, "passes"]  # harmless refuse
+    text = " ".join(probe_summary(_with_selected(frame.copy(), 51.7, 0.0)).split())
+    assert "among 15 (layer, template token) sites" in text
+    assert "by 52 points (95% interval over questions [37, 67]" in text
+    assert "That passes the 50-point bar" in text
+    assert "That does not reach" in " ".join(probe_summary(_with_selected(frame.copy(), 45.0, 0.0)).split())
+    assert "Arditi" not in probe_summary(frame)  # no selected row: no bullet
+
+
+def test_timing_vs_representation_ground_truth_verdict():
+    from tiedlib.lab.report import probe_verdicts
+
+    frame = _probe_frame(0.94)
+    frame.loc["decline direction on harmful requests", "auroc_base"] = 0.59
+    frame.loc["about to decline (web)", "cos_base_chat"] = 0.89
+    frame.loc["name given", ["auroc_base", "auroc_chat", "cos_base_chat", "behaviour_base", "behaviour_chat"]] = [
+        0.94, 1.0, 0.09, 0.0, 0.98]
+    key = "timing vs representation (ground truth)"
+    v = probe_verdicts(frame)
+    assert v.loc[key, "passes"] and "decline cosine 0.89" in v.loc[key, "measured"] and "name given cosine 0.09" in \
+        v.loc[key, "measured"]
+    frame.loc["name given", "cos_base_chat"] = 0.7  # the name's direction did not move
+    assert not probe_verdicts(frame).loc[key, "passes"]
+    frame.loc["name given", "cos_base_chat"] = 0.09
+    frame.loc["about to decline (web)", "cos_base_chat"] = 0.6  # the decline direction moved: not "same direction"
+    assert not probe_verdicts(frame).loc[key, "passes"]
+    frame.loc["about to decline (web)", "cos_base_chat"] = 0.89
+    frame.loc["name given", "auroc_base"] = 0.6  # the base model does not read the name: nothing to compare
+    assert not probe_verdicts(frame).loc[key, "passes"]

@@ -145,6 +145,36 @@ def project_out(model, direction: torch.Tensor, layer: int, value: float = 0.0) 
         handle.remove()
 
 
+@contextlib.contextmanager
+def project_out_every_layer(model, direction: torch.Tensor, values: Sequence[float]) -> Iterator[None]:
+    """:func:`project_out` at the input of every decoder layer: layer ``l``'s coordinate along ``direction`` is set to
+    ``values[l]`` at every position, so no layer reads the direction with anything but that value. This is the
+    directional ablation of Arditi et al. 2024 (arXiv 2406.11717, section 2.4: the direction is removed "at every
+    layer and every token position"), with a per-layer mean in place of zero (see :func:`project_out`).
+
+    Args:
+        values: one coordinate per decoder layer (``len(model.model.layers)``).
+    """
+    n = len(_layers(model))
+    if len(values) != n:
+        raise ValueError(f"need one value per decoder layer ({n}), got {len(values)}")
+    with contextlib.ExitStack() as stack:
+        for layer, value in enumerate(values):
+            stack.enter_context(project_out(model, direction, layer, float(value)))
+        yield
+
+
+def common_suffix(docs: Sequence[LabDoc], cap: int = 8) -> int:
+    """How many final tokens every document shares (at most ``cap``): for chat prompts, the template tokens after
+    the user's message (``<end_of_turn>\\n<start_of_turn>model\\n``), Arditi et al.'s "post-instruction" positions."""
+    if not docs:
+        raise ValueError("no documents")
+    k = 0
+    while k < min(cap, *(len(d) for d in docs)) and len({d.input_ids[-1 - k] for d in docs}) == 1:
+        k += 1
+    return k
+
+
 def diff_of_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Unit direction ``mean(x[labels]) - mean(x[~labels])``.
 
@@ -347,6 +377,12 @@ class ProbeResult:
     harmless_refusal_after: float = float("nan")
     """The chat model's refusal rate on held-out harmless prompts with the same ablation (a side-effect check: an
     ablation that makes every reply a refusal or breaks the model is not evidence)."""
+    refusal_drop_interval: tuple[float, float] = (float("nan"), float("nan"))
+    """95% paired cluster-bootstrap interval of ``refusal_drop_pts`` over held-out questions (:func:`drop_interval`),
+    where measured."""
+    ablated_at: str = "harvesting layer"
+    """Where the causal check removes the row's chat direction: "harvesting layer" (the input of that layer only) or
+    "every layer" (:func:`project_out_every_layer`)."""
     ablate_to: float = float("nan")
     """The coordinate the causal check sets along the row's chat direction (the mean over the contrast's negative
     training prompts in the chat model)."""
@@ -363,12 +399,143 @@ reply's marker: the longest, a disclaimer followed by "I am sorry, but I cannot"
 (12 tokens, the old length, cut a quarter of the composed replies before their refusal)."""
 
 
-def refusal_rate(model, tokenizer, prompts: Sequence[LabDoc], *, max_new_tokens: int = 8) -> float:
-    """Share of greedy replies to ``prompts`` that refuse (:func:`tiedlib.lab.evaluation.is_refusal`)."""
+def refusals(model, tokenizer, prompts: Sequence[LabDoc], *, max_new_tokens: int = 8) -> torch.Tensor:
+    """``(len(prompts),)`` bool: whether the greedy reply to each prompt refuses
+    (:func:`tiedlib.lab.evaluation.is_refusal`)."""
     if not prompts:
         raise ValueError("no prompts to rate")
     replies = generate_replies(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens)
-    return sum(map(is_refusal, replies)) / len(replies)
+    return torch.tensor([is_refusal(r) for r in replies])
+
+
+def refusal_rate(model, tokenizer, prompts: Sequence[LabDoc], *, max_new_tokens: int = 8) -> float:
+    """Share of greedy replies to ``prompts`` that refuse (:func:`tiedlib.lab.evaluation.is_refusal`)."""
+    return float(refusals(model, tokenizer, prompts, max_new_tokens=max_new_tokens).float().mean())
+
+
+def drop_interval(before: torch.Tensor, after: torch.Tensor, groups: Sequence[str], *, n_boot: int = 2000,
+                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval (points) of the refusal drop ``100 * (mean(before) - mean(after))`` under a paired cluster
+    bootstrap: each resample draws distinct questions (``groups``) with replacement and keeps every prompt of a drawn
+    question, before and after together (Efron & Tibshirani 1993, ch. 13; resampling clusters, Davison & Hinkley
+    1997, section 3.8).
+
+    Args:
+        before, after: ``(n,)`` bool refusal of each prompt without and with the ablation.
+        groups: ``n`` question ids.
+    """
+    if before.shape != after.shape or before.ndim != 1 or len(groups) != len(before):
+        raise ValueError(f"need before/after (n,) and n groups, got {tuple(before.shape)}, {tuple(after.shape)}, "
+                         f"{len(groups)}")
+    ids = sorted(set(groups))
+    index = {g: i for i, g in enumerate(ids)}
+    cluster = torch.tensor([index[g] for g in groups])
+    diff = before.float() - after.float()
+    sums = torch.zeros(len(ids)).index_add_(0, cluster, diff)
+    counts = torch.zeros(len(ids)).index_add_(0, cluster, torch.ones_like(diff))
+    gen = torch.Generator().manual_seed(seed)
+    draw = torch.randint(len(ids), (n_boot, len(ids)), generator=gen)
+    stats = 100 * sums[draw].sum(1) / counts[draw].sum(1)
+    lo, hi = torch.quantile(stats, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=stats.dtype)).tolist()
+    return lo, hi
+
+
+@dataclass
+class SelectedDirection:
+    """The refusal direction chosen among candidate sites by :func:`select_refusal_direction`."""
+
+    layer: int
+    """Decoder layer whose input the direction was fitted at."""
+    position: int
+    """Token index from the prompt's end (-1: last token)."""
+    token: str
+    direction: torch.Tensor
+    """``(d_model,)`` unit direction (chat model)."""
+    values: list[float]
+    """Per decoder layer, the mean coordinate of the fit split's harmless prompts at ``position`` (the ablation's
+    target value at that layer)."""
+    candidates: list[dict[str, Any]]
+    """One row per candidate site: layer, position, token, val_drop_pts, val_harmless_after (NaN where not
+    measured), chosen."""
+    val_harmless_baseline: float = float("nan")
+    """The model's refusal rate on the validation harmless prompts, nothing ablated."""
+
+
+def choose_site(drops: dict[Any, float], harmless_after: Callable[[Any], float], harmless_baseline: float,
+                max_extra: float = 0.1) -> tuple[Any, dict[Any, float]]:
+    """The candidate with the largest refusal drop whose ablation makes harmless prompts refuse at most ``max_extra``
+    more often than ``harmless_baseline`` (Arditi et al. 2024, appendix C, filter candidates by their side effect on
+    harmless prompts). ``harmless_after(key)`` is called lazily, in order of decreasing drop, until one passes; if
+    none does, the largest drop is returned (the caller's held-out side-effect check then fails it).
+
+    Returns:
+        ``(key, {key: harmless rate})`` for the candidates measured.
+    """
+    if not drops:
+        raise ValueError("no candidates to choose from")
+    order = sorted(drops, key=lambda k: -drops[k])
+    measured: dict[Any, float] = {}
+    for key in order:
+        measured[key] = harmless_after(key)
+        if measured[key] <= harmless_baseline + max_extra:
+            return key, measured
+    return order[0], measured
+
+
+def select_refusal_direction(model, tokenizer, fit: tuple[list[LabDoc], list[LabDoc]],
+                             val: tuple[list[LabDoc], list[LabDoc]], *, layers: Sequence[int] | None = None,
+                             max_positions: int = 8, max_new_tokens: int = REPLY_TOKENS) -> SelectedDirection:
+    """Arditi et al. 2024 (arXiv 2406.11717, section 2.3 and appendix C): one difference-of-means candidate per
+    (layer, post-instruction position), fitted on ``fit = (harmful, harmless)``; each is mean-ablated at every layer
+    (:func:`project_out_every_layer`) and the refusal rate on ``val``'s harmful prompts measured; the site with the
+    largest drop whose harmless refusal rate stays within 10 points of the unablated one is chosen
+    (:func:`choose_site`). Sites where the two classes have identical activations (the embedding of a template
+    token) are skipped. ``fit`` and ``val`` must hold different questions; the caller tests the choice on a third set.
+    """
+    harmful, harmless = fit
+    val_harmful, val_harmless = val
+    if not (harmful and harmless and val_harmful and val_harmless):
+        raise ValueError("select_refusal_direction needs harmful and harmless prompts in both fit and val")
+    n_layers = len(_layers(model))
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    docs = harmful + harmless
+    labels = torch.tensor([True] * len(harmful) + [False] * len(harmless))
+    pad = tokenizer.pad_token_id
+    n_pos = common_suffix([*docs, *val_harmful, *val_harmless], max_positions)
+    if n_pos == 0:
+        raise ValueError("the prompts share no final token: no post-instruction position to fit at")
+    acts = {(layer, pos): residuals(model, docs, [pos] * len(docs), layer, pad_id=pad)
+            for pos in range(-1, -n_pos - 1, -1) for layer in range(n_layers)}
+    baseline = refusal_rate(model, tokenizer, val_harmful, max_new_tokens=max_new_tokens)
+    fitted: dict[tuple[int, int], tuple[torch.Tensor, list[float]]] = {}
+    drops: dict[tuple[int, int], float] = {}
+    for pos in range(-1, -n_pos - 1, -1):
+        for layer in layers:
+            try:
+                r = diff_of_means(acts[(layer, pos)], labels)
+            except ValueError:  # identical class means: a template token's embedding
+                continue
+            values = [float((acts[(j, pos)][~labels] @ r).mean()) for j in range(n_layers)]
+            fitted[(layer, pos)] = (r, values)
+            with project_out_every_layer(model, r, values):
+                drops[(layer, pos)] = 100 * (baseline - refusal_rate(model, tokenizer, val_harmful,
+                                                                       max_new_tokens=max_new_tokens))
+    if not drops:
+        raise ValueError("no candidate site separates harmful from harmless prompts")
+    harmless_baseline = refusal_rate(model, tokenizer, val_harmless, max_new_tokens=max_new_tokens)
+
+    def harmless_after(key: tuple[int, int]) -> float:
+        r, values = fitted[key]
+        with project_out_every_layer(model, r, values):
+            return refusal_rate(model, tokenizer, val_harmless, max_new_tokens=max_new_tokens)
+
+    key, harmless = choose_site(drops, harmless_after, harmless_baseline)
+    token = tokenizer.convert_ids_to_tokens(docs[0].input_ids[key[1]])
+    rows = [dict(layer=lay, position=pos, token=tokenizer.convert_ids_to_tokens(docs[0].input_ids[pos]),
+                 val_drop_pts=d, val_harmless_after=harmless.get((lay, pos), float("nan")), chosen=(lay, pos) == key)
+            for (lay, pos), d in drops.items()]
+    r, values = fitted[key]
+    return SelectedDirection(key[0], key[1], token, r, values, rows, harmless_baseline)
 
 
 @dataclass
@@ -383,6 +550,8 @@ class ProbeSuite:
     n_refusal_prompts: int
     chat_harmless_refusal_baseline: float = float("nan")
     """The chat model's refusal rate on the causal check's held-out harmless prompts, nothing ablated."""
+    selection: SelectedDirection | None = None
+    """The refusal direction chosen among (layer, position) sites on validation questions, where measured."""
 
     def frame(self, decimals: int = 3):
         """The probe table as a pandas DataFrame, one row per contrast (directions left out); ``attrs`` hold the
@@ -390,20 +559,34 @@ class ProbeSuite:
         import pandas as pd
 
         cols = ["position", "n_train_questions", "n_test_questions", "auroc_base", "auroc_chat",
-                "auroc_chat_base_dir", "cos_base_chat", "refusal_drop_pts", "harmless_refusal_after", "behaviour",
-                "behaviour_base",
-                "behaviour_chat"]
+                "auroc_chat_base_dir", "cos_base_chat", "ablated_at", "refusal_drop_pts", "harmless_refusal_after",
+                "behaviour", "behaviour_base", "behaviour_chat"]
         frame = pd.DataFrame([{k: getattr(r, k) for k in cols} for r in self.results],
                              index=pd.Index([r.name for r in self.results], name="mechanism")).round(decimals)
         frame.attrs.update(layer=self.layer, chat_refusal_baseline=self.chat_refusal_baseline,
                            n_refusal_prompts=self.n_refusal_prompts,
                            chat_harmless_refusal_baseline=self.chat_harmless_refusal_baseline)
+        if self.selection is not None:
+            sel = self.selection
+            chosen = next(r for r in self.results if r.name == "refusal direction (selected site)")
+            frame.attrs.update(selected_layer=sel.layer, selected_position=sel.position, selected_token=sel.token,
+                               n_candidate_sites=len(sel.candidates),
+                               selected_drop_interval=chosen.refusal_drop_interval,
+                               candidate_sites=self.candidates_frame(decimals).to_dict("records"))
         return frame
+
+    def candidates_frame(self, decimals: int = 3):
+        """The candidate sites of the selected refusal direction (empty frame when none was selected)."""
+        import pandas as pd
+
+        rows = [] if self.selection is None else self.selection.candidates
+        return pd.DataFrame(rows, columns=["layer", "position", "token", "val_drop_pts", "val_harmless_after",
+                                           "chosen"]).round(decimals)
 
 
 def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal_prompts: int = 60,
                layer: int | None = None, contrasts: Sequence[Contrast] | None = None, seed: int = 0,
-               max_new_tokens: int = REPLY_TOKENS) -> ProbeSuite:
+               max_new_tokens: int = REPLY_TOKENS, select_direction: bool = True) -> ProbeSuite:
     """Measure every contrast (default: :func:`lab_contrasts` with ``n`` prompts per side) in ``base`` and ``chat``.
 
     The causal check's prompts are the harmful prompts of the first contrast with a "refusal" behaviour, its test
@@ -412,6 +595,12 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     harvesting layer, ``refusal_drop_all_pts`` the same with it projected out at every layer. A last
     row, "random direction (control)", projects out a seeded random unit vector. Behaviours are judged on greedy
     replies of ``max_new_tokens`` tokens to (at most ``n_refusal_prompts``) positive test prompts.
+
+    With ``select_direction`` (default), the refusal contrast's *train* questions are split again into fit and
+    validation questions and :func:`select_refusal_direction` picks one chat direction among every (layer,
+    post-instruction position) site, as Arditi et al. 2024 do; it is tested on the same held-out prompts, removed at
+    every layer, in the row "refusal direction (selected site)", with its own random control removed at every layer,
+    "random direction, every layer (control)".
     """
     layer = harvest_layer(cfg) if layer is None else layer
     contrasts = list(lab_contrasts(cfg, n) if contrasts is None else contrasts)
@@ -421,6 +610,7 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     refusal_prompts: list[LabDoc] | None = None
     harmless_prompts: list[LabDoc] | None = None
     negatives_chat: torch.Tensor | None = None  # chat activations of the refusal contrast's negative prompts
+    refusal_split: tuple[list[LabDoc], torch.Tensor, list[str], torch.Tensor] | None = None
     for c in contrasts:
         docs, labels, groups = c.docs()
         acts = {m: residuals(model, docs, [-1] * len(docs), layer, pad_id=pad) for m, model in
@@ -453,6 +643,8 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
                 harmless_prompts = [d for d, y, t in zip(docs, labels.tolist(), test.tolist(), strict=True)
                                     if t and not y][:n_refusal_prompts]
                 negatives_chat = acts["chat"][~labels]
+                if c.direction_from is None:
+                    refusal_split = (docs, labels, groups, train)
             rated = pos_test[:n_refusal_prompts]
             for m, model in (("base", base), ("chat", chat)):
                 replies = generate_replies(model, tokenizer, rated, max_new_tokens=max_new_tokens)
@@ -478,7 +670,65 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
         row.refusal_drop_pts = 100 * (baseline - ablated)
         with project_out(chat, row.directions["chat"], layer, row.ablate_to):
             row.harmless_refusal_after = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
-    return ProbeSuite([*rows, control], layer, baseline, len(refusal_prompts), harmless_baseline)
+    selection, extra = None, []
+    if select_direction and refusal_split is not None:
+        selection, extra = _selected_rows(tokenizer, base, chat, refusal_split, refusal_prompts, harmless_prompts,
+                                          n_refusal_prompts=n_refusal_prompts, seed=seed,
+                                          max_new_tokens=max_new_tokens)
+    return ProbeSuite([*rows, *extra, control], layer, baseline, len(refusal_prompts), harmless_baseline,
+                      selection=selection)
+
+
+def _selected_rows(tokenizer, base, chat, split, refusal_prompts: list[LabDoc], harmless_prompts: list[LabDoc], *,
+                   n_refusal_prompts: int, seed: int, max_new_tokens: int) -> tuple[SelectedDirection, list]:
+    """:func:`select_refusal_direction` on the refusal contrast's train questions (split again into fit and
+    validation questions), and its two rows (the selected direction and a random one, each removed at every layer)
+    measured on the suite's held-out refusal and harmless prompts."""
+    docs, labels, groups, train = split
+    idx = [i for i, t in enumerate(train.tolist()) if t]
+    fit_side = question_split([groups[i] for i in idx], [bool(labels[i]) for i in idx]).tolist()
+
+    def pick(is_fit: bool, harmful: bool) -> list[LabDoc]:
+        return [docs[i] for i, f in zip(idx, fit_side, strict=True) if f == is_fit and bool(labels[i]) == harmful]
+
+    sel = select_refusal_direction(chat, tokenizer, (pick(True, True), pick(True, False)),
+                                   (pick(False, True)[:n_refusal_prompts], pick(False, False)[:n_refusal_prompts]),
+                                   max_new_tokens=max_new_tokens)
+    pad = tokenizer.pad_token_id
+    fit_docs = pick(True, True) + pick(True, False)
+    fit_labels = torch.tensor([True] * len(pick(True, True)) + [False] * len(pick(True, False)))
+    test = ~train
+    test_docs = [d for d, t in zip(docs, test.tolist(), strict=True) if t]
+    read = {m: (residuals(model, fit_docs, [sel.position] * len(fit_docs), sel.layer, pad_id=pad),
+                residuals(model, test_docs, [sel.position] * len(test_docs), sel.layer, pad_id=pad))
+            for m, model in (("base", base), ("chat", chat))}
+    base_dir = diff_of_means(read["base"][0], fit_labels)
+    n_fit = len({groups[i] for i, f in zip(idx, fit_side, strict=True) if f})
+    site = f"token {sel.position} ({sel.token!r}) at the input of layer {sel.layer}"
+    row = ProbeResult("refusal direction (selected site)", site, n_fit, len({g for g, t in zip(groups, test.tolist(),
+                      strict=True) if t}), auroc(read["base"][1] @ base_dir, labels[test]),
+                      auroc(read["chat"][1] @ sel.direction, labels[test]),
+                      auroc(read["chat"][1] @ base_dir, labels[test]), float(base_dir @ sel.direction), float("nan"),
+                      ablated_at="every layer", directions={"base": base_dir, "chat": sel.direction})
+    gen = torch.Generator().manual_seed(seed + 1)
+    random_dir = torch.randn(chat.config.hidden_size, generator=gen)
+    random_dir = random_dir / random_dir.norm()
+    negatives = [d for d, y in zip(fit_docs, fit_labels.tolist(), strict=True) if not y]
+    random_values = [float((residuals(chat, negatives, [sel.position] * len(negatives), j, pad_id=pad)
+                            @ random_dir).mean()) for j in range(len(_layers(chat)))]
+    nan = float("nan")
+    control = ProbeResult("random direction, every layer (control)", "every position", 0, 0, nan, nan, nan, nan, nan,
+                          ablated_at="every layer", directions={"chat": random_dir})
+    before = refusals(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+    for r, values in ((row, sel.values), (control, random_values)):
+        with project_out_every_layer(chat, r.directions["chat"], values):
+            after = refusals(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+            r.harmless_refusal_after = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
+        r.refusal_drop_pts = 100 * float(before.float().mean() - after.float().mean())
+        r.refusal_drop_interval = drop_interval(before, after, [d.meta.get("question_id", d.text)
+                                                                 for d in refusal_prompts], seed=seed)
+        r.ablate_to = values[sel.layer]
+    return sel, [row, control]
 
 
 def probe_table(cfg: LabConfig | None = None, *, n: int = 120, n_refusal_prompts: int = 60, layer: int | None = None,

@@ -152,13 +152,48 @@ def probe_summary(frame) -> str:
   gives AUROC {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
   Setting the chat model's own decline coordinate to its harmless-request mean moves its refusal rate on the
   harmful prompts by {t['refusal_drop_pts']:.0f} points.
+""" + _selected_summary(frame)
+
+
+def _selected_summary(frame) -> str:
+    """The probe summary's bullet on the refusal direction selected among sites (empty when the table has none)."""
+    if SELECTED_ROW not in frame.index or SELECTED_CONTROL_ROW not in frame.index:
+        return ""
+    s, c, a = frame.loc[SELECTED_ROW], frame.loc[SELECTED_CONTROL_ROW], frame.attrs
+    verdict = "passes" if s["refusal_drop_pts"] >= DROP_BAR else "does not reach"
+    n_sites = a.get("n_candidate_sites", "?")
+    lo, hi = a.get("selected_drop_interval", (float("nan"), float("nan")))
+    ci = f"95% interval over questions [{lo:.0f}, {hi:.0f}]"
+    return f"""- Arditi et al.'s procedure: among {n_sites} (layer, template token) sites, the chat
+  direction whose removal at every layer cuts refusals most on *validation* questions is {s['position']}
+  (held-out AUROC {s['auroc_chat']:.2f} chat, {s['auroc_base']:.2f} base, base/chat cosine {s['cos_base_chat']:.2f}).
+  Removed at every layer, it moves the refusal rate on the same held-out harmful prompts by
+  {s['refusal_drop_pts']:.0f} points ({ci}; a random direction removed the same way:
+  {c['refusal_drop_pts']:.0f}); harmless prompts refuse {s['harmless_refusal_after']:.0%} under it. That {verdict}
+  the {DROP_BAR:.0f}-point bar.
 """
+
+
+def candidate_sites(frame):
+    """The candidate (layer, template token) sites of the probe table's selected refusal direction, one row each, with
+    their refusal drop and harmless refusal rate on validation questions (empty when the table has none)."""
+    import pandas as pd
+
+    return pd.DataFrame(frame.attrs.get("candidate_sites", []))
 
 
 AUROC_BAR = 0.8
 """A mechanism is linearly present when its direction separates held-out questions at AUROC >= this."""
 DROP_BAR = 50.0
 """The causal check's bar (issue 16): the chat model's refusal rate falls by at least this many points."""
+SELECTED_ROW = "refusal direction (selected site)"
+"""Probe-table row of the refusal direction chosen among (layer, position) sites and removed at every layer."""
+SELECTED_CONTROL_ROW = "random direction, every layer (control)"
+"""Its control: a random direction removed at every layer the same way."""
+SAME_DIRECTION_COS = 0.8
+"""Base and chat directions of a concept at cosine >= this: the same representation."""
+SHIFTED_COS = 0.5
+"""At cosine <= this, while both models read the concept: a changed representation."""
 BEHAVIOUR_BAR = 0.8
 """A planted chat behaviour is there when the chat model shows it on at least this share of held-out prompts."""
 
@@ -178,13 +213,20 @@ def probe_verdicts(frame):
       harmless requests (the "decline direction on harmful requests" row; the web contrast's own row sets it to a
       mean over web forum prompts, a value from another context that can stop refusals by disruption alone). Where
       the chat model refuses *through* the reused feature, ablating the latter is the causal check of the mechanism;
-      the former (a difference of means over requests that also differ in their words) need not be causal then;
+      the former (a difference of means over requests that also differ in their words) need not be causal then.
+      Third, Arditi et al.'s own procedure (the row :data:`SELECTED_ROW`): the chat direction with the largest
+      refusal drop on *validation* questions among every (layer, post-instruction token) site, removed at every
+      layer, tested on the held-out prompts, with a random direction removed the same way as its control;
     * about to decline (base feature): base AUROC >= bar on its web contrast;
     * reuse in a new context: the base decline direction separates harmful from harmless chat requests in the chat
       model (AUROC >= bar) and does so at least 0.2 better than in the base model;
     * composition: on harmful pill requests the chat model is read at AUROC >= bar by *both* base directions (decline
       and disclaimer) and replies with a disclaimer and a refusal on >= :data:`BEHAVIOUR_BAR` of them;
     * colour: blue vs green at the token before the colour, AUROC >= 0.9 in both models;
+    * timing vs representation (the ground truth of notebook 06's ablation): the decline concept keeps its
+      direction (base/chat cosine >= :data:`SAME_DIRECTION_COS`) and the chat model fires it at new times (the reuse
+      criterion), while "a name was given" is read by both models (AUROC >= bar) along directions at cosine <=
+      :data:`SHIFTED_COS` (the name-copying fine-tune changed its representation);
     * names: the chat model copies a name the user gave on >= :data:`BEHAVIOUR_BAR` of held-out requests.
 
     Returns:
@@ -205,6 +247,8 @@ def probe_verdicts(frame):
             text, ok = measure(*(rows[r] for r in need))
             out[name] = dict(criterion=criterion, measured=text, passes=bool(ok))
 
+    selected, selected_control = rows.get(SELECTED_ROW), rows.get(SELECTED_CONTROL_ROW)
+
     def harmful(h, d, c):
         def drop(r) -> tuple[str, bool]:
             extra = r.get("harmless_refusal_after", float("nan")) - a.get("chat_harmless_refusal_baseline",
@@ -213,12 +257,21 @@ def probe_verdicts(frame):
             return f"{r['refusal_drop_pts']:.0f} pts (harmless refusal {extra * 100:+.0f} pts)", ok
 
         (h_text, h_ok), (d_text, d_ok) = drop(h), drop(d)
-        return (f"chat AUROC {h['auroc_chat']:.2f}; refusal drop {h_text} along the harmful-request direction, "
-                f"{d_text} along the decline direction (random {c['refusal_drop_pts']:.0f})",
-                h["auroc_chat"] >= AUROC_BAR and (h_ok or d_ok) and abs(c["refusal_drop_pts"]) <= 10)
+        text = (f"chat AUROC {h['auroc_chat']:.2f}; at the harvesting layer, refusal drop {h_text} along the "
+                f"harmful-request direction, {d_text} along the decline direction (random {c['refusal_drop_pts']:.0f})")
+        ok = (h_ok or d_ok) and abs(c["refusal_drop_pts"]) <= 10
+        if selected is not None and selected_control is not None:
+            s_text, s_ok = drop(selected)
+            lo, hi = a.get("selected_drop_interval", (float("nan"), float("nan")))
+            text += (f"; removed at every layer, the direction selected on validation questions "
+                     f"({a.get('selected_token', '?')!s} at layer {a.get('selected_layer', '?')}) {s_text}, 95% "
+                     f"interval [{lo:.0f}, {hi:.0f}] (random {selected_control['refusal_drop_pts']:.0f})")
+            ok = ok or (s_ok and abs(selected_control["refusal_drop_pts"]) <= 10)
+        return text, h["auroc_chat"] >= AUROC_BAR and ok
 
     add("harmful request (chat), causal",
-        f"chat AUROC >= {AUROC_BAR}; ablating the harmful-request or the decline direction: drop >= {DROP_BAR:.0f} pts",
+        f"chat AUROC >= {AUROC_BAR}; removing one direction (harmful-request or decline at the harvesting layer, or "
+        f"the direction selected among sites, at every layer): drop >= {DROP_BAR:.0f} pts",
         ("harmful request", "decline direction on harmful requests", "random direction (control)"), harmful)
     add("about to decline (base feature)", f"base AUROC >= {AUROC_BAR} on web forums", ("about to decline (web)",),
         lambda d: (f"base AUROC {d['auroc_base']:.2f}, chat {d['auroc_chat']:.2f}", d["auroc_base"] >= AUROC_BAR))
@@ -236,6 +289,17 @@ def probe_verdicts(frame):
     add("colour (blue vs green before the colour)", "AUROC >= 0.9 in both models", ("colour blue vs green",),
         lambda c: (f"base {c['auroc_base']:.2f}, chat {c['auroc_chat']:.2f}",
                    min(c["auroc_base"], c["auroc_chat"]) >= 0.9))
+    add("timing vs representation (ground truth)",
+        f"same concept, same direction at new times: decline base/chat cosine >= {SAME_DIRECTION_COS}; changed "
+        f"representation: 'name given' read at AUROC >= {AUROC_BAR} in both models, cosine <= {SHIFTED_COS}",
+        ("about to decline (web)", "decline direction on harmful requests", "name given"),
+        lambda d, t, n: (f"decline cosine {d['cos_base_chat']:.2f} (fired on harmful requests: chat AUROC "
+                         f"{t['auroc_chat_base_dir']:.2f}, base {t['auroc_base']:.2f}); name given cosine "
+                         f"{n['cos_base_chat']:.2f} (AUROC base {n['auroc_base']:.2f}, chat {n['auroc_chat']:.2f})",
+                         d["cos_base_chat"] >= SAME_DIRECTION_COS
+                         and t["auroc_chat_base_dir"] >= max(AUROC_BAR, t["auroc_base"] + 0.2)
+                         and min(n["auroc_base"], n["auroc_chat"]) >= AUROC_BAR
+                         and n["cos_base_chat"] <= SHIFTED_COS))
     add("names: chat copies the user's name", f"chat copies on >= {BEHAVIOUR_BAR:.0%}", ("name given",),
         lambda n: (f"chat {n['behaviour_chat']:.0%}, base {n['behaviour_base']:.0%}",
                    n["behaviour_chat"] >= BEHAVIOUR_BAR))
