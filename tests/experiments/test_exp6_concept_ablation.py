@@ -65,36 +65,58 @@ def test_last_of_runs():
     assert got.tolist() == [False, False, True, False, True, False, False, False, True]
 
 
-def test_score_concepts_outcomes_and_findings():
+def test_concept_triples_need_precision_and_purity():
+    # 40 tokens, concept on the first 10; triple 0 fires on them only, 1 everywhere, 2 on half of them and on 10 others.
+    carries = (torch.arange(40) < 10)[:, None]
+    writes = torch.zeros(40, 3)
+    writes[:10, 0] = 1.0
+    writes[:, 1] = 1.0
+    writes[:5, 2], writes[20:30, 2] = 2.0, 1.0
+    got = ca.concept_triples(writes, carries, torch.ones_like(carries), k=5, min_precision=0.5, min_purity=0.5)
+    assert got.tolist() == [[True, False, False]]  # 1: no purity; 2: precision 1 but P(concept | fires) = 1/3
+
+
+def test_score_concepts_outcomes_tables_and_findings():
     torch.manual_seed(0)
     model = make_model(n_latents=4, architecture="tied").eval()
     costs = ablation_costs(model, torch.randn(256, 2, 16))
-    truth = pd.DataFrame({"truth": ["timing", "representation", "same", "timing"], "cosine": [0.9, 0.1, 0.95, 0.9],
-                          "timing_signal": [0.5, 0.0, 0.0, 0.3]}, index=["a", "b", "c", "d"])  # fmt: skip
-    matches = pd.DataFrame({"concept": ["a", "b", "c", "a"], "matched": [True, True, True, False]}, index=range(4))
+    truth = pd.DataFrame({"auroc_base": 0.9, "auroc_chat": 0.9, "truth": ["timing", "representation", "same", "timing"],
+                          "cosine": [0.9, 0.1, 0.95, 0.9], "timing_signal": [0.5, 0.0, 0.0, 0.3]},
+                         index=["a", "b", "c", "d"])  # fmt: skip
+    carriers = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
     active = int(costs.n_active.min())
-    scores = ca.score_concepts(truth, matches, costs, min_active=active)
-    share = costs.summary(torch.tensor([True, False, False, False]))["timing_share"]
-    assert scores.loc["a", "triples"] == [0] and scores.loc["a", "timing_share"] == pytest.approx(share)
+    scores = ca.score_concepts(truth, carriers, list(truth.index), costs, min_active=active)
+    share = costs.summary(torch.tensor([True, False, False, True]))["timing_share"]
+    assert scores.loc["a", "triples"] == [0, 3] and scores.loc["a", "timing_share"] == pytest.approx(share)
     assert scores.loc["a", "outcome"] == ("agrees" if share >= 0.5 else "ablation disagrees")
     b = costs.summary(torch.tensor([False, True, False, False]))["timing_share"]
     assert scores.loc["b", "outcome"] == ("agrees" if b < 0.5 else "ablation disagrees")
     assert scores.loc["c", "outcome"] == "ground truth not clear" and scores.loc["c", "expected"] == "none"
     assert scores.loc["d", "outcome"] == "no triple matches" and math.isnan(scores.loc["d", "timing_share"])
     # Triples firing too rarely are not counted.
-    rare = ca.score_concepts(truth, matches, costs, min_active=int(costs.n_active.max()) + 1)
+    rare = ca.score_concepts(truth, carriers, list(truth.index), costs, min_active=int(costs.n_active.max()) + 1)
     assert rare.loc["a", "outcome"] == "no triple matches"
-    empty = ca.score_concepts(truth.iloc[:0], matches, costs, min_active=1)
+    empty = ca.score_concepts(truth.iloc[:0], carriers, list(truth.index), costs, min_active=1)
     assert list(empty.columns) == ["triples", "timing_share", "expected", "outcome"]
 
     table = truth.copy()
     for name in ca.CROSSCODERS:
         for col in ("triples", "timing_share", "outcome"):
             table[f"{name}: {col.replace('_', ' ')}"] = scores[col]
-    out = ca.concept_findings(table)
-    assert set(out) == {"exp6_concept_ablation_truth", *(f"exp6_concept_ablation_{n}" for n in ca.CROSSCODERS)}
-    assert "2 timing, 1 representation, 1 same" in out["exp6_concept_ablation_truth"]
-    assert "of 3 concepts with a clear ground truth" in out["exp6_concept_ablation_tied"]
-    assert "d: 0 triples, timing share n/a (no triple matches)" in out["exp6_concept_ablation_tied"]
-    assert "3 have a clear ground truth (2 timing, 1 representation; 1 are the same" in ca.concept_paragraph(table)
-    assert ca.concept_findings(None) == {"exp6_concept_ablation_truth": "n/a (no planted concepts on this pair)"}
+    tables = {"all": table, "chat": table.iloc[1:]}
+    out = ca.concept_findings(tables)
+    keys = {f"exp6_concept_ablation_{n}_{s}" for n in ("truth", *ca.CROSSCODERS) for s in tables}
+    assert set(out) == {"exp6_concept_ablation_rule", *keys}
+    assert "2 timing, 1 representation, 1 same" in out["exp6_concept_ablation_truth_all"]
+    assert "timing: a (cosine 0.90, timing signal +0.50), d (" in out["exp6_concept_ablation_truth_all"]
+    assert "of 3 concepts with a clear ground truth" in out["exp6_concept_ablation_tied_all"]
+    assert "d: 0 triples, timing share n/a (no triple matches)" in out["exp6_concept_ablation_tied_all"]
+    assert "of 2 concepts with a clear ground truth" in out["exp6_concept_ablation_recommended_chat"]
+    text = ca.concept_paragraph(tables)
+    assert "On all held-out tokens, 3 of 4 planted concepts have a clear ground truth (2 timing, 1" in text
+    assert "On chat held-out tokens, 2 of 3" in text
+    compact = ca.compact_table(tables)
+    assert compact.index.tolist() == [("all", "a"), ("all", "b"), ("all", "d"), ("chat", "b"), ("chat", "d")]
+    assert compact.loc[("all", "a"), "tied: triples"] == 2
+    assert ca.concept_findings(None) == {"exp6_concept_ablation_rule": "n/a (no planted concepts on this pair)"}
+    assert ca.compact_table(None) is None and "no planted concepts" in ca.concept_paragraph(None)

@@ -24,12 +24,16 @@ follows refuses) are scored at the *last* end-of-prompt token only (the model tu
 probe suite reads its end-of-prompt contrasts), and ``name_given`` (:data:`NAME_GIVEN`) is the lab's ``name``
 concept read there too (the prompt gave a name: the probe suite's "name given" contrast).
 
-**Triples** (:func:`concept_triples`): a tied triple carries a concept when :func:`tiedlib.analysis.novel.
-match_concepts` names it as the triple's best concept, scoring what the triple writes into both models,
-``c_base + c_chat``, by precision at ``k`` and purity over chance at the concept's positions. **Agreement**
+**Triples** (:func:`concept_triples`): a tied triple carries a concept when what it writes into both models,
+``c_base + c_chat``, picks the concept out at its positions by precision at ``k`` and purity over chance (the
+thresholds of :func:`tiedlib.analysis.novel.match_concepts`, per concept: a triple may carry several). **Agreement**
 (:func:`concept_table`): the ablation's timing share over a concept's triples (those active on at least
 ``min_active`` held-out tokens) is at least 1/2 for a ``timing`` concept and below 1/2 for a ``representation`` one;
 ``same``, ``not present`` and ``unclear`` concepts predict nothing.
+
+Directions, triples and ablation costs all read the same held-out tokens: all of them (web and chat documents: where
+notebook 06 sums the ablation's costs) or the chat documents' alone (where the chat fine-tune acts), see
+:func:`concept_tables`.
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ from torch import Tensor
 from tiedlib import lab
 from tiedlib.analysis import concepts as gt
 from tiedlib.analysis.ablation import AblationCosts, ablation_costs, coefficients
-from tiedlib.analysis.novel import match_concepts
 from tiedlib.config import BASE, CHAT
 from tiedlib.crosscoders.crosscoder import Crosscoder
 from tiedlib.lab.probes import auroc, diff_of_means
@@ -55,6 +58,8 @@ from tiedlib.lab.probes import auroc, diff_of_means
 from .pipeline import Crosscoders, HeldOut
 from .presets import Exp6Settings
 
+SOURCES = ("all", "web", "chat")
+"""Held-out documents a per-concept table reads (:meth:`HeldOutConcepts.rows`)."""
 TRUTHS = ("timing", "representation", "same", "unclear", "not present")
 NAME_GIVEN = "name_given"
 """The lab's ``name`` concept read at the end of the prompt (a ``"prompt"`` positional concept): a name was given."""
@@ -152,6 +157,22 @@ class HeldOutConcepts:
     scored: Bool[Tensor, "n_tokens n_concepts"]
     fit: Bool[Tensor, " n_tokens"]
     """Tokens of even-numbered documents (they fit the directions; the odd ones are held out)."""
+    chat: Bool[Tensor, " n_tokens"]
+    """Tokens of chat documents (the others are web documents)."""
+
+    def rows(self, source: str) -> Bool[Tensor, " n_tokens"]:
+        """The tokens of ``source``: ``"all"``, ``"web"`` or ``"chat"`` documents.
+
+        Raises:
+            ValueError: another source.
+        """
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        return {"all": torch.ones_like(self.chat), "web": ~self.chat, "chat": self.chat}[source]
+
+    def select(self, rows: Bool[Tensor, " n_tokens"]) -> HeldOutConcepts:
+        """The labels of the tokens in ``rows``."""
+        return HeldOutConcepts(self.concepts, self.carries[rows], self.scored[rows], self.fit[rows], self.chat[rows])
 
 
 def last_of_runs(flags: Bool[np.ndarray, " seq"]) -> Bool[np.ndarray, " seq"]:
@@ -178,7 +199,8 @@ def held_out_concepts(held: HeldOut, settings: Exp6Settings) -> HeldOutConcepts 
     last = last[torch.from_numpy(offsets[h.doc_index.numpy()] + h.position.numpy())]
     positional = [j for j, c in enumerate(concepts) if c in gt.POSITIONAL_CONCEPTS or c == NAME_GIVEN]
     scored[:, positional] &= last[:, None]
-    return HeldOutConcepts(concepts, carries, scored, h.doc_index % 2 == 0)
+    n_web = len(held.sequences["web"][: settings.eval_docs])
+    return HeldOutConcepts(concepts, carries, scored, h.doc_index % 2 == 0, h.doc_index >= n_web)
 
 
 @torch.no_grad()
@@ -193,12 +215,17 @@ def triple_writes(model: Crosscoder, x: Float[Tensor, "n_tokens 2 d_model"], *, 
                       for c in x.split(chunk_size)])  # fmt: skip
 
 
-def concept_triples(writes: Float[Tensor, "n_tokens n_latents"], labels: HeldOutConcepts, settings: Exp6Settings
-                    ) -> pd.DataFrame:  # fmt: skip
-    """:func:`tiedlib.analysis.novel.match_concepts` of every triple's writes (precision at ``match_k``, purity over
-    chance), one row per triple."""
-    return match_concepts(writes, labels.carries, labels.scored, labels.concepts, k=settings.match_k,
-                          min_precision=settings.match_precision, min_purity=settings.match_purity)  # fmt: skip
+def concept_triples(writes: Float[Tensor, "n_tokens n_latents"], carries: Bool[Tensor, "n_tokens n_concepts"],
+                    scored: Bool[Tensor, "n_tokens n_concepts"], *, k: int, min_precision: float, min_purity: float
+                    ) -> Bool[Tensor, "n_concepts n_latents"]:  # fmt: skip
+    """Which triples carry each concept: by :func:`tiedlib.analysis.concepts.part_scores` of what each triple writes
+    (:func:`triple_writes`), precision at ``k`` at least ``min_precision`` and purity over chance,
+    ``(P(concept | fires) - chance) / (1 - chance)``, at least ``min_purity`` (the rule of
+    :func:`tiedlib.analysis.novel.match_concepts`, applied per concept: a triple may carry several)."""
+    scores = gt.part_scores(writes, carries, scored, k)
+    chance = scores.chance[:, None]
+    purity = (scores.p_fires.double() - chance) / (1 - chance).clamp_min(1e-12)
+    return (scores.precision >= min_precision) & (purity >= min_purity)  # NaN compares False
 
 
 def expected_share(truth: str) -> str:
@@ -206,19 +233,17 @@ def expected_share(truth: str) -> str:
     return {"timing": ">= 1/2", "representation": "< 1/2"}.get(truth, "none")
 
 
-def score_concepts(truth: pd.DataFrame, matches: pd.DataFrame, costs: AblationCosts, min_active: int
-                   ) -> pd.DataFrame:  # fmt: skip
-    """Per concept of ``truth``: its matched triples (``triples``: those active on at least ``min_active`` rows), the
+def score_concepts(truth: pd.DataFrame, carriers: Bool[Tensor, "n_concepts n_latents"], concepts: Sequence[str],
+                   costs: AblationCosts, min_active: int) -> pd.DataFrame:  # fmt: skip
+    """Per concept of ``truth``: its triples (``triples``: those ``carriers`` marks for it, row ``concepts.index``,
+    active on at least ``min_active`` rows), the
     ablation's ``timing_share`` over them, the ``expected`` share and ``outcome``: ``agrees``, ``ablation
     disagrees``, ``no triple matches`` or ``ground truth not clear`` (``truth`` is neither timing nor
     representation)."""
     active = costs.n_active >= min_active
     out = {}
     for concept, row in truth.iterrows():
-        chosen = torch.zeros_like(active)
-        hit = matches.index[(matches["concept"] == concept) & matches["matched"].astype(bool)].tolist()
-        chosen[torch.tensor(hit, dtype=torch.long)] = True
-        chosen &= active
+        chosen = carriers[list(concepts).index(concept)].cpu() & active
         share = costs.summary(chosen)["timing_share"] if chosen.any() else math.nan
         expected = expected_share(row["truth"])
         if expected == "none":
@@ -233,26 +258,60 @@ def score_concepts(truth: pd.DataFrame, matches: pd.DataFrame, costs: AblationCo
     return pd.DataFrame.from_dict(out, orient="index", columns=columns).rename_axis("concept")
 
 
-def concept_table(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings,
+def concept_table(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings, source: str = "all",
                   rule: TruthRule | None = None) -> pd.DataFrame | None:  # fmt: skip
     """The ground truth (:func:`ground_truth`) and, per crosscoder of :data:`CROSSCODERS` (columns
     ``<name>: triples``, ``<name>: timing share``, ``<name>: outcome``), the matched triples and the ablation's timing
-    share; one row per concept. None on a pair without concept labels."""
+    share; one row per concept. Everything (directions, matches, ablation costs) reads the same held-out tokens, those
+    of ``source`` (:data:`SOURCES`). None on a pair without concept labels."""
     labels = held_out_concepts(held, settings)
     if labels is None:
         return None
-    x = held.acts.harvest.acts
+    rows = labels.rows(source)
+    labels, x = labels.select(rows), held.acts.harvest.acts[rows]
     truth = ground_truth(x, labels.carries, labels.scored, labels.concepts, labels.fit, rule)
     parts = [truth]
     for name in CROSSCODERS:
         model = crosscoders.models[name]
         costs = ablation_costs(model, model.normalize(x.float().to(model.W_dec.device)))
-        scores = score_concepts(truth, concept_triples(triple_writes(model, x), labels, settings), costs,
-                                settings.min_active)  # fmt: skip
+        k, precision, purity = settings.match_k, settings.match_precision, settings.match_purity
+        carriers = concept_triples(triple_writes(model, x), labels.carries, labels.scored, k=k,
+                                   min_precision=precision, min_purity=purity)  # fmt: skip
+        scores = score_concepts(truth, carriers, labels.concepts, costs, settings.min_active)
         parts.append(scores.drop(columns="expected").rename(columns=lambda c, n=name: f"{n}: {c.replace('_', ' ')}"))
     out = pd.concat(parts, axis=1)
     out.insert(len(TRUTH_COLUMNS), "expected share", [expected_share(t) for t in truth["truth"]])
     return out
+
+
+def concept_tables(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings,
+                   sources: Sequence[str] = ("all", "chat"), rule: TruthRule | None = None
+                   ) -> dict[str, pd.DataFrame] | None:  # fmt: skip
+    """:func:`concept_table` on each of ``sources``: all held-out tokens (the tokens the ablation's costs are summed
+    over elsewhere) and the chat documents' (where the chat fine-tune acts). None on a pair without concept labels."""
+    tables = {src: concept_table(crosscoders, held, settings, src, rule) for src in sources}
+    return None if any(t is None for t in tables.values()) else tables
+
+
+SHORT_COLUMNS = ("auroc_base", "auroc_chat", "cosine", "timing_signal", "truth")
+
+
+def compact_table(tables: dict[str, pd.DataFrame] | None) -> pd.DataFrame | None:
+    """The concepts with a clear ground truth (timing or representation) of every source, rows (source, concept):
+    the ground truth's :data:`SHORT_COLUMNS` and, per crosscoder, the number of triples, the timing share and the
+    outcome, rounded to 2 decimals for display."""
+    if tables is None:
+        return None
+    parts = {}
+    for src, table in tables.items():
+        clear = table[table["truth"].isin(("timing", "representation"))]
+        part = clear[list(SHORT_COLUMNS)].copy()
+        for name in CROSSCODERS:
+            part[f"{name}: triples"] = clear[f"{name}: triples"].map(len)
+            part[f"{name}: timing share"] = clear[f"{name}: timing share"]
+            part[f"{name}: outcome"] = clear[f"{name}: outcome"]
+        parts[src] = part
+    return pd.concat(parts, names=["tokens", "concept"]).round(2)
 
 
 def _counts(table: pd.DataFrame, name: str) -> dict[str, int]:
@@ -264,28 +323,37 @@ def _concepts(table: pd.DataFrame, truth: str) -> str:
     return ", ".join(f"{c} (cosine {r.cosine:.2f}, timing signal {r.timing_signal:+.2f})" for c, r in rows.iterrows())
 
 
-def concept_findings(table: pd.DataFrame | None, rule: TruthRule | None = None) -> dict[str, str]:
-    """The headline numbers under ``exp6_concept_ablation_*`` keys (the table is :func:`concept_table`)."""
+def concept_findings(tables: dict[str, pd.DataFrame] | None, rule: TruthRule | None = None) -> dict[str, str]:
+    """The headline numbers under ``exp6_concept_ablation_*`` keys (``tables`` from :func:`concept_tables`): the rule,
+    and per source (``_<source>``) the ground truths and each crosscoder's outcomes."""
     rule = rule or TruthRule()
-    if table is None:
-        return {"exp6_concept_ablation_truth": "n/a (no planted concepts on this pair)"}
-    truths = table["truth"].value_counts()
-    out = {"exp6_concept_ablation_truth": (
-        f"{len(table)} planted concepts: " + ", ".join(f"{int(truths.get(t, 0))} {t}" for t in TRUTHS)
-        + f" (rule: AUROC >= {rule.min_auroc:g}; same direction at cosine >= {rule.same_cos:g}, changed at <= "
-        f"{rule.changed_cos:g}; timing when one model is active on >= {rule.min_timing:.0%} more concept tokens at "
-        f"{rule.fpr:.0%} false positives); timing: {_concepts(table, 'timing') or 'none'}; representation: "
-        f"{_concepts(table, 'representation') or 'none'}")}  # fmt: skip
-    for name in CROSSCODERS:
-        n = _counts(table, name)
+    out = {"exp6_concept_ablation_rule": (
+        f"per planted concept, difference-of-means directions in each model fitted on half the held-out documents: "
+        f"representation when both read it (held-out AUROC >= {rule.min_auroc:g}) at base/chat cosine <= "
+        f"{rule.changed_cos:g}; timing when the cosine is >= {rule.same_cos:g} and one model is active on >= "
+        f"{rule.min_timing:.0%} more of its tokens (each at {rule.fpr:.0%} false positives); the ablation agrees when "
+        f"its timing share over the concept's triples (precision at k and purity over chance) is >= 1/2 for timing, "
+        f"< 1/2 for representation")}  # fmt: skip
+    if tables is None:
+        out["exp6_concept_ablation_rule"] = "n/a (no planted concepts on this pair)"
+        return out
+    for src, table in tables.items():
+        truths = table["truth"].value_counts()
+        out[f"exp6_concept_ablation_truth_{src}"] = (
+            f"{src} held-out tokens, {len(table)} planted concepts: "
+            + ", ".join(f"{int(truths.get(t, 0))} {t}" for t in TRUTHS)
+            + f"; timing: {_concepts(table, 'timing') or 'none'}; representation: "
+            f"{_concepts(table, 'representation') or 'none'}")  # fmt: skip
         clear = table[table["truth"].isin(("timing", "representation"))]
-        detail = "; ".join(f"{c}: {len(r[f'{name}: triples'])} triples, timing share "
-                           f"{_share(r[f'{name}: timing share'])} ({r[f'{name}: outcome']})"
-                           for c, r in clear.iterrows())  # fmt: skip
-        out[f"exp6_concept_ablation_{name}"] = (
-            f"{n.get('agrees', 0)} agree, {n.get('ablation disagrees', 0)} disagree, {n.get('no triple matches', 0)} "
-            f"without a matched triple, of {len(clear)} concepts with a clear ground truth" + (f"; {detail}" if detail
-                                                                                               else ""))  # fmt: skip
+        for name in CROSSCODERS:
+            n = _counts(clear, name)
+            detail = "; ".join(f"{c}: {len(r[f'{name}: triples'])} triples, timing share "
+                               f"{_share(r[f'{name}: timing share'])} ({r[f'{name}: outcome']})"
+                               for c, r in clear.iterrows())  # fmt: skip
+            out[f"exp6_concept_ablation_{name}_{src}"] = (
+                f"{src} held-out tokens: {n.get('agrees', 0)} agree, {n.get('ablation disagrees', 0)} disagree, "
+                f"{n.get('no triple matches', 0)} without a matched triple, of {len(clear)} concepts with a clear "
+                f"ground truth" + (f"; {detail}" if detail else ""))  # fmt: skip
     return out
 
 
@@ -293,17 +361,24 @@ def _share(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v:.0%}"
 
 
-def concept_paragraph(table: pd.DataFrame | None) -> str:
-    """One sentence (Markdown) reading :func:`concept_table` aloud, with its numbers filled in."""
-    if table is None:
+def concept_paragraph(tables: dict[str, pd.DataFrame] | None) -> str:
+    """One sentence per source (Markdown) reading :func:`concept_tables` aloud, with its numbers filled in."""
+    if tables is None:
         return "This pair has no planted concepts, so the ablation has no per-concept ground truth here."
-    clear = table["truth"].isin(("timing", "representation"))
-    parts = []
-    for name in CROSSCODERS:
-        n = _counts(table, name)
-        parts.append(f"`{name}` agrees on {n.get('agrees', 0)}, disagrees on {n.get('ablation disagrees', 0)} and "
-                     f"has no matched triple for {n.get('no triple matches', 0)}")  # fmt: skip
-    return (f"Of {len(table)} planted concepts measured in the models, {int(clear.sum())} have a clear ground truth "
-            f"({int((table['truth'] == 'timing').sum())} timing, {int((table['truth'] == 'representation').sum())} "
-            f"representation; {int((table['truth'] == 'same').sum())} are the same in both models); of those, "
-            + "; ".join(parts) + ".")  # fmt: skip
+    out = []
+    for src, table in tables.items():
+        clear = table[table["truth"].isin(("timing", "representation"))]
+        parts = []
+        for name in CROSSCODERS:
+            n = _counts(clear, name)
+            parts.append(f"`{name}` agrees on {n.get('agrees', 0)}, disagrees on {n.get('ablation disagrees', 0)} "
+                         f"and has no matched triple for {n.get('no triple matches', 0)}")  # fmt: skip
+        truths = table["truth"].value_counts()
+        out.append(
+            f"On {src} held-out tokens, {len(clear)} of {len(table)} planted concepts have a clear ground truth "
+            f"({truths.get('timing', 0)} timing, {truths.get('representation', 0)} representation; "
+            f"{truths.get('same', 0)} are the same in both models and {truths.get('unclear', 0)} unclear); of those, "
+            + "; ".join(parts)
+            + "."
+        )
+    return " ".join(out)
