@@ -120,3 +120,21 @@ def test_score_concepts_outcomes_tables_and_findings():
     assert compact.loc[("all", "a"), "tied: triples"] == 2
     assert ca.concept_findings(None) == {"exp6_concept_ablation_rule": "n/a (no planted concepts on this pair)"}
     assert ca.compact_table(None) is None and "no planted concepts" in ca.concept_paragraph(None)
+
+
+def test_sources_and_triple_writes():
+    n = 6
+    labels = ca.HeldOutConcepts(["a"], torch.zeros(n, 1, dtype=torch.bool), torch.ones(n, 1, dtype=torch.bool),
+                                torch.arange(n) % 2 == 0, torch.arange(n) >= 4)  # fmt: skip
+    assert labels.rows("chat").tolist() == [False] * 4 + [True] * 2 and bool(labels.rows("all").all())
+    assert labels.select(labels.rows("web")).fit.tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="source must be one of"):
+        labels.rows("lmsys")
+    model = make_model(n_latents=4, architecture="tied").eval()
+    x = torch.randn(10, 2, 16)
+    with torch.no_grad():
+        f = model.encode(model.normalize(x)).reshape(10, 3, 4)
+    expected = 2 * f[:, 0] + f[:, 1] + f[:, 2]  # (f_shared + f_base) + (f_shared + f_chat)
+    torch.testing.assert_close(ca.triple_writes(model, x, chunk_size=3), expected)
+    with pytest.raises(ValueError, match="need a tied crosscoder"):
+        ca.triple_writes(make_model(n_latents=4), x)
