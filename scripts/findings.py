@@ -73,6 +73,9 @@ LINES = [
     "{exp6_template_recommended}.",
     "?  Timing vs representation ablation of the tied crosscoder: ground truth, timing-shifted data "
     "{exp6_ablation_timing}; direction-shifted data {exp6_ablation_direction}; lab pair {exp6_ablation_lab}.",
+    "?  Concept by concept on the lab pair ({exp6_concept_ablation_rule}): ground truth "
+    "{exp6_concept_ablation_truth_all}; write-up tied {exp6_concept_ablation_tied_all}; recommended "
+    "{exp6_concept_ablation_recommended_all}.",
     "?  Totally new chat latents ({exp6_new_rule}): write-up tied {exp6_new_tied}; smaller eta "
     "{exp6_new_tied_small_eta}; recommended {exp6_new_recommended}.",
     "?- **SAE baseline** (07): a chat SAE latent's nearest base SAE latent detects its planted concept with precision "

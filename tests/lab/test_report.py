@@ -194,7 +194,7 @@ def test_selected_direction_removed_at_every_layer_can_pass_the_causal_check():
     assert not probe_verdicts(frame).loc[key, "passes"]
     v = probe_verdicts(_with_selected(frame.copy(), 51.7, 0.0))
     assert v.loc[key, "passes"]
-    assert "(<end_of_turn> at layer 1) 52 pts (harmless refusal -8 pts), 95% interval [37, 67] (random 0)" in v.loc[
+    assert "('<end_of_turn>' at layer 1) 52 pts (harmless refusal -8 pts), 95% interval [37, 67] (random 0)" in v.loc[
         key, "measured"]
     assert not probe_verdicts(_with_selected(frame.copy(), 51.7, 15.0)).loc[key, "passes"]  # control moves too
     assert not probe_verdicts(_with_selected(frame.copy(), 45.0, 0.0)).loc[key, "passes"]  # below the bar

@@ -264,7 +264,7 @@ def probe_verdicts(frame):
             s_text, s_ok = drop(selected)
             lo, hi = a.get("selected_drop_interval", (float("nan"), float("nan")))
             text += (f"; removed at every layer, the direction selected on validation questions "
-                     f"({a.get('selected_token', '?')!s} at layer {a.get('selected_layer', '?')}) {s_text}, 95% "
+                     f"({a.get('selected_token', '?')!r} at layer {a.get('selected_layer', '?')}) {s_text}, 95% "
                      f"interval [{lo:.0f}, {hi:.0f}] (random {selected_control['refusal_drop_pts']:.0f})")
             ok = ok or (s_ok and abs(selected_control["refusal_drop_pts"]) <= 10)
         return text, h["auroc_chat"] >= AUROC_BAR and ok
