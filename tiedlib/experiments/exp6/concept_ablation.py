@@ -34,6 +34,21 @@ thresholds of :func:`tiedlib.analysis.novel.match_concepts`, per concept: a trip
 Directions, triples and ablation costs all read the same held-out tokens: all of them (web and chat documents: where
 notebook 06 sums the ablation's costs) or the chat documents' alone (where the chat fine-tune acts), see
 :func:`concept_tables`.
+
+**Second ground truth: reuse in a new context** (:func:`reuse_truth`, :class:`ReuseRule`). The write-up's timing
+mechanism read literally: the chat model fires the *base* model's concept direction in a context where the base model
+does not. Per concept, ``u_web``: the base model's difference-of-means direction fitted on the *web* documents (even
+ones); ``u_chat``: the chat model's own direction fitted on the *chat* documents (even ones). On the held-out (odd)
+chat documents: the AUROC of ``u_web`` in each model, and the cosine of ``u_web`` and ``u_chat``. The verdict
+``timing (reuse)`` needs the lab probe suite's reuse criterion (:func:`tiedlib.lab.report.probe_verdicts`, row "reuse:
+decline fired on harmful requests": chat AUROC >= 0.8 and >= base + 0.2) *and* directions that agree, cosine >=
+``min_cos`` = 0.5: the two directions are fitted on different documents (other negatives), so the first rule's
+``same_cos`` (0.8, one set of documents) would mix the context change with a model change; 0.5 is the first rule's
+``changed_cos``, so a concept cannot be both reused and "a different vector". Otherwise: ``not read in chat`` (chat
+AUROC below the bar), ``base reads it too`` (gain below 0.2) or ``direction differs`` (cosine below ``min_cos``); only
+``timing (reuse)`` predicts a timing share (>= 1/2). Positional concepts have no web tokens and are left out. Its
+triples and ablation costs read the held-out chat documents (:func:`reuse_table`). All thresholds were fixed before
+looking at the lab pair's numbers and are not tuned to them.
 """
 
 from __future__ import annotations
@@ -65,6 +80,11 @@ NAME_GIVEN = "name_given"
 """The lab's ``name`` concept read at the end of the prompt (a ``"prompt"`` positional concept): a name was given."""
 CROSSCODERS = ("tied", "recommended")
 """The write-up's tied crosscoder and the recommended one (:data:`.pipeline.ARCHITECTURES`)."""
+REUSE_TRUTHS = ("timing (reuse)", "base reads it too", "direction differs", "not read in chat")
+"""Verdicts of :class:`ReuseRule`; only the first predicts a timing share."""
+REUSE_COLUMNS = ("n_web", "n_chat", "auroc_base", "auroc_chat", "cosine", "truth")
+"""Columns of :func:`reuse_truth`: concept tokens per document kind, AUROCs of the base web direction on held-out
+chat documents, cosine of the base web and chat chat directions, verdict."""
 TRUTH_COLUMNS = ("n_positive", "auroc_base", "auroc_chat", "cosine", "active_base", "active_chat", "timing_signal",
                  "truth")  # fmt: skip
 
@@ -146,6 +166,76 @@ def ground_truth(
                       "active_base": active[BASE], "active_chat": active[CHAT], "timing_signal": signal,
                       "truth": rule.verdict(au[BASE], au[CHAT], cos, signal)}  # fmt: skip
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(TRUTH_COLUMNS)).rename_axis("concept")
+
+
+@dataclass(frozen=True)
+class ReuseRule:
+    """Thresholds of the reuse ground truth (module docstring): ``min_auroc`` and ``min_gain`` are the lab probe
+    suite's reuse criterion (:func:`tiedlib.lab.report.probe_verdicts`), ``min_cos`` ours (fixed before looking)."""
+
+    min_auroc: float = 0.8
+    min_gain: float = 0.2
+    min_cos: float = 0.5
+    min_positive: int = 5
+    """Concepts with fewer concept (or non-concept) tokens in a fit or held-out set are left out."""
+
+    def __post_init__(self) -> None:
+        if not (0.5 <= self.min_auroc <= 1 and 0 < self.min_gain <= 0.5 and -1 <= self.min_cos <= 1
+                and self.min_positive >= 1):  # fmt: skip
+            raise ValueError(f"need min_auroc in [0.5, 1], min_gain in (0, 0.5], min_cos in [-1, 1] and "
+                             f"min_positive >= 1, got {self}")  # fmt: skip
+
+    def verdict(self, auroc_base: float, auroc_chat: float, cosine: float) -> str:
+        """One of :data:`REUSE_TRUTHS`, from the base web direction's AUROCs on chat documents and the cosine."""
+        if not auroc_chat >= self.min_auroc:
+            return "not read in chat"
+        if auroc_chat < auroc_base + self.min_gain:
+            return "base reads it too"
+        return "timing (reuse)" if cosine >= self.min_cos else "direction differs"
+
+
+def reuse_truth(
+    x: Float[Tensor, "n_tokens 2 d_model"], carries: Bool[Tensor, "n_tokens n_concepts"],
+    scored: Bool[Tensor, "n_tokens n_concepts"], concepts: Sequence[str], fit: Bool[Tensor, " n_tokens"],
+    chat: Bool[Tensor, " n_tokens"], rule: ReuseRule | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Per concept (rows, in order; those with too few tokens left out), the :data:`REUSE_COLUMNS`: the base model's
+    direction fitted on the web documents' ``fit`` tokens, read on the held-out chat tokens (``chat & ~fit``) in each
+    model (AUROC), its cosine with the chat model's direction fitted on the chat documents' ``fit`` tokens, and the
+    ``truth`` of ``rule`` (:class:`ReuseRule`).
+
+    Args:
+        x: both models' activations on the same tokens (any per-model scale: every measure is scale-free).
+        carries, scored: :func:`tiedlib.analysis.concepts.positional_labels` of the tokens.
+        fit: tokens whose documents fit the directions; chat: tokens of chat documents (the others are web ones).
+
+    Raises:
+        ValueError: the shapes disagree.
+    """
+    rule = rule or ReuseRule()
+    n_rows = {x.shape[0], carries.shape[0], scored.shape[0], fit.shape[0], chat.shape[0]}
+    if x.ndim != 3 or x.shape[1] != 2 or len(n_rows) != 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in (x, carries, scored, fit, chat))
+        raise ValueError(f"need x (n, 2, d) and n-row labels, fit and chat masks, got {shapes}")
+    if carries.shape != scored.shape or len(concepts) != carries.shape[1]:
+        raise ValueError(f"{len(concepts)} concepts for labels {tuple(carries.shape)} / {tuple(scored.shape)}")
+    x = x.float()
+    sets = {"web": fit & ~chat, "chat": fit & chat, "test": ~fit & chat}
+    rows = {}
+    for j, name in enumerate(concepts):
+        parts = {k: (x[m & scored[:, j]], carries[m & scored[:, j], j]) for k, m in sets.items()}
+        if min(min(int(y.sum()), int((~y).sum())) for _, y in parts.values()) < rule.min_positive:
+            continue
+        u_web = diff_of_means(parts["web"][0][:, BASE], parts["web"][1])
+        u_chat = diff_of_means(parts["chat"][0][:, CHAT], parts["chat"][1])
+        xt, yt = parts["test"]
+        au = [auroc(xt[:, i] @ u_web, yt) for i in (BASE, CHAT)]
+        cos = float(u_web @ u_chat)
+        rows[name] = {"n_web": int(carries[~chat & scored[:, j], j].sum()),
+                      "n_chat": int(carries[chat & scored[:, j], j].sum()), "auroc_base": au[BASE],
+                      "auroc_chat": au[CHAT], "cosine": cos,
+                      "truth": rule.verdict(au[BASE], au[CHAT], cos)}  # fmt: skip
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(REUSE_COLUMNS)).rename_axis("concept")
 
 
 @dataclass
@@ -230,16 +320,16 @@ def concept_triples(writes: Float[Tensor, "n_tokens n_latents"], carries: Bool[T
 
 def expected_share(truth: str) -> str:
     """What the ablation's timing share should be for a ground truth: ``">= 1/2"``, ``"< 1/2"`` or ``"none"``."""
-    return {"timing": ">= 1/2", "representation": "< 1/2"}.get(truth, "none")
+    return {"timing": ">= 1/2", "timing (reuse)": ">= 1/2", "representation": "< 1/2"}.get(truth, "none")
 
 
 def score_concepts(truth: pd.DataFrame, carriers: Bool[Tensor, "n_concepts n_latents"], concepts: Sequence[str],
                    costs: AblationCosts, min_active: int) -> pd.DataFrame:  # fmt: skip
     """Per concept of ``truth``: its triples (``triples``: those ``carriers`` marks for it, row ``concepts.index``,
     active on at least ``min_active`` rows), the
-    ablation's ``timing_share`` over them, the ``expected`` share and ``outcome``: ``agrees``, ``ablation
-    disagrees``, ``no triple matches`` or ``ground truth not clear`` (``truth`` is neither timing nor
-    representation)."""
+    ablation's ``timing_share`` over them, the ``expected`` share (:func:`expected_share`) and ``outcome``:
+    ``agrees``, ``ablation disagrees``, ``no triple matches`` or ``ground truth not clear`` (the ``truth`` predicts
+    no share)."""
     active = costs.n_active >= min_active
     out = {}
     for concept, row in truth.iterrows():
@@ -251,7 +341,7 @@ def score_concepts(truth: pd.DataFrame, carriers: Bool[Tensor, "n_concepts n_lat
         elif not chosen.any():
             outcome = "no triple matches"
         else:
-            outcome = "agrees" if (share >= 0.5) == (row["truth"] == "timing") else "ablation disagrees"
+            outcome = "agrees" if (share >= 0.5) == (expected == ">= 1/2") else "ablation disagrees"
         out[concept] = {"triples": chosen.nonzero().squeeze(1).tolist(), "timing_share": share, "expected": expected,
                         "outcome": outcome}  # fmt: skip
     columns = ["triples", "timing_share", "expected", "outcome"]
@@ -270,6 +360,13 @@ def concept_table(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Setting
     rows = labels.rows(source)
     labels, x = labels.select(rows), held.acts.harvest.acts[rows]
     truth = ground_truth(x, labels.carries, labels.scored, labels.concepts, labels.fit, rule)
+    return _scored(truth, crosscoders, x, labels, settings)
+
+
+def _scored(truth: pd.DataFrame, crosscoders: Crosscoders, x: Float[Tensor, "n_tokens 2 d_model"],
+            labels: HeldOutConcepts, settings: Exp6Settings) -> pd.DataFrame:  # fmt: skip
+    """``truth`` with an ``expected share`` column and, per crosscoder, the :func:`score_concepts` of its triples
+    matched and ablated on the tokens ``x`` (labelled by ``labels``)."""
     parts = [truth]
     for name in CROSSCODERS:
         model = crosscoders.models[name]
@@ -280,8 +377,22 @@ def concept_table(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Setting
         scores = score_concepts(truth, carriers, labels.concepts, costs, settings.min_active)
         parts.append(scores.drop(columns="expected").rename(columns=lambda c, n=name: f"{n}: {c.replace('_', ' ')}"))
     out = pd.concat(parts, axis=1)
-    out.insert(len(TRUTH_COLUMNS), "expected share", [expected_share(t) for t in truth["truth"]])
+    out.insert(truth.shape[1], "expected share", [expected_share(t) for t in truth["truth"]])
     return out
+
+
+def reuse_table(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings, rule: ReuseRule | None = None
+                ) -> pd.DataFrame | None:  # fmt: skip
+    """The reuse ground truth (:func:`reuse_truth`, directions from all held-out documents' even half) and, per
+    crosscoder of :data:`CROSSCODERS`, the concept's triples matched and ablated on the held-out *chat* documents
+    (columns as in :func:`concept_table`); one row per concept. None on a pair without concept labels."""
+    labels = held_out_concepts(held, settings)
+    if labels is None:
+        return None
+    x = held.acts.harvest.acts
+    truth = reuse_truth(x, labels.carries, labels.scored, labels.concepts, labels.fit, labels.chat, rule)
+    rows = labels.rows("chat")
+    return _scored(truth, crosscoders, x[rows], labels.select(rows), settings)
 
 
 def concept_tables(crosscoders: Crosscoders, held: HeldOut, settings: Exp6Settings,
@@ -323,17 +434,21 @@ def _concepts(table: pd.DataFrame, truth: str) -> str:
     return ", ".join(f"{c} (cosine {r.cosine:.2f}, timing signal {r.timing_signal:+.2f})" for c, r in rows.iterrows())
 
 
-def concept_findings(tables: dict[str, pd.DataFrame] | None, rule: TruthRule | None = None) -> dict[str, str]:
+def concept_findings(tables: dict[str, pd.DataFrame] | None, rule: TruthRule | None = None,
+                     reuse: pd.DataFrame | None = None, reuse_rule: ReuseRule | None = None
+                     ) -> dict[str, str]:  # fmt: skip
     """The headline numbers under ``exp6_concept_ablation_*`` keys (``tables`` from :func:`concept_tables`): the rule,
-    and per source (``_<source>``) the ground truths and each crosscoder's outcomes."""
+    and per source (``_<source>``) the ground truths and each crosscoder's outcomes; then the reuse ground truth's
+    (``reuse`` from :func:`reuse_table`) ``exp6_concept_ablation_reuse_*`` keys (:func:`reuse_findings`)."""
     rule = rule or TruthRule()
-    out = {"exp6_concept_ablation_rule": (
+    out = reuse_findings(reuse, reuse_rule)
+    out["exp6_concept_ablation_rule"] = (
         f"per planted concept, difference-of-means directions in each model fitted on half the held-out documents: "
         f"representation when both read it (held-out AUROC >= {rule.min_auroc:g}) at base/chat cosine <= "
         f"{rule.changed_cos:g}; timing when the cosine is >= {rule.same_cos:g} and one model is active on >= "
         f"{rule.min_timing:.0%} more of its tokens (each at {rule.fpr:.0%} false positives); the ablation agrees when "
         f"its timing share over the concept's triples (precision at k and purity over chance) is >= 1/2 for timing, "
-        f"< 1/2 for representation")}  # fmt: skip
+        f"< 1/2 for representation")  # fmt: skip
     if tables is None:
         out["exp6_concept_ablation_rule"] = "n/a (no planted concepts on this pair)"
         return out
@@ -382,3 +497,68 @@ def concept_paragraph(tables: dict[str, pd.DataFrame] | None) -> str:
             + "."
         )
     return " ".join(out)
+
+
+REUSE_SHORT = ("auroc_base", "auroc_chat", "cosine", "truth")
+
+
+def compact_reuse(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The concepts :func:`reuse_table` calls ``timing (reuse)``: the ground truth's :data:`REUSE_SHORT` columns and,
+    per crosscoder, the number of triples, the timing share and the outcome, rounded to 2 decimals for display."""
+    if table is None:
+        return None
+    clear = table[table["truth"] == REUSE_TRUTHS[0]]
+    part = clear[list(REUSE_SHORT)].copy()
+    for name in CROSSCODERS:
+        part[f"{name}: triples"] = clear[f"{name}: triples"].map(len)
+        part[f"{name}: timing share"] = clear[f"{name}: timing share"]
+        part[f"{name}: outcome"] = clear[f"{name}: outcome"]
+    return part.round(2)
+
+
+def reuse_findings(table: pd.DataFrame | None, rule: ReuseRule | None = None) -> dict[str, str]:
+    """The reuse ground truth's headline numbers (``table`` from :func:`reuse_table`) under
+    ``exp6_concept_ablation_reuse_{rule,truth,tied,recommended}`` keys."""
+    rule = rule or ReuseRule()
+    keys = [f"exp6_concept_ablation_reuse_{k}" for k in ("rule", "truth", *CROSSCODERS)]
+    out = {keys[0]: (
+        f"per planted concept, the base model's difference-of-means direction fitted on web documents, read on "
+        f"held-out chat documents: timing (reuse) when the chat model reads it at AUROC >= {rule.min_auroc:g} and >= "
+        f"base + {rule.min_gain:g} (the lab probe suite's reuse criterion) and it is at cosine >= {rule.min_cos:g} "
+        f"with the chat model's own direction on chat documents; triples matched and ablated on the held-out chat "
+        f"documents; the ablation agrees when its timing share over the concept's triples is >= 1/2")}  # fmt: skip
+    if table is None:
+        return {**out, **{k: "n/a (no planted concepts on this pair)" for k in keys[1:]}}
+    truths = table["truth"].value_counts()
+    reused = table[table["truth"] == REUSE_TRUTHS[0]]
+    named = ", ".join(f"{c} (chat AUROC {r.auroc_chat:.2f}, base {r.auroc_base:.2f}, cosine {r.cosine:.2f})"
+                      for c, r in reused.iterrows())  # fmt: skip
+    out[keys[1]] = (f"{len(table)} planted concepts with web and chat tokens: "
+                    + ", ".join(f"{int(truths.get(t, 0))} {t}" for t in REUSE_TRUTHS)
+                    + f"; timing (reuse): {named or 'none'}")  # fmt: skip
+    for key, name in zip(keys[2:], CROSSCODERS, strict=True):
+        n = _counts(reused, name)
+        detail = "; ".join(f"{c}: {len(r[f'{name}: triples'])} triples, timing share "
+                           f"{_share(r[f'{name}: timing share'])} ({r[f'{name}: outcome']})"
+                           for c, r in reused.iterrows())  # fmt: skip
+        out[key] = (f"held-out chat tokens: {n.get('agrees', 0)} agree, {n.get('ablation disagrees', 0)} disagree, "
+                    f"{n.get('no triple matches', 0)} without a matched triple, of {len(reused)} timing (reuse) "
+                    f"concepts" + (f"; {detail}" if detail else ""))  # fmt: skip
+    return out
+
+
+def reuse_paragraph(table: pd.DataFrame | None) -> str:
+    """:func:`reuse_table` read aloud (Markdown), with its numbers filled in."""
+    if table is None:
+        return "This pair has no planted concepts, so the reuse ground truth cannot be measured here."
+    truths = table["truth"].value_counts()
+    reused = table[table["truth"] == REUSE_TRUTHS[0]]
+    parts = []
+    for name in CROSSCODERS:
+        n = _counts(reused, name)
+        parts.append(f"`{name}` agrees on {n.get('agrees', 0)}, disagrees on {n.get('ablation disagrees', 0)} "
+                     f"and has no matched triple for {n.get('no triple matches', 0)}")  # fmt: skip
+    return (f"Read as reuse in a new context, {len(reused)} of {len(table)} planted concepts with web and chat tokens "
+            f"are timing concepts (" + ", ".join(f"`{c}`" for c in reused.index) + "; "
+            + ", ".join(f"{int(truths.get(t, 0))} {t}" for t in REUSE_TRUTHS[1:])
+            + "); of those, " + "; ".join(parts) + ".")  # fmt: skip
