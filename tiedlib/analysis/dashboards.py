@@ -279,21 +279,67 @@ def page_name(latent: int) -> str:
     return f"latent_{latent}.html"
 
 
-def index_html(dashboards: Sequence[LatentDashboard], title: str = "Latent dashboards") -> str:
-    """An index page: one row per latent (relative decoder norm, firing rate of each part per dataset, link)."""
+def _index_table(dashboards: Sequence[LatentDashboard], href: Any) -> str:
+    """The index table: one row per latent (link ``href(latent)``, relative decoder norm, firing rate of each part on
+    each dataset)."""
     if not dashboards:
         raise ValueError("no dashboards to index")
     cols = [(part, ds) for part, by_ds in dashboards[0].parts.items() for ds in by_ds]
     head = "".join(f"<th>{html.escape(p)} / {html.escape(ds)}</th>" for p, ds in cols)
     rows = "".join(
-        f"<tr><td><a href='{page_name(d.latent)}'>{d.latent}</a></td><td>{d.relative_decoder_norm:.3f}</td>"
+        f"<tr><td><a href='{href(d.latent)}'>{d.latent}</a></td><td>{d.relative_decoder_norm:.3f}</td>"
         + "".join(f"<td>{d.parts[p][ds].frac_nonzero:.2%}</td>" for p, ds in cols) + "</tr>"
         for d in dashboards
     )  # fmt: skip
+    return f"<table><tr><th>latent</th><th>relative decoder norm</th>{head}</tr>{rows}</table>"
+
+
+def index_html(dashboards: Sequence[LatentDashboard], title: str = "Latent dashboards") -> str:
+    """An index page: one row per latent (relative decoder norm, firing rate of each part per dataset, link)."""
+    table = _index_table(dashboards, page_name)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p class='muted'>firing rate of each part "
-            f"on each dataset</p><table><tr><th>latent</th><th>relative decoder norm</th>{head}</tr>{rows}</table>"
+            f"on each dataset</p>{table}"
             "<p class='muted'>Data: dashboards.json</p></body></html>")  # fmt: skip
+
+
+def _scoped_css(css: str, scope: str) -> str:
+    """``css`` (flat ``selector{...}`` rules, no nesting) with every selector prefixed by ``scope``; the ``body`` rule
+    is dropped (a fragment must not restyle the page it sits in)."""
+    out = []
+    for rule in filter(None, css.split("}")):
+        selectors, body = rule.split("{", 1)
+        if selectors.strip() != "body":
+            out.append(",".join(f"{scope} {sel.strip()}" for sel in selectors.split(",")) + "{" + body + "}")
+    return "".join(out)
+
+
+def gallery_anchor(latent: int) -> str:
+    """HTML id of a latent's section in :func:`gallery_html`."""
+    return f"tiedlib-latent-{latent}"
+
+
+def gallery_html(dashboards: Sequence[LatentDashboard], title: str = "Latent dashboards", *, open_first: bool = True
+                 ) -> str:  # fmt: skip
+    """Every dashboard in one HTML fragment, for a notebook cell (and so the built book): the index table, its links
+    pointing at the sections below, then one collapsible ``<details>`` section per latent holding its page body
+    (:func:`dashboard_html`). The pages' CSS is included, scoped to the fragment's ``div``, so the histograms lay out
+    as on the exported pages; no scripts, no network.
+
+    Raises:
+        ValueError: no dashboards.
+    """
+    table = _index_table(dashboards, lambda i: f"#{gallery_anchor(i)}")
+    scoped = _scoped_css(_CSS, ".tiedlib-dashboards")
+    sections = "".join(
+        f"<details id='{gallery_anchor(d.latent)}'{' open' if open_first and j == 0 else ''}><summary>latent "
+        f"{d.latent} (relative decoder norm {d.relative_decoder_norm:.3f})</summary>"
+        f"{dashboard_html(d, full_page=False)}</details>"
+        for j, d in enumerate(dashboards)
+    )  # fmt: skip
+    return (f"<div class='tiedlib-dashboards'><style>{scoped}</style><p><b>{html.escape(title)}</b></p>"
+            f"<p class='muted'>firing rate of each part on each dataset; click a latent to open its page</p>{table}"
+            f"{sections}</div>")  # fmt: skip
 
 
 def dashboard_json(d: LatentDashboard) -> dict[str, Any]:
@@ -337,4 +383,3 @@ def export_dashboards(dashboards: Sequence[LatentDashboard], folder: str | Path,
             "latents": [dashboard_json(d) for d in dashboards]}  # fmt: skip
     (folder / "dashboards.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     return index
-
