@@ -17,8 +17,9 @@ def paper_stand_in(n_layers: int = 2, layer: int = 1) -> ModelPair:
     """Random base (seed 0) and chat (seed 1) Gemma-2 models of width 32, named like the paper pair."""
     tok = tiny_tokenizer()
     base, chat = tiny_gemma2(n_layers=n_layers, seed=0), tiny_gemma2(n_layers=n_layers, seed=1)
+    hub = {"base": "google/gemma-2-2b", "chat": "google/gemma-2-2b-it"}  # as load_pair records a paper pair's source
     return ModelPair(PAPER_NAME, wrap(base, tok), wrap(chat, tok), tok, layer=layer, d_model=32, base_hf=base,
-                     chat_hf=chat, config=("base", "chat"))  # fmt: skip
+                     chat_hf=chat, config=hub)  # fmt: skip
 
 
 def offline_corpora(monkeypatch, n_rows: int = 200, seed: int = 0) -> None:

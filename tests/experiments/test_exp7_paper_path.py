@@ -53,6 +53,11 @@ def test_paper_preset_runs_the_notebook_pipeline_streamed(paper_run):
     for d in data["latents"]:
         assert set(d["logits"]) == {"base", "chat"} and {p["part"] for p in d["parts"]} == {"shared", "base", "chat"}
         assert all(set(p["datasets"]) == {"web", "chat"} for p in d["parts"])
+    batches = sorted(p.name for p in (tmp_path / "dashboards" / "neuronpedia").glob("*.json"))
+    assert len(batches) == 8 and "chat-chat-web.json" in batches  # (model, part into it, dataset) for a tied triple
+    batch = json.loads((tmp_path / "dashboards" / "neuronpedia" / "chat-chat-web.json").read_text())
+    assert batch["model_id"] == "gemma-2-2b-it" and batch["layer"] == 1
+    assert [f["feature_index"] for f in batch["features"]] == latents
     headline = exp7.findings(settings, "paper", table, len(pages))
     assert headline["exp7_dashboards"] == "2" and headline["exp7_sae_p1"] == "n/a"
     again = exp7.train_models(pair, settings, tmp_path / settings.run_id)  # the crosscoder reloads

@@ -25,8 +25,14 @@ JSON layout (``dashboards.json``, written by :func:`export_dashboards`)::
 Per part and dataset, the field names follow the per-feature layout of Neuronpedia's exports and SAEDashboard's
 feature data as we understand them (``activations`` with ``tokens``/``values``/``maxValue``/``maxValueTokenIndex``,
 ``pos_str``/``neg_str`` logit tables, ``freq_hist_data_*`` histograms, ``frac_nonzero``); ``values`` hold ``null`` for
-tokens that were not harvested. No such viewer was available offline, so none has been tested on this file: an
-importer may need to map the nesting (latent -> part -> dataset) onto its own.
+tokens that were not harvested. No viewer reads this nested file as it is: an importer maps the nesting
+(latent -> part -> dataset) onto its own.
+
+:func:`export_neuronpedia` writes the same numbers in the flat batch layout of Neuronpedia's feature uploads as
+SAEDashboard 0.8.0 writes it (one file per model, part decoding into it and dataset; a latent is a feature). With
+SAEDashboard's ``sae_dashboard.neuronpedia.neuronpedia_dashboard`` on the path, its ``NeuronpediaDashboardBatch``
+reads those files back unchanged (tests/analysis/test_dashboards_neuronpedia.py, checked with sae-dashboard 0.8.0);
+no Neuronpedia server was run on them.
 """
 
 from __future__ import annotations
@@ -367,6 +373,75 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, Tensor):
         return v.tolist()
     return v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v)
+
+
+def neuronpedia_batch(dashboards: Sequence[LatentDashboard], part: str, model: str, dataset: str, *, model_id: str,
+                      layer: int, sae_set: str) -> dict[str, Any]:  # fmt: skip
+    """One part of the dashboards, read through one model and on one dataset, in the batch layout of Neuronpedia's
+    feature uploads as SAEDashboard writes them (``sae_dashboard.neuronpedia.neuronpedia_dashboard`` 0.8.0:
+    ``NeuronpediaDashboardBatch`` of ``NeuronpediaDashboardFeature`` of ``NeuronpediaDashboardActivation``).
+
+    A Neuronpedia "feature" is one direction of one model, so a crosscoder latent gives one feature per part and
+    model it decodes into: ``feature_index`` is the latent (triple) index, ``pos_*``/``neg_*`` are the logit lens of
+    the part's decoder vector in ``model``, and the top contexts and firing histogram are the part's on ``dataset``.
+    Top contexts are marked as Neuronpedia's top-activation group (``bin_min = bin_contains = -1``, ``bin_max`` the
+    largest activation); unharvested tokens (``None``) are written as 0.0, as the viewer expects floats. Fields we do
+    not compute (correlations, logit histograms, DFA) are left out and take the viewer's defaults.
+
+    Raises:
+        ValueError: ``part`` does not decode into ``model``, or ``part``/``dataset``/``model`` is missing from a
+            dashboard (a model without a logit table included).
+    """
+    if model not in _WRITES_INTO.get(part, ()):
+        raise ValueError(f"the {part!r} part does not decode into the {model!r} model (it decodes into "
+                         f"{_WRITES_INTO.get(part, ())})")  # fmt: skip
+    features = []
+    for d in dashboards:
+        if part not in d.parts or dataset not in d.parts[part] or model not in d.logits:
+            raise ValueError(f"latent {d.latent}'s dashboard has no {part!r} part on {dataset!r} data or no logit "
+                             f"table for the {model!r} model")  # fmt: skip
+        p, lg = d.parts[part][dataset], d.logits[model]
+        acts = [{"bin_min": -1, "bin_max": p.edges[-1], "bin_contains": -1, "tokens": r.tokens,
+                 "values": [0.0 if v is None else v for v in r.values], "qualifying_token_index": r.target}
+                for r in p.contexts]  # fmt: skip
+        features.append({
+            "feature_index": d.latent, "pos_str": [t for t, _ in lg["top"]], "pos_values": [v for _, v in lg["top"]],
+            "neg_str": [t for t, _ in lg["bottom"]], "neg_values": [v for _, v in lg["bottom"]],
+            "frac_nonzero": p.frac_nonzero,
+            "freq_hist_data_bar_values": [(a + b) / 2 for a, b in zip(p.edges[:-1], p.edges[1:], strict=True)],
+            "freq_hist_data_bar_heights": [float(c) for c in p.counts], "dataset": dataset, "activations": acts,
+        })  # fmt: skip
+    return {"model_id": model_id, "layer": layer, "sae_set": sae_set, "features": features}
+
+
+def export_neuronpedia(dashboards: Sequence[LatentDashboard], folder: str | Path, *, model_ids: Mapping[str, str],
+                       layer: int, set_name: str) -> list[Path]:  # fmt: skip
+    """Write :func:`neuronpedia_batch` for every (model, part decoding into it, dataset) of the dashboards into
+    ``folder`` as ``<model>-<part>-<dataset>.json``, with ``sae_set`` ``<set_name>-<part>`` and ``model_id``
+    ``model_ids[model]``; returns the paths written.
+
+    Raises:
+        ValueError: no dashboards, or a model of ``model_ids`` that is not ``"base"``/``"chat"``.
+    """
+    if not dashboards:
+        raise ValueError("no dashboards to export")
+    if not set(model_ids) <= set(MODELS):
+        raise ValueError(f"model_ids are keyed by model ('base', 'chat'), got {sorted(model_ids)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    first = dashboards[0]
+    for model, model_id in model_ids.items():
+        for part, by_ds in first.parts.items():
+            if model not in _WRITES_INTO.get(part, ()) or model not in first.logits:
+                continue
+            for ds in by_ds:
+                batch = neuronpedia_batch(dashboards, part, model, ds, model_id=model_id, layer=layer,
+                                          sae_set=f"{set_name}-{part}")  # fmt: skip
+                path = folder / f"{model}-{part}-{ds}.json"
+                path.write_text(json.dumps(batch), encoding="utf-8")
+                written.append(path)
+    return written
 
 
 def export_dashboards(dashboards: Sequence[LatentDashboard], folder: str | Path, *, title: str = "Latent dashboards",

@@ -7,7 +7,8 @@
 * :func:`matches`: for each chat-side latent that detects a concept occurring in both datasets, the base-side latents
   retrieved for it (SAE: closest base SAE decoder vectors; tied: closest base-part decoder vectors, and its own
   triple's base part), scored by :mod:`tiedlib.analysis.sae_baseline`;
-* :func:`dashboards`: static pages of the tied crosscoder's best-matching triples (:mod:`tiedlib.analysis.dashboards`).
+* :func:`dashboards`: static pages of the tied crosscoder's best-matching triples (:mod:`tiedlib.analysis.dashboards`),
+  and the same numbers in Neuronpedia's feature-batch layout.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from tiedlib.activations.collect import collect_activations
 from tiedlib.analysis import sae_baseline as sb
 from tiedlib.analysis.concepts import concept_auroc, sample_labels
 from tiedlib.analysis.contexts import TokenSample, eval_sample
-from tiedlib.analysis.dashboards import LatentDashboard, build_dashboards, export_dashboards, latent_scaling_notes
+from tiedlib.analysis.dashboards import (
+    LatentDashboard,
+    build_dashboards,
+    export_dashboards,
+    export_neuronpedia,
+    latent_scaling_notes,
+)
 from tiedlib.analysis.latent_scaling import latent_scaling
 from tiedlib.analysis.logit_lens import unembedding
 from tiedlib.config import BASE, BASE_ONLY, CHAT, CHAT_ONLY, SHARED, CrosscoderConfig, TrainConfig
@@ -181,7 +188,10 @@ def dashboards(pair: ModelPair, models: Models, samples: dict[str, TokenSample],
     """Build and export the dashboards of ``latents`` (tied triples) into ``folder``; returns them and the index.
 
     Each page also carries the Latent Scaling betas of the triple's chat part over all held-out tokens (its own
-    triple's other parts left out of the target, as in notebook 06)."""
+    triple's other parts left out of the target, as in notebook 06). The same numbers are also written in the batch
+    layout of Neuronpedia's feature uploads (:func:`~tiedlib.analysis.dashboards.export_neuronpedia`) into
+    ``folder/neuronpedia``: one file per model, part decoding into it and dataset, with model ids the pair's Hub names
+    (``<pair>-base`` / ``<pair>-chat`` for lab pairs)."""
     W_U = {name: unembedding(model) for name, model in (("base", pair.base), ("chat", pair.chat))}
     batches = itertools.chain.from_iterable(s.batches() for s in samples.values())
     ls = latent_scaling(models.tied, batches, latents, group="chat", exclude_triple=True)
@@ -190,6 +200,10 @@ def dashboards(pair: ModelPair, models: Models, samples: dict[str, TokenSample],
                              notes=latent_scaling_notes(ls), k=settings.top_k_contexts)  # fmt: skip
     index = export_dashboards(pages, folder, title=f"Tied crosscoder dashboards ({pair.name})",
                               meta={"pair": pair.name, "layer": pair.layer, "run_id": settings.run_id})  # fmt: skip
+    hub = pair.config if isinstance(pair.config, dict) else {}
+    model_ids = {m: str(hub.get(m, f"{pair.name}-{m}")).rsplit("/", 1)[-1] for m in SIDES}
+    export_neuronpedia(pages, Path(folder) / "neuronpedia", model_ids=model_ids, layer=pair.layer,
+                       set_name=f"tied-crosscoder-{settings.run_id}")  # fmt: skip
     return pages, index
 
 
