@@ -76,6 +76,8 @@ LINES = [
     "?  Concept by concept on the lab pair ({exp6_concept_ablation_rule}): ground truth "
     "{exp6_concept_ablation_truth_all}; write-up tied {exp6_concept_ablation_tied_all}; recommended "
     "{exp6_concept_ablation_recommended_all}.",
+    "?  Timing as reuse in a new context ({exp6_concept_ablation_reuse_rule}): {exp6_concept_ablation_reuse_truth}; "
+    "write-up tied {exp6_concept_ablation_reuse_tied}; recommended {exp6_concept_ablation_reuse_recommended}.",
     "?  Totally new chat latents ({exp6_new_rule}): write-up tied {exp6_new_tied}; smaller eta "
     "{exp6_new_tied_small_eta}; recommended {exp6_new_recommended}.",
     "?- **SAE baseline** (07): a chat SAE latent's nearest base SAE latent detects its planted concept with precision "
