@@ -76,3 +76,16 @@ def test_paper_preset_runs_the_notebook_pipeline(tmp_path, monkeypatch):
     again = exp6.train_crosscoders(pair, settings, tmp_path / settings.run_id)  # finished runs reload
     for name, model in crosscoders.models.items():
         torch.testing.assert_close(again.models[name].W_dec, model.W_dec)
+
+
+def test_paper_preset_holds_a_bounded_share_of_its_activations():
+    """Issue 13's bound (tests/experiments/test_paper_memory.py) for notebook 06's collect paths at the paper preset:
+    the training data streams (``in_memory=is_lab(pair)``); the held-out web and chat sample is held, with the
+    normalised copy the ablation makes of it."""
+    from tests.experiments.test_paper_memory import BOUND, _held_in_memory, _streamed_buffer
+
+    s = exp6.TABLE["paper"]
+    held = {"training data (buffer)": _streamed_buffer(s.batch_size),
+            "held-out web + chat sample": _held_in_memory(2 * max(s.eval_docs, s.ce_docs) * s.seq_len)}  # fmt: skip
+    for path, n_bytes in held.items():
+        assert n_bytes <= BOUND, f"exp6 {path} holds {n_bytes / 2**30:.1f} GiB at the paper preset"

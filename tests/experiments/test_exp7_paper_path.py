@@ -62,3 +62,17 @@ def test_paper_preset_runs_the_notebook_pipeline_streamed(paper_run):
     assert headline["exp7_dashboards"] == "2" and headline["exp7_sae_p1"] == "n/a"
     again = exp7.train_models(pair, settings, tmp_path / settings.run_id)  # the crosscoder reloads
     torch.testing.assert_close(again.tied.W_dec, models.tied.W_dec)
+
+
+def test_paper_preset_holds_a_bounded_share_of_its_activations():
+    """Issue 13's bound (tests/experiments/test_paper_memory.py) for notebook 07's collect paths at the paper preset:
+    the training data follows the automatic rule (streamed at this size), each held-out source is held."""
+    from tests.experiments.test_paper_memory import BOUND, D_MODEL, _held_in_memory
+    from tiedlib.activations.collect import plan_collect
+
+    s = exp7.TABLE["paper"]
+    plan = plan_collect(s.train_docs * s.seq_len, D_MODEL, batch_size=s.batch_size)
+    assert not plan.in_memory  # 256M tokens: the SAEs and the crosscoder read a streamed buffer
+    held = {"training data": plan.held_bytes, "held-out sample per source": _held_in_memory(s.eval_docs * s.seq_len)}
+    for path, n_bytes in held.items():
+        assert n_bytes <= BOUND, f"exp7 {path} holds {n_bytes / 2**30:.1f} GiB at the paper preset"
