@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 import tiedlib.pairs.corpora as corpora
 from tests.helpers_models import WORDS, tiny_gemma2, tiny_tokenizer, wrap
 from tiedlib.pairs import ModelPair
@@ -13,10 +15,11 @@ from tiedlib.pairs import ModelPair
 PAPER_NAME = "gemma-2-2b"
 
 
-def paper_stand_in(n_layers: int = 2, layer: int = 1) -> ModelPair:
-    """Random base (seed 0) and chat (seed 1) Gemma-2 models of width 32, named like the paper pair."""
+def paper_stand_in(n_layers: int = 2, layer: int = 1, dtype: torch.dtype = torch.float32) -> ModelPair:
+    """Random base (seed 0) and chat (seed 1) Gemma-2 models of width 32, named like the paper pair, with weights in
+    ``dtype`` (``load_pair`` reads the paper pair in bfloat16 on CUDA, float32 elsewhere)."""
     tok = tiny_tokenizer()
-    base, chat = tiny_gemma2(n_layers=n_layers, seed=0), tiny_gemma2(n_layers=n_layers, seed=1)
+    base, chat = (tiny_gemma2(n_layers=n_layers, seed=seed).to(dtype) for seed in (0, 1))
     hub = {"base": "google/gemma-2-2b", "chat": "google/gemma-2-2b-it"}  # as load_pair records a paper pair's source
     return ModelPair(PAPER_NAME, wrap(base, tok), wrap(chat, tok), tok, layer=layer, d_model=32, base_hf=base,
                      chat_hf=chat, config=hub)  # fmt: skip

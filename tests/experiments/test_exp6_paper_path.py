@@ -21,12 +21,13 @@ SYNTHETIC = SyntheticAblationSize(d_model=8, n_shared=4, n_shifted=4, n_rows=256
                                   n_steps=5, batch_size=64)  # fmt: skip
 
 
-def test_paper_preset_runs_the_notebook_pipeline(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])  # CPU / CUDA pair
+def test_paper_preset_runs_the_notebook_pipeline(tmp_path, monkeypatch, dtype):
     offline_corpora(monkeypatch)
     settings = pick(exp6.TABLE, "paper", **TINY)
     paper = exp6.TABLE["paper"]
     assert (settings.eta, settings.small_eta, settings.l1_coeff, settings.lr) == (paper.eta, paper.small_eta, 2.0, 5e-5)
-    pair = paper_stand_in()
+    pair = paper_stand_in(dtype=dtype)
     crosscoders = exp6.train_crosscoders(pair, settings, tmp_path / settings.run_id)
     assert list(crosscoders.models) == list(exp6.ARCHITECTURES) and crosscoders.n_train_sequences == 12
     assert all(log[-1]["step"] == 4 for log in crosscoders.logs.values())

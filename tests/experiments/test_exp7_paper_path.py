@@ -18,12 +18,12 @@ TINY = dict(layer=1, n_latents=16, d_sae=16, train_docs=12, n_steps=4, batch_siz
             model_batch_size=4, device="cpu", log_every=2, k=3, n_dashboards=2, top_k_contexts=2)  # fmt: skip
 
 
-@pytest.fixture
-def paper_run(tmp_path, monkeypatch):
+@pytest.fixture(params=[torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])  # paper pair on a CPU / CUDA
+def paper_run(tmp_path, monkeypatch, request):
     offline_corpora(monkeypatch)
     monkeypatch.setattr(collect_module, "MEMORY_LIMIT_BYTES", 1)  # nothing fits: stream, as at paper scale
     settings = pick(exp7.TABLE, "paper", **TINY)
-    pair = paper_stand_in()
+    pair = paper_stand_in(dtype=request.param)
     return settings, pair, tmp_path
 
 
