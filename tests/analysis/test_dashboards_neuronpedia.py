@@ -1,5 +1,6 @@
 """Dashboards in the batch layout of Neuronpedia's feature uploads (as SAEDashboard 0.8.0 writes them): one batch
-per part, model and dataset. When ``sae_dashboard`` is importable, its own batch class reads the files back."""
+per part, model and dataset. SAEDashboard's own batch class reads the files back in scripts/check_neuronpedia.py
+(``sae_dashboard`` is not a dependency: its release pulls a CUDA torch), run by hand; its logic is tested here."""
 
 from __future__ import annotations
 
@@ -76,12 +77,39 @@ def test_export_writes_each_part_for_each_model_it_decodes_into(tmp_path):
         db.export_neuronpedia([], tmp_path, model_ids={"chat": "c"}, layer=3, set_name="s")
 
 
-def test_sae_dashboard_reads_the_batch_back(tmp_path):
-    np_dashboard = pytest.importorskip("sae_dashboard.neuronpedia.neuronpedia_dashboard")
-    (path, *_) = db.export_neuronpedia([_dashboard(7)], tmp_path, model_ids={"chat": "c"}, layer=3, set_name="s")
-    data = json.loads(path.read_text())
-    batch = np_dashboard.NeuronpediaDashboardBatch(**data)
-    (feature,) = batch.features
-    back = feature.to_dict()
-    for key, value in data["features"][0].items():
-        assert back[key] == value, key
+def test_read_back_script_reports_a_value_that_changes(tmp_path, monkeypatch, capsys):
+    """scripts/check_neuronpedia.py (run by hand where sae_dashboard is installed: README) parses each batch with
+    SAEDashboard's batch class and compares every written value with the feature's ``to_dict()``; here a stand-in
+    class, which can be told to change one value on the way back."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    change: dict[str, object] = {}
+
+    class Feature:
+        def __init__(self, data):
+            self.data = data
+
+        def to_dict(self):
+            return {**self.data, **change}
+
+    class Batch:
+        def __init__(self, *, features, **_):
+            self.features = [Feature(f) for f in features]
+
+    fake = types.ModuleType("sae_dashboard.neuronpedia.neuronpedia_dashboard")
+    fake.NeuronpediaDashboardBatch = Batch
+    for name in ("sae_dashboard", "sae_dashboard.neuronpedia"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    path = Path(__file__).resolve().parents[2] / "scripts" / "check_neuronpedia.py"
+    spec = importlib.util.spec_from_file_location("check_neuronpedia", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    db.export_neuronpedia([_dashboard(7), _dashboard(9)], tmp_path, model_ids={"chat": "c"}, layer=3, set_name="s")
+    assert script.check(tmp_path) == 0 and "4 batch files, 8 features read back unchanged" in capsys.readouterr().out
+    change["frac_nonzero"] = 0.5
+    assert script.check(tmp_path) == 1 and "'frac_nonzero' reads back differently" in capsys.readouterr().out
+    assert script.check(tmp_path / "empty") == 1
