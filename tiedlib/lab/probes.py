@@ -538,6 +538,12 @@ def select_refusal_direction(model, tokenizer, fit: tuple[list[LabDoc], list[Lab
     return SelectedDirection(key[0], key[1], token, r, values, rows, harmless_baseline)
 
 
+SELECTED_ROW = "refusal direction (selected site)"
+"""Row of the refusal direction chosen among (layer, position) sites and removed at every layer."""
+SELECTED_CONTROL_ROW = "random direction, every layer (control)"
+"""Its control: a random direction removed at every layer the same way."""
+
+
 @dataclass
 class ProbeSuite:
     """The probe suite's results on one pair: a row per contrast plus the random-direction control."""
@@ -568,7 +574,7 @@ class ProbeSuite:
                            chat_harmless_refusal_baseline=self.chat_harmless_refusal_baseline)
         if self.selection is not None:
             sel = self.selection
-            chosen = next(r for r in self.results if r.name == "refusal direction (selected site)")
+            chosen = next(r for r in self.results if r.name == SELECTED_ROW)
             frame.attrs.update(selected_layer=sel.layer, selected_position=sel.position, selected_token=sel.token,
                                n_candidate_sites=len(sel.candidates),
                                selected_drop_interval=chosen.refusal_drop_interval,
@@ -592,15 +598,15 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     The causal check's prompts are the harmful prompts of the first contrast with a "refusal" behaviour, its test
     questions only (the first ``n_refusal_prompts``); its baseline is the chat model's refusal rate on them, and each
     row's ``refusal_drop_pts`` is ``100 * (baseline - rate with that row's chat direction projected out)`` at the
-    harvesting layer, ``refusal_drop_all_pts`` the same with it projected out at every layer. A last
+    harvesting layer. A last
     row, "random direction (control)", projects out a seeded random unit vector. Behaviours are judged on greedy
     replies of ``max_new_tokens`` tokens to (at most ``n_refusal_prompts``) positive test prompts.
 
     With ``select_direction`` (default), the refusal contrast's *train* questions are split again into fit and
     validation questions and :func:`select_refusal_direction` picks one chat direction among every (layer,
     post-instruction position) site, as Arditi et al. 2024 do; it is tested on the same held-out prompts, removed at
-    every layer, in the row "refusal direction (selected site)", with its own random control removed at every layer,
-    "random direction, every layer (control)".
+    every layer, in the row :data:`SELECTED_ROW`, with its own random control removed at every layer,
+    :data:`SELECTED_CONTROL_ROW`.
     """
     layer = harvest_layer(cfg) if layer is None else layer
     contrasts = list(lab_contrasts(cfg, n) if contrasts is None else contrasts)
@@ -654,7 +660,8 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     if refusal_prompts is None or harmless_prompts is None:
         hh = harmful_harmless_prompts(cfg, n_refusal_prompts)
         refusal_prompts, harmless_prompts = hh["harmful"], hh["harmless"]
-    baseline = refusal_rate(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+    before = refusals(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
+    baseline = float(before.float().mean())
     harmless_baseline = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
     gen = torch.Generator().manual_seed(seed)
     nan = float("nan")
@@ -672,54 +679,52 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
             row.harmless_refusal_after = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
     selection, extra = None, []
     if select_direction and refusal_split is not None:
-        selection, extra = _selected_rows(tokenizer, base, chat, refusal_split, refusal_prompts, harmless_prompts,
-                                          n_refusal_prompts=n_refusal_prompts, seed=seed,
+        selection, extra = _selected_rows(tokenizer, base, chat, refusal_split, refusal_prompts, before,
+                                          harmless_prompts, n_refusal_prompts=n_refusal_prompts, seed=seed,
                                           max_new_tokens=max_new_tokens)
     return ProbeSuite([*rows, *extra, control], layer, baseline, len(refusal_prompts), harmless_baseline,
                       selection=selection)
 
 
-def _selected_rows(tokenizer, base, chat, split, refusal_prompts: list[LabDoc], harmless_prompts: list[LabDoc], *,
-                   n_refusal_prompts: int, seed: int, max_new_tokens: int) -> tuple[SelectedDirection, list]:
+def _selected_rows(tokenizer, base, chat, split, refusal_prompts: list[LabDoc], before: torch.Tensor,
+                   harmless_prompts: list[LabDoc], *, n_refusal_prompts: int, seed: int, max_new_tokens: int
+                   ) -> tuple[SelectedDirection, list]:  # fmt: skip
     """:func:`select_refusal_direction` on the refusal contrast's train questions (split again into fit and
     validation questions), and its two rows (the selected direction and a random one, each removed at every layer)
-    measured on the suite's held-out refusal and harmless prompts."""
+    measured on the suite's held-out refusal prompts (``before``: the chat model's refusals on them, nothing
+    ablated) and harmless prompts."""
     docs, labels, groups, train = split
     idx = [i for i, t in enumerate(train.tolist()) if t]
     fit_side = question_split([groups[i] for i in idx], [bool(labels[i]) for i in idx]).tolist()
-
-    def pick(is_fit: bool, harmful: bool) -> list[LabDoc]:
-        return [docs[i] for i, f in zip(idx, fit_side, strict=True) if f == is_fit and bool(labels[i]) == harmful]
-
-    sel = select_refusal_direction(chat, tokenizer, (pick(True, True), pick(True, False)),
-                                   (pick(False, True)[:n_refusal_prompts], pick(False, False)[:n_refusal_prompts]),
+    sides = {(f, y): [docs[i] for i, s in zip(idx, fit_side, strict=True) if s == f and bool(labels[i]) == y]
+             for f in (True, False) for y in (True, False)}  # (fit side?, harmful?) -> prompts
+    sel = select_refusal_direction(chat, tokenizer, (sides[True, True], sides[True, False]),
+                                   (sides[False, True][:n_refusal_prompts], sides[False, False][:n_refusal_prompts]),
                                    max_new_tokens=max_new_tokens)
     pad = tokenizer.pad_token_id
-    fit_docs = pick(True, True) + pick(True, False)
-    fit_labels = torch.tensor([True] * len(pick(True, True)) + [False] * len(pick(True, False)))
+    fit_docs = sides[True, True] + sides[True, False]
+    fit_labels = torch.tensor([True] * len(sides[True, True]) + [False] * len(sides[True, False]))
     test = ~train
     test_docs = [d for d, t in zip(docs, test.tolist(), strict=True) if t]
-    read = {m: (residuals(model, fit_docs, [sel.position] * len(fit_docs), sel.layer, pad_id=pad),
-                residuals(model, test_docs, [sel.position] * len(test_docs), sel.layer, pad_id=pad))
+    base_dir = diff_of_means(residuals(base, fit_docs, [sel.position] * len(fit_docs), sel.layer, pad_id=pad),
+                             fit_labels)
+    held = {m: residuals(model, test_docs, [sel.position] * len(test_docs), sel.layer, pad_id=pad)
             for m, model in (("base", base), ("chat", chat))}
-    base_dir = diff_of_means(read["base"][0], fit_labels)
     n_fit = len({groups[i] for i, f in zip(idx, fit_side, strict=True) if f})
     site = f"token {sel.position} ({sel.token!r}) at the input of layer {sel.layer}"
-    row = ProbeResult("refusal direction (selected site)", site, n_fit, len({g for g, t in zip(groups, test.tolist(),
-                      strict=True) if t}), auroc(read["base"][1] @ base_dir, labels[test]),
-                      auroc(read["chat"][1] @ sel.direction, labels[test]),
-                      auroc(read["chat"][1] @ base_dir, labels[test]), float(base_dir @ sel.direction), float("nan"),
+    row = ProbeResult(SELECTED_ROW, site, n_fit, len({g for g, t in zip(groups, test.tolist(), strict=True) if t}),
+                      auroc(held["base"] @ base_dir, labels[test]), auroc(held["chat"] @ sel.direction, labels[test]),
+                      auroc(held["chat"] @ base_dir, labels[test]), float(base_dir @ sel.direction), float("nan"),
                       ablated_at="every layer", directions={"base": base_dir, "chat": sel.direction})
     gen = torch.Generator().manual_seed(seed + 1)
     random_dir = torch.randn(chat.config.hidden_size, generator=gen)
     random_dir = random_dir / random_dir.norm()
-    negatives = [d for d, y in zip(fit_docs, fit_labels.tolist(), strict=True) if not y]
+    negatives = sides[True, False]
     random_values = [float((residuals(chat, negatives, [sel.position] * len(negatives), j, pad_id=pad)
                             @ random_dir).mean()) for j in range(len(_layers(chat)))]
     nan = float("nan")
-    control = ProbeResult("random direction, every layer (control)", "every position", 0, 0, nan, nan, nan, nan, nan,
+    control = ProbeResult(SELECTED_CONTROL_ROW, "every position", 0, 0, nan, nan, nan, nan, nan,
                           ablated_at="every layer", directions={"chat": random_dir})
-    before = refusals(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
     for r, values in ((row, sel.values), (control, random_values)):
         with project_out_every_layer(chat, r.directions["chat"], values):
             after = refusals(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from tiedlib.lab.config import LabConfig
 from tiedlib.lab.docs import CONCEPTS, LabDoc
+from tiedlib.lab.probes import SELECTED_CONTROL_ROW, SELECTED_ROW
 from tiedlib.lab.stats import concept_rates, flag_correlation
 
 SHOWN_CONCEPTS = ("refusal", "disclaimer", "harmful_request", "name", "turn_marker", "list_step", "code_comment")
@@ -186,10 +187,6 @@ AUROC_BAR = 0.8
 """A mechanism is linearly present when its direction separates held-out questions at AUROC >= this."""
 DROP_BAR = 50.0
 """The causal check's bar (issue 16): the chat model's refusal rate falls by at least this many points."""
-SELECTED_ROW = "refusal direction (selected site)"
-"""Probe-table row of the refusal direction chosen among (layer, position) sites and removed at every layer."""
-SELECTED_CONTROL_ROW = "random direction, every layer (control)"
-"""Its control: a random direction removed at every layer the same way."""
 SAME_DIRECTION_COS = 0.8
 """Base and chat directions of a concept at cosine >= this: the same representation."""
 SHIFTED_COS = 0.5
