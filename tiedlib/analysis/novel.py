@@ -118,6 +118,15 @@ def new_chat_latents(model: Crosscoder, batches: Iterable[Batch], *, min_fires: 
 MATCH_COLUMNS = ("concept", "precision", "p_fires", "chance", "purity", "matched", "chat_only")
 
 
+def purity_match(precision: Tensor, p_fires: Tensor, chance: Tensor, *, min_precision: float, min_purity: float
+                 ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """``(purity, matched)`` of concept scores (broadcast together): ``purity = (p_fires - chance) / (1 - chance)``
+    (0 for a part firing at random, 1 for one firing only on the concept) and ``matched = precision >=
+    min_precision and purity >= min_purity`` (NaN compares False), the rule of :func:`match_concepts`."""
+    purity = (p_fires.double() - chance) / (1 - chance).clamp_min(1e-12)
+    return purity, (precision >= min_precision) & (purity >= min_purity)
+
+
 def match_concepts(
     acts: Float[Tensor, "n_tokens k_latents"], carries: Bool[Tensor, "n_tokens n_concepts"],
     scored: Bool[Tensor, "n_tokens n_concepts"], concepts: Sequence[str], *, k: int, min_precision: float,
@@ -148,8 +157,7 @@ def match_concepts(
     cols = torch.arange(acts.shape[1])
     precision, p_fires = scores.precision[best, cols].double(), scores.p_fires[best, cols].double()
     chance = scores.chance[best]
-    purity = (p_fires - chance) / (1 - chance).clamp_min(1e-12)
-    matched = (precision >= min_precision) & (purity >= min_purity)  # NaN compares False
+    purity, matched = purity_match(precision, p_fires, chance, min_precision=min_precision, min_purity=min_purity)
     names = [concepts[int(j)] for j in best]
     return pd.DataFrame({
         "concept": names, "precision": precision.numpy(), "p_fires": p_fires.numpy(), "chance": chance.numpy(),

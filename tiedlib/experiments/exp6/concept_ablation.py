@@ -66,6 +66,7 @@ from torch import Tensor
 from tiedlib import lab
 from tiedlib.analysis import concepts as gt
 from tiedlib.analysis.ablation import AblationCosts, ablation_costs, coefficients
+from tiedlib.analysis.novel import purity_match
 from tiedlib.config import BASE, CHAT
 from tiedlib.crosscoders.crosscoder import Crosscoder
 from tiedlib.lab.probes import auroc, diff_of_means
@@ -311,11 +312,10 @@ def concept_triples(writes: Float[Tensor, "n_tokens n_latents"], carries: Bool[T
     """Which triples carry each concept: by :func:`tiedlib.analysis.concepts.part_scores` of what each triple writes
     (:func:`triple_writes`), precision at ``k`` at least ``min_precision`` and purity over chance,
     ``(P(concept | fires) - chance) / (1 - chance)``, at least ``min_purity`` (the rule of
-    :func:`tiedlib.analysis.novel.match_concepts`, applied per concept: a triple may carry several)."""
+    :func:`tiedlib.analysis.novel.purity_match`, applied per concept: a triple may carry several)."""
     scores = gt.part_scores(writes, carries, scored, k)
-    chance = scores.chance[:, None]
-    purity = (scores.p_fires.double() - chance) / (1 - chance).clamp_min(1e-12)
-    return (scores.precision >= min_precision) & (purity >= min_purity)  # NaN compares False
+    return purity_match(scores.precision, scores.p_fires, scores.chance[:, None], min_precision=min_precision,
+                        min_purity=min_purity)[1]
 
 
 def expected_share(truth: str) -> str:
