@@ -31,8 +31,8 @@ tokens that were not harvested. No viewer reads this nested file as it is: an im
 :func:`export_neuronpedia` writes the same numbers in the flat batch layout of Neuronpedia's feature uploads as
 SAEDashboard 0.8.0 writes it (one file per model, part decoding into it and dataset; a latent is a feature). With
 SAEDashboard's ``sae_dashboard.neuronpedia.neuronpedia_dashboard`` on the path, its ``NeuronpediaDashboardBatch``
-reads those files back unchanged (tests/analysis/test_dashboards_neuronpedia.py, checked with sae-dashboard 0.8.0);
-no Neuronpedia server was run on them.
+reads those files back unchanged (``scripts/check_neuronpedia.py``, run with sae-dashboard 0.8.0 on notebook 07's
+tiny output; sae-dashboard is not a dependency); no Neuronpedia server was run on them.
 """
 
 from __future__ import annotations
