@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tiedlib.lab.config import LAB_VERSION, SEED_ENV, LabConfig, env_seed
+from tiedlib.lab.config import LAB_VERSION, SEED_ENV, LabConfig, PlantConfig, env_seed
+from tiedlib.lab.corpus import CHAT_QUESTION_KINDS, chat_question_kinds
 
 TINY_HASH = "1f6f5c7a8ab5a85a"
 """The tiny pair's (lab pair v4) hash without TIEDLIB_LAB_SEED (its cache folder and the fingerprint of builds)."""
@@ -21,7 +22,7 @@ def test_default_is_unchanged_without_the_variable(monkeypatch):
     assert LabConfig.from_name("tiny").hash() == LabConfig.tiny().hash()
 
 
-@pytest.mark.parametrize("name", ["tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3"])
+@pytest.mark.parametrize("name", LabConfig.preset_names())
 def test_variable_sets_the_training_seed_only(monkeypatch, name):
     monkeypatch.delenv(SEED_ENV, raising=False)
     default = LabConfig.from_name(name)
@@ -58,3 +59,31 @@ def test_unknown_name_is_still_an_error(monkeypatch):
     monkeypatch.setenv(SEED_ENV, "1")
     with pytest.raises(ValueError, match="unknown lab config 'huge'"):
         LabConfig.from_name("huge")
+
+
+def test_preset_names_cover_the_command_line():
+    from tiedlib.lab.__main__ import main
+
+    assert {"tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3", "tiny-benign"} == set(LabConfig.preset_names())
+    with pytest.raises(SystemExit):  # argparse refuses a name that is not a preset
+        main(["fingerprint", "--config", "tiny-v9"])
+
+
+def test_benign_preset_reweighs_only_the_chat_requests():
+    v4, benign = LabConfig.tiny(), LabConfig.tiny_benign()
+    kinds = chat_question_kinds(benign.corpus)
+    assert (kinds["harmful"], kinds["harmful_medical"], kinds["harmless"]) == (0.08, 0.08, 0.5)
+    assert {k: w for k, w in kinds.items() if k not in ("harmful", "harmless", "harmful_medical")} == \
+        {k: w for k, w in CHAT_QUESTION_KINDS.items() if k not in ("harmful", "harmless")}
+    # v4's chat kinds are the module's weights plus its pill weight; the base model's data and training are v4's.
+    assert chat_question_kinds(v4.corpus) == {**CHAT_QUESTION_KINDS, "harmful_medical": 0.25}
+    assert benign.model == v4.model and benign.train == v4.train
+    assert {**benign.to_dict()["corpus"], "plant": None} == {**v4.to_dict()["corpus"], "plant": None}
+    assert benign.hash() != v4.hash() and "chat_harmful_weight" not in v4.to_dict()["corpus"]["plant"]
+
+
+@pytest.mark.parametrize("field", ["chat_harmful_weight", "chat_harmless_weight", "harmful_medical_weight"])
+@pytest.mark.parametrize("value", [0.0, -0.1, float("nan")])
+def test_chat_weights_must_be_positive(field, value):
+    with pytest.raises(ValueError, match=field):
+        PlantConfig(harmful_medical=True, **{field: value})

@@ -1,11 +1,13 @@
 """Command line of the lab pair.
 
-    python -m tiedlib.lab build    [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3] [--device cpu] [--force]
-    python -m tiedlib.lab evaluate [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3] [--device cpu] [--json] [--n-docs N]
+    python -m tiedlib.lab build    [--config PRESET] [--device cpu] [--force]
+    python -m tiedlib.lab evaluate [--config PRESET] [--device cpu] [--json] [--n-docs N]
                                    [--n-prompts N]
-    python -m tiedlib.lab probes   [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3] [--device cpu] [--json] [--n N]
+    python -m tiedlib.lab probes   [--config PRESET] [--device cpu] [--json] [--n N]
                                    [--n-prompts N]
-    python -m tiedlib.lab fingerprint [--config tiny|smoke|tiny-v1|tiny-v2|tiny-v3]
+    python -m tiedlib.lab fingerprint [--config PRESET]
+
+PRESET: tiny (default), smoke, tiny-v1, tiny-v2, tiny-v3 or tiny-benign (``LabConfig.preset_names``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("build", "evaluate", "probes", "fingerprint"):
         p = sub.add_parser(name)
-        p.add_argument("--config", default="tiny", choices=["tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3"],
+        p.add_argument("--config", default="tiny", choices=LabConfig.preset_names(),
                        help="lab preset (default: tiny)")
         p.add_argument("--device", default="cpu")
         if name == "build":

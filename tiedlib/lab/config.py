@@ -79,14 +79,22 @@ class PlantConfig:
     harmful_medical_weight: float | None = None
     """Weight of harmful pill requests among the chat requests' kinds (the others sum to 1); None: 0.08, as in v3.
     Left out of the config dict when None (v3 hashes unchanged)."""
+    chat_harmful_weight: float | None = None
+    """Weight of harmful requests among the chat requests' kinds; None: 0.33 (every preset up to v4). Left out of the
+    config dict when None (older hashes unchanged)."""
+    chat_harmless_weight: float | None = None
+    """Weight of harmless requests among the chat requests' kinds; None: 0.25 (every preset up to v4). Left out of the
+    config dict when None."""
 
     def __post_init__(self) -> None:
         for name in ("p_web_turn_markers", "p_copy_name", "p_forum_name_copy"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
-        if self.harmful_medical_weight is not None and self.harmful_medical_weight <= 0:
-            raise ValueError(f"harmful_medical_weight must be positive, got {self.harmful_medical_weight}")
+        for name in ("harmful_medical_weight", "chat_harmful_weight", "chat_harmless_weight"):
+            w = getattr(self, name)
+            if w is not None and not w > 0:  # also refuses NaN
+                raise ValueError(f"{name} must be positive, got {w}")
 
 
 @dataclass
@@ -193,7 +201,8 @@ class TrainConfig:
 
 
 _ADDED_FIELDS = (("corpus", "plant"), ("corpus", "plant", "harmful_medical_weight"), ("model", "harvest_layer"),
-                 ("train", "chat_frozen_from"))
+                 ("train", "chat_frozen_from"), ("corpus", "plant", "chat_harmful_weight"),
+                 ("corpus", "plant", "chat_harmless_weight"))
 """Paths (in :meth:`LabConfig.to_dict`) of the fields added after v1, v3 or v4 presets existed: dropped while None."""
 
 
@@ -280,16 +289,40 @@ class LabConfig:
         return cls(name="tiny-v3", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=plant))
 
     @classmethod
+    def tiny_benign(cls) -> "LabConfig":
+        """Lab pair v4 with mostly harmless chat requests (opt-in, not the default; issue 16's causal check).
+
+        The v4 chat data asks harmful requests (0.33) and harmful pill requests (0.25) more often than harmless ones
+        (0.25), so a chat model that has lost the harmfulness signal still refuses most requests by its prior; here
+        harmful 0.08, pill 0.08, harmless 0.50, as instruction-tuning data is mostly benign. The base model and its
+        training are v4's. Measured with the probe suite (README, "lab pair v4 with mostly harmless chat requests"):
+        the refusal direction's drop rises on seed 0 and falls on seed 1, so v4 stays the default."""
+        v4 = cls.tiny()
+        plant = replace(v4.corpus.plant, harmful_medical_weight=0.08, chat_harmful_weight=0.08,
+                        chat_harmless_weight=0.5)
+        return replace(v4, name="tiny-benign", corpus=replace(v4.corpus, plant=plant))
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        """The names :meth:`from_name` takes."""
+        return list(cls._presets())
+
+    @classmethod
+    def _presets(cls) -> dict:
+        return {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v1": cls.tiny_v1, "tiny-v2": cls.tiny_v2,
+                "tiny-v3": cls.tiny_v3, "tiny-benign": cls.tiny_benign}
+
+    @classmethod
     def from_name(cls, name: str) -> "LabConfig":
-        """``"tiny"``, ``"smoke"``, ``"tiny-v1"``, ``"tiny-v2"`` or ``"tiny-v3"``, with ``train.seed`` from
+        """A preset (:meth:`preset_names`: ``"tiny"``, ``"smoke"``, ``"tiny-v1"``, ..., ``"tiny-benign"``), with
+        ``train.seed`` from
         :data:`SEED_ENV` when that is set (the preset's own seed otherwise; the name stays, the hash and so the cache
         folder change).
 
         Raises:
             ValueError: unknown name, or an invalid :data:`SEED_ENV` (see :func:`env_seed`).
         """
-        presets = {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v1": cls.tiny_v1, "tiny-v2": cls.tiny_v2,
-                   "tiny-v3": cls.tiny_v3}
+        presets = cls._presets()
         if name not in presets:
             raise ValueError(f"unknown lab config {name!r}; choose one of {sorted(presets)}")
         cfg, seed = presets[name](), env_seed()

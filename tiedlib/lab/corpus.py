@@ -343,12 +343,19 @@ def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict
 
 
 def chat_question_kinds(cfg) -> dict[str, float]:
-    """Question kinds of chat requests and their weights (v3 adds harmful pill requests). ``cfg``: a CorpusConfig."""
+    """Question kinds of chat requests and their weights (v3 adds harmful pill requests; ``PlantConfig`` may reweigh
+    harmful and harmless requests). ``cfg``: a CorpusConfig."""
     plant = getattr(cfg, "plant", None)
-    if plant is not None and plant.harmful_medical:
-        weight = 0.08 if plant.harmful_medical_weight is None else plant.harmful_medical_weight
-        return {**CHAT_QUESTION_KINDS, "harmful_medical": weight}
-    return CHAT_QUESTION_KINDS
+    if plant is None:
+        return CHAT_QUESTION_KINDS
+    kinds = dict(CHAT_QUESTION_KINDS)
+    if plant.chat_harmful_weight is not None:
+        kinds["harmful"] = plant.chat_harmful_weight
+    if plant.chat_harmless_weight is not None:
+        kinds["harmless"] = plant.chat_harmless_weight
+    if plant.harmful_medical:
+        kinds["harmful_medical"] = 0.08 if plant.harmful_medical_weight is None else plant.harmful_medical_weight
+    return kinds
 
 
 def sample_chat(rng: random.Random, cfg, split: str, kind: str | None = None) -> tuple[str, list[Message]]:
