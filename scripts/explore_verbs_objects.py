@@ -7,9 +7,11 @@ request from a harmless one. The banks are replaced in this process only, a full
 
     TIEDLIB_CACHE=/tmp/verbs TIEDLIB_LAB_SEED=1 python scripts/explore_verbs_objects.py --preset tiny-benign
 
-Measured once (seed 1, tiny-benign mix, 2 threads, 506 s): 6 of 7; chat refuses 100% of held-out harmful prompts and
-7% of harmless ones; the harmful-request direction at the harvesting layer alone cuts refusals by 48 points; the
-selected site gives 3 points (the best sites raise harmless refusals above the selection's 10-point cap).
+Measured once per seed (tiny-benign mix, 2 threads, about 9 min each). Seed 0: 7 of 7; the selected direction
+(``<start_of_turn>`` at layer 2) removed at every layer cuts refusals by 97 points [92, 100], harmless refusals 20% ->
+0%; the harmful-request direction at the harvesting layer alone 50 points. Seed 1: 6 of 7; chat refuses 100% of
+held-out harmful prompts and 7% of harmless ones; the harvesting-layer direction cuts 48 points; the selected site
+gives 3 points (the best sites raise harmless refusals above the selection's 10-point cap).
 """
 
 from __future__ import annotations
