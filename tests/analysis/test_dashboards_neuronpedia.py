@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.helpers_findings import load_script
 from tiedlib.analysis import dashboards as db
 from tiedlib.analysis.dashboards import ContextRow, LatentDashboard, PartData
 
@@ -81,10 +82,8 @@ def test_read_back_script_reports_a_value_that_changes(tmp_path, monkeypatch, ca
     """scripts/check_neuronpedia.py (run by hand where sae_dashboard is installed: README) parses each batch with
     SAEDashboard's batch class and compares every written value with the feature's ``to_dict()``; here a stand-in
     class, which can be told to change one value on the way back."""
-    import importlib.util
     import sys
     import types
-    from pathlib import Path
 
     change: dict[str, object] = {}
 
@@ -104,10 +103,7 @@ def test_read_back_script_reports_a_value_that_changes(tmp_path, monkeypatch, ca
     for name in ("sae_dashboard", "sae_dashboard.neuronpedia"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
-    path = Path(__file__).resolve().parents[2] / "scripts" / "check_neuronpedia.py"
-    spec = importlib.util.spec_from_file_location("check_neuronpedia", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("check_neuronpedia.py", "check_neuronpedia")
     db.export_neuronpedia([_dashboard(7), _dashboard(9)], tmp_path, model_ids={"chat": "c"}, layer=3, set_name="s")
     assert script.check(tmp_path) == 0 and "4 batch files, 8 features read back unchanged" in capsys.readouterr().out
     change["frac_nonzero"] = 0.5
