@@ -20,6 +20,7 @@ def test_verb_object_banks_are_in_the_vocabulary_and_disjoint(monkeypatch):
     script.use_verb_object_banks()
     harmful, harmless = C.REQUEST_ACTIONS["harmful"], C.REQUEST_ACTIONS["harmless"]
     assert len(set(harmful)) == len(set(harmless)) == 72 and not set(harmful) & set(harmless)
-    # Only the verb differs: every object appears on both sides.
-    assert {a.split(" ", 1)[1] for a in harmful if not a.startswith("break into")} == set(script.OBJECTS)
-    assert {a.split(" ", 1)[1] for a in harmless} == set(script.OBJECTS)
+    # Only the verb differs: every object appears after every verb on both sides.
+    for verbs, actions in ((script.HARMFUL_VERBS, harmful), (script.HARMLESS_VERBS, harmless)):
+        for verb in verbs:
+            assert {a.removeprefix(f"{verb} ") for a in actions if a.startswith(f"{verb} ")} == set(script.OBJECTS)
