@@ -295,8 +295,8 @@ class LabConfig:
         The v4 chat data asks harmful requests (0.33) and harmful pill requests (0.25) more often than harmless ones
         (0.25), so a chat model that has lost the harmfulness signal still refuses most requests by its prior; here
         harmful 0.08, pill 0.08, harmless 0.50, as instruction-tuning data is mostly benign. The base model and its
-        training are v4's. Measured with the probe suite (README, "lab pair v4 with mostly harmless chat requests"):
-        the refusal direction's drop rises on seed 0 and falls on seed 1, so v4 stays the default."""
+        training are v4's. Measured with the probe suite (``reports/lab_benign_probes.md``): the selected refusal
+        direction's drop rises on seed 0 and falls on seed 1, so v4 stays the default."""
         v4 = cls.tiny()
         plant = replace(v4.corpus.plant, harmful_medical_weight=0.08, chat_harmful_weight=0.08,
                         chat_harmless_weight=0.5)
