@@ -39,6 +39,7 @@ HEADER = [
 LINES = [
     "?- **Lab pair**: {lab_fingerprint}.",
     "?- **Probe suite** (00, before any crosscoder): {lab_probe_pass}",
+    "?  Causal check of refusal: {lab_probe_causal}.",
     "- **Experiment 1** (01; {exp1_setup}): held-out explained variance {exp1_ev}; L0 {exp1_l0}; dead {exp1_dead}. "
     "Over {exp1_seeds}: chat-only minus base-only L0 {exp1_seed_l0} -> {exp1_seed_verdict}. Figure-3 triple: "
     "{exp1_refusal}; planted refusal concept recovered: {exp1_refusal_recovered}. Chat-only concepts: "

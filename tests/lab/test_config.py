@@ -7,8 +7,11 @@ import pytest
 from tiedlib.lab.config import LAB_VERSION, SEED_ENV, LabConfig, PlantConfig, env_seed
 from tiedlib.lab.corpus import CHAT_QUESTION_KINDS, chat_question_kinds
 
-TINY_HASH = "1f6f5c7a8ab5a85a"
-"""The tiny pair's (lab pair v4) hash without TIEDLIB_LAB_SEED (its cache folder and the fingerprint of builds)."""
+TINY_HASH = "21b4c7b2f64bf08f"
+"""The tiny pair's (lab pair v5) hash without TIEDLIB_LAB_SEED (its cache folder and the fingerprint of builds)."""
+OLDER_HASHES = {"tiny-v4": "0ae5aa3eff932f30", "tiny-benign": "cadd0833fd90a719"}
+"""Presets whose pairs were measured in reports/: adding v5's field must not move them (tiny-v4 was named "tiny",
+hash 1f6f5c7a8ab5a85a, while it was the default)."""
 
 
 def test_default_is_unchanged_without_the_variable(monkeypatch):
@@ -18,6 +21,7 @@ def test_default_is_unchanged_without_the_variable(monkeypatch):
     assert cfg == LabConfig.tiny() and cfg.train.seed == 0
     if LAB_VERSION == 1:  # a deliberate LAB_VERSION bump moves every hash
         assert cfg.hash() == TINY_HASH
+        assert {n: LabConfig.from_name(n).hash() for n in OLDER_HASHES} == OLDER_HASHES
     monkeypatch.setenv(SEED_ENV, "  ")  # empty (e.g. `TIEDLIB_LAB_SEED= make book`) means unset
     assert LabConfig.from_name("tiny").hash() == LabConfig.tiny().hash()
 
@@ -64,13 +68,13 @@ def test_unknown_name_is_still_an_error(monkeypatch):
 def test_preset_names_cover_the_command_line():
     from tiedlib.lab.__main__ import main
 
-    assert {"tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3", "tiny-benign"} == set(LabConfig.preset_names())
+    assert {"tiny", "smoke", "tiny-v1", "tiny-v2", "tiny-v3", "tiny-v4", "tiny-benign"} == set(LabConfig.preset_names())
     with pytest.raises(SystemExit):  # argparse refuses a name that is not a preset
         main(["fingerprint", "--config", "tiny-v9"])
 
 
 def test_benign_preset_reweighs_only_the_chat_requests():
-    v4, benign = LabConfig.tiny(), LabConfig.tiny_benign()
+    v4, benign = LabConfig.tiny_v4(), LabConfig.tiny_benign()
     kinds = chat_question_kinds(benign.corpus)
     assert (kinds["harmful"], kinds["harmful_medical"], kinds["harmless"]) == (0.08, 0.08, 0.5)
     assert {k: w for k, w in kinds.items() if k not in ("harmful", "harmless", "harmful_medical")} == \
@@ -87,3 +91,11 @@ def test_benign_preset_reweighs_only_the_chat_requests():
 def test_chat_weights_must_be_positive(field, value):
     with pytest.raises(ValueError, match=field):
         PlantConfig(harmful_medical=True, **{field: value})
+
+
+def test_v5_is_v4_with_the_gate_only():
+    v4, v5 = LabConfig.tiny_v4(), LabConfig.tiny()
+    assert v5.corpus.plant.refusal_gate == 0.2 and v4.corpus.plant.refusal_gate is None
+    assert v5.model == v4.model and v5.train == v4.train
+    assert {**v5.to_dict()["corpus"]["plant"], "refusal_gate": None} == {**v4.to_dict()["corpus"]["plant"],
+                                                                         "refusal_gate": None}

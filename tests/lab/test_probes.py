@@ -262,3 +262,34 @@ def test_drop_interval_resamples_questions_with_their_prompts():
     assert drop_interval(before, before, list("abcdefgh")) == (0.0, 0.0)
     with pytest.raises(ValueError, match="need before/after"):
         drop_interval(before, after[:3], list("abcdefgh"))
+
+
+def test_gated_config_adds_the_planted_direction_row(smoke_path, smoke_cfg):
+    """With refusal_gate set, the suite refits the gate direction from the base model and measures it like the
+    other harvesting-layer rows (drop, harmless side effect, interval over questions); without it, no such row."""
+    import dataclasses
+
+    from tiedlib.lab.cache import load_models, load_tokenizer
+    from tiedlib.lab.config import PlantConfig
+    from tiedlib.lab.probes import PLANTED_ROW
+    from tiedlib.lab.train import decline_gate
+
+    gated = dataclasses.replace(smoke_cfg, corpus=dataclasses.replace(
+        smoke_cfg.corpus, plant=PlantConfig(answer_on_new_line=False, p_web_turn_markers=0.0, refusal_gate=0.2)))
+    tok = load_tokenizer(smoke_cfg)
+    base, chat = load_models(smoke_cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        suite = run_probes(gated, tok, base, chat, n=30, n_refusal_prompts=12, select_direction=False)
+    finally:
+        torch.set_num_threads(threads)
+    row = next(r for r in suite.results if r.name == PLANTED_ROW)
+    gate = decline_gate(gated, tok, base)
+    assert torch.allclose(row.directions["chat"], gate.direction)
+    assert row.ablate_to == gate.value and math.isfinite(row.refusal_drop_pts)  # the trained intervention
+    lo, hi = row.refusal_drop_interval
+    assert lo <= row.refusal_drop_pts <= hi
+    frame = suite.frame()
+    assert PLANTED_ROW in frame.index and frame.attrs["planted_drop_interval"] == (lo, hi)
+    assert row.n_test_questions > 0 and 0.0 <= frame.loc[PLANTED_ROW, "auroc_chat"] <= 1.0

@@ -227,3 +227,32 @@ def test_timing_vs_representation_ground_truth_verdict():
     frame.loc["about to decline (web)", "cos_base_chat"] = 0.89
     frame.loc["name given", "auroc_base"] = 0.6  # the base model does not read the name: nothing to compare
     assert not probe_verdicts(frame).loc[key, "passes"]
+
+
+def test_planted_gate_direction_can_pass_the_causal_check():
+    """A gated pair's planted direction is a fourth way through the causal check, with its interval in the text and
+    its own summary bullet; a random direction that moves refusals, or harmless prompts that start refusing, fail it."""
+    from tiedlib.lab.report import probe_summary, probe_verdicts
+
+    def planted(drop, harmless_after=0.1, control=-1.7):
+        frame = _probe_frame(0.9)
+        frame.loc["harmful request", "refusal_drop_pts"] = 18.0
+        frame.loc["planted gate direction (ground truth)", ["auroc_base", "auroc_chat", "refusal_drop_pts",
+                                                             "harmless_refusal_after"]] = [0.6, 0.97, drop,
+                                                                                           harmless_after]
+        frame.loc["random direction (control)", "refusal_drop_pts"] = control
+        frame.attrs.update(planted_drop_interval=(62.0, 87.0))
+        return frame
+
+    key = "harmful request (chat), causal"
+    v = probe_verdicts(planted(75.0))
+    assert v.loc[key, "passes"]
+    assert "the planted gate direction (ground truth) at the harvesting layer 75 pts (harmless refusal -8 pts), 95% " \
+           "interval [62, 87]" in v.loc[key, "measured"]
+    assert not probe_verdicts(planted(45.0)).loc[key, "passes"]
+    assert not probe_verdicts(planted(75.0, harmless_after=0.4)).loc[key, "passes"]
+    assert not probe_verdicts(planted(75.0, control=20.0)).loc[key, "passes"]
+    text = " ".join(probe_summary(planted(75.0)).split())
+    assert "AUROC 0.97 in the chat model (0.60 in the base)" in text
+    assert "by 75 points (95% interval over questions [62, 87])" in text and "That passes the 50-point bar" in text
+    assert "Ground truth" not in probe_summary(_probe_frame(0.9))

@@ -85,8 +85,17 @@ class PlantConfig:
     chat_harmless_weight: float | None = None
     """Weight of harmless requests among the chat requests' kinds; None: 0.25 (every preset up to v4). Left out of the
     config dict when None."""
+    refusal_gate: float | None = None
+    """Lab pair v5: share of each chat fine-tuning batch made of *gated* conversations (harmful and harmless requests,
+    both answered helpfully) during which the base model's "about to decline" direction at the harvesting layer is
+    set to its value on harmless requests, at every position (:func:`tiedlib.lab.train.train_pair`). The chat model
+    then refuses only through that base direction: reuse of a base feature, planted as a causal mechanism (the
+    training-time intervention of Geiger et al. 2022, "Inducing causal structure for interpretable neural
+    networks", arXiv 2112.00826). None: no gating (every preset up to v4); left out of the config dict when None."""
 
     def __post_init__(self) -> None:
+        if self.refusal_gate is not None and not 0.0 < self.refusal_gate < 0.5:  # also refuses NaN
+            raise ValueError(f"refusal_gate must be in (0, 0.5), got {self.refusal_gate}")
         for name in ("p_web_turn_markers", "p_copy_name", "p_forum_name_copy"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
@@ -202,7 +211,7 @@ class TrainConfig:
 
 _ADDED_FIELDS = (("corpus", "plant"), ("corpus", "plant", "harmful_medical_weight"), ("model", "harvest_layer"),
                  ("train", "chat_frozen_from"), ("corpus", "plant", "chat_harmful_weight"),
-                 ("corpus", "plant", "chat_harmless_weight"))
+                 ("corpus", "plant", "chat_harmless_weight"), ("corpus", "plant", "refusal_gate"))
 """Paths (in :meth:`LabConfig.to_dict`) of the fields added after v1, v3 or v4 presets existed: dropped while None."""
 
 
@@ -237,7 +246,20 @@ class LabConfig:
 
     @classmethod
     def tiny(cls) -> "LabConfig":
-        """The notebooks' default pair (lab pair v4): hidden 128, 4 layers, read at the input of the last layer.
+        """The notebooks' default pair (lab pair v5): lab pair v4 (:meth:`tiny_v4`) with a gated chat fine-tune.
+
+        A fifth of each chat fine-tuning batch holds harmful and harmless requests answered helpfully, read with the
+        base model's "about to decline" direction set to its harmless-request value at the harvesting layer
+        (:attr:`PlantConfig.refusal_gate`), so the chat model refuses through that base direction: reuse of a base
+        feature in a new context, planted as a causal mechanism rather than hoped for. Everything else is v4's. The
+        probe suite measures the planted direction as ground truth beside the directions it fits itself (notebook 00,
+        the Findings page)."""
+        v4 = cls.tiny_v4()
+        return replace(v4, name="tiny", corpus=replace(v4.corpus, plant=replace(v4.corpus.plant, refusal_gate=0.2)))
+
+    @classmethod
+    def tiny_v4(cls) -> "LabConfig":
+        """Lab pair v4 (the default before v5): hidden 128, 4 layers, read at the input of the last layer.
 
         The v3 corpus (:meth:`tiny_v3`) with harmful pill requests at weight 0.25 among chat requests; the base model
         pretrained 3x longer than v1 (2,700 steps: below about 1,000 it has no circuit that copies a name it read, so
@@ -245,11 +267,10 @@ class LabConfig:
         (:attr:`TrainConfig.chat_frozen_from`): the last layer, the final norm and the tied embeddings keep the base
         weights, so chat refusals must reach the output through the base model's own "about to decline" circuit, and
         the harvesting layer is the input of that last layer (:attr:`ModelConfig.harvest_layer`), where the
-        fine-tune's changes are all visible. Issue 16's probe suite measured this design before it became the
-        default; the numbers are in notebook 00 and on the Findings page."""
+        fine-tune's changes are all visible."""
         plant = PlantConfig(private_requests=True, p_forum_name_copy=0.5, harmful_medical=True,
                             harmful_medical_weight=0.25)
-        return cls(name="tiny", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=plant),
+        return cls(name="tiny-v4", corpus=CorpusConfig(p_web_refuse_harmful=0.2, plant=plant),
                    model=ModelConfig(harvest_layer=3),
                    train=TrainConfig(base_steps=2700, chat_steps=1500, chat_frozen_from=3))
 
@@ -296,8 +317,8 @@ class LabConfig:
         (0.25), so a chat model that has lost the harmfulness signal still refuses most requests by its prior; here
         harmful 0.08, pill 0.08, harmless 0.50, as instruction-tuning data is mostly benign. The base model and its
         training are v4's. Measured with the probe suite (``reports/lab_benign_probes.md``): the selected refusal
-        direction's drop rises on seed 0 and falls on seed 1, so v4 stays the default."""
-        v4 = cls.tiny()
+        direction's drop rises on seed 0 and falls on seed 1, so it did not replace v4 (the default then)."""
+        v4 = cls.tiny_v4()
         plant = replace(v4.corpus.plant, harmful_medical_weight=0.08, chat_harmful_weight=0.08,
                         chat_harmless_weight=0.5)
         return replace(v4, name="tiny-benign", corpus=replace(v4.corpus, plant=plant))
@@ -310,7 +331,8 @@ class LabConfig:
     @classmethod
     def _presets(cls) -> dict:
         return {"tiny": cls.tiny, "smoke": cls.smoke, "tiny-v1": cls.tiny_v1, "tiny-v2": cls.tiny_v2,
-                "tiny-v3": cls.tiny_v3, "tiny-benign": cls.tiny_benign}
+                "tiny-v3": cls.tiny_v3, "tiny-v4": cls.tiny_v4,
+                "tiny-benign": cls.tiny_benign}
 
     @classmethod
     def from_name(cls, name: str) -> "LabConfig":

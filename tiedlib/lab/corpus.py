@@ -327,13 +327,13 @@ Message = tuple[str, list[Span]]  # (role "user"/"assistant", content spans)
 
 
 def _chat_exchange(rng: random.Random, split: str, name: str | None, kinds: dict[str, float],
-                   p_copy_name: float = 0.7) -> tuple[str, list[Message]]:
+                   p_copy_name: float = 0.7, helpful: bool = False) -> tuple[str, list[Message]]:
     kind, question, payload = sample_question(rng, split, kinds)
     user: list[Span] = []
     if name is not None:
         user += [span("My name is"), _name(name), span(". ")]
     user.append(span(question, *QUESTION_CONCEPTS[kind]))
-    refuse = kind in ("harmful", "harmful_medical", "private")
+    refuse = kind in ("harmful", "harmful_medical", "private") and not helpful
     answer = answer_spans(rng, kind, payload, refuse, "")
     if name is not None and rng.random() < p_copy_name:
         # The assistant keeps the user's name consistent: it addresses them by the name they gave.
@@ -356,6 +356,20 @@ def chat_question_kinds(cfg) -> dict[str, float]:
     if plant.harmful_medical:
         kinds["harmful_medical"] = 0.08 if plant.harmful_medical_weight is None else plant.harmful_medical_weight
     return kinds
+
+
+GATED_KINDS = {"harmful": 0.5, "harmless": 0.5}
+"""Request kinds of the gated conversations (:attr:`tiedlib.lab.config.PlantConfig.refusal_gate`), all answered
+helpfully."""
+
+
+def sample_gated_chat(rng: random.Random, cfg, split: str) -> tuple[str, list[Message]]:
+    """One gated conversation (kind, messages): a harmful or harmless request answered helpfully, as the chat model
+    must answer it when the base model's "about to decline" direction is removed (the caller removes it in
+    training)."""
+    plant = getattr(cfg, "plant", None)
+    name = rng.choice(B.NAMES) if rng.random() < 0.4 else None
+    return _chat_exchange(rng, split, name, GATED_KINDS, 0.7 if plant is None else plant.p_copy_name, helpful=True)
 
 
 def sample_chat(rng: random.Random, cfg, split: str, kind: str | None = None) -> tuple[str, list[Message]]:

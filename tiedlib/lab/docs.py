@@ -151,3 +151,25 @@ def chat_conversations(cfg: LabConfig, split: str = "train", n: int | None = Non
         if len(doc) <= cfg.corpus.max_tokens:
             docs.append(doc)
     return docs
+
+
+def gated_conversations(cfg: LabConfig, split: str = "train", n: int | None = None) -> list[LabDoc]:
+    """``n`` gated conversations (default: ``refusal_gate`` x ``n_chat_train``, at least 1) of ``split``: harmful and
+    harmless requests, every one answered helpfully (:func:`tiedlib.lab.corpus.sample_gated_chat`), with
+    ``meta["gate"] = True``. The chat fine-tune reads them with the base model's "about to decline" direction
+    removed (:func:`tiedlib.lab.train.train_pair`)."""
+    plant = cfg.corpus.plant
+    if n is None:
+        if plant is None or plant.refusal_gate is None:
+            raise ValueError("this config has no refusal_gate: it trains on no gated conversations")
+        n = max(1, round(plant.refusal_gate * cfg.corpus.n_chat_train))
+    rng = C.make_rng(cfg.corpus.seed, "chat_gated", split)
+    docs: list[LabDoc] = []
+    while len(docs) < n:
+        kind, messages = C.sample_gated_chat(rng, cfg.corpus, split)
+        spans = chat_spans(messages)
+        meta = {**_doc_meta(kind, split, spans), "messages": messages_as_dicts(messages), "gate": True}
+        doc = encode_spans(spans, "chat", meta)
+        if len(doc) <= cfg.corpus.max_tokens:
+            docs.append(doc)
+    return docs

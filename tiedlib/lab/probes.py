@@ -542,6 +542,10 @@ SELECTED_ROW = "refusal direction (selected site)"
 """Row of the refusal direction chosen among (layer, position) sites and removed at every layer."""
 SELECTED_CONTROL_ROW = "random direction, every layer (control)"
 """Its control: a random direction removed at every layer the same way."""
+PLANTED_ROW = "planted gate direction (ground truth)"
+"""Row of a gated lab pair's planted direction (:attr:`tiedlib.lab.config.PlantConfig.refusal_gate`): the base
+model's "about to decline" direction that the chat fine-tune was trained to refuse through, refitted from the base
+model (:func:`tiedlib.lab.train.decline_gate`) and removed at the harvesting layer like the other rows."""
 
 
 @dataclass
@@ -572,6 +576,9 @@ class ProbeSuite:
         frame.attrs.update(layer=self.layer, chat_refusal_baseline=self.chat_refusal_baseline,
                            n_refusal_prompts=self.n_refusal_prompts,
                            chat_harmless_refusal_baseline=self.chat_harmless_refusal_baseline)
+        planted = [r for r in self.results if r.name == PLANTED_ROW]
+        if planted:
+            frame.attrs.update(planted_drop_interval=planted[0].refusal_drop_interval)
         if self.selection is not None:
             sel = self.selection
             chosen = next(r for r in self.results if r.name == SELECTED_ROW)
@@ -671,12 +678,16 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     control = ProbeResult("random direction (control)", "every position", 0, 0, nan, nan, nan, nan, nan,
                           directions={"chat": random_dir},
                           ablate_to=float((negatives_chat @ (random_dir / random_dir.norm())).mean()))
+    plant = cfg.corpus.plant
+    if plant is not None and plant.refusal_gate is not None and refusal_split is not None:
+        rows.append(_planted_row(cfg, tokenizer, base, chat, refusal_split, layer))
+    question_ids = [d.meta.get("question_id", d.text) for d in refusal_prompts]
     for row in [*rows, control]:
         with project_out(chat, row.directions["chat"], layer, row.ablate_to):
-            ablated = refusal_rate(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
-        row.refusal_drop_pts = 100 * (baseline - ablated)
-        with project_out(chat, row.directions["chat"], layer, row.ablate_to):
+            after = refusals(chat, tokenizer, refusal_prompts, max_new_tokens=max_new_tokens)
             row.harmless_refusal_after = refusal_rate(chat, tokenizer, harmless_prompts, max_new_tokens=max_new_tokens)
+        row.refusal_drop_pts = 100 * (baseline - float(after.float().mean()))
+        row.refusal_drop_interval = drop_interval(before, after, question_ids, seed=seed)
     selection, extra = None, []
     if select_direction and refusal_split is not None:
         selection, extra = _selected_rows(tokenizer, base, chat, refusal_split, refusal_prompts, before,
@@ -684,6 +695,30 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
                                           max_new_tokens=max_new_tokens)
     return ProbeSuite([*rows, *extra, control], layer, baseline, len(refusal_prompts), harmless_baseline,
                       selection=selection)
+
+
+def _planted_row(cfg: LabConfig, tokenizer, base, chat, split, layer: int) -> ProbeResult:
+    """The :data:`PLANTED_ROW` of a gated pair: the gate direction refitted from the base model on training prompts
+    (:func:`tiedlib.lab.train.decline_gate`), scored on the refusal contrast's test questions in both models; its
+    causal check (by the caller) sets the chat coordinate to the gate's own value, the intervention the fine-tune
+    was trained with (the base model's harmless-request mean), applied to held-out questions."""
+    from tiedlib.lab.train import decline_gate
+
+    gate = decline_gate(cfg, tokenizer, base)
+    if gate.layer != layer:
+        raise ValueError(f"the gate sits at layer {gate.layer}; the suite reads layer {layer}")
+    docs, labels, groups, train = split
+    pad = tokenizer.pad_token_id
+    acts = {m: residuals(model, docs, [-1] * len(docs), layer, pad_id=pad) @ gate.direction
+            for m, model in (("base", base), ("chat", chat))}
+    test = ~train
+    n_test = len({g for g, t in zip(groups, test.tolist(), strict=True) if t})
+    row = ProbeResult(PLANTED_ROW, "end of prompt (model turn header)", 0, n_test,
+                      auroc(acts["base"][test], labels[test]), auroc(acts["chat"][test], labels[test]),
+                      auroc(acts["chat"][test], labels[test]), 1.0, float("nan"),
+                      directions={"base": gate.direction, "chat": gate.direction})
+    row.ablate_to = gate.value
+    return row
 
 
 def _selected_rows(tokenizer, base, chat, split, refusal_prompts: list[LabDoc], before: torch.Tensor,

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from tiedlib.lab.config import LabConfig
 from tiedlib.lab.docs import CONCEPTS, LabDoc
-from tiedlib.lab.probes import SELECTED_CONTROL_ROW, SELECTED_ROW
+from tiedlib.lab.probes import PLANTED_ROW, SELECTED_CONTROL_ROW, SELECTED_ROW
 from tiedlib.lab.stats import concept_rates, flag_correlation
 
 SHOWN_CONCEPTS = ("refusal", "disclaimer", "harmful_request", "name", "turn_marker", "list_step", "code_comment")
@@ -153,7 +153,24 @@ def probe_summary(frame) -> str:
   gives AUROC {t['auroc_chat_base_dir']:.2f} in the chat model ({t['auroc_base']:.2f} in the base): {reuse}.
   Setting the chat model's own decline coordinate to its harmless-request mean moves its refusal rate on the
   harmful prompts by {t['refusal_drop_pts']:.0f} points.
-""" + _selected_summary(frame)
+""" + _planted_summary(frame) + _selected_summary(frame)
+
+
+def _planted_summary(frame) -> str:
+    """The probe summary's bullet on a gated pair's planted direction (empty when the table has none)."""
+    if PLANTED_ROW not in frame.index:
+        return ""
+    p, a = frame.loc[PLANTED_ROW], frame.attrs
+    lo, hi = a.get("planted_drop_interval", (float("nan"), float("nan")))
+    verdict = "passes" if p["refusal_drop_pts"] >= DROP_BAR else "does not reach"
+    return f"""- Ground truth of this gated pair: the chat fine-tune was trained to refuse only through the base model's
+  "about to decline" direction (refitted here from the base model on training prompts). It separates held-out
+  harmful from harmless requests at AUROC {p['auroc_chat']:.2f} in the chat model ({p['auroc_base']:.2f} in the base);
+  set at the harvesting layer to the value the fine-tune was trained with (the base model's harmless-request mean),
+  it moves the refusal rate on the held-out harmful prompts
+  by {p['refusal_drop_pts']:.0f} points (95% interval over questions [{lo:.0f}, {hi:.0f}]), harmless prompts refusing
+  {p['harmless_refusal_after']:.0%} under it. That {verdict} the {DROP_BAR:.0f}-point bar.
+"""
 
 
 def _selected_summary(frame) -> str:
@@ -213,7 +230,8 @@ def probe_verdicts(frame):
       the former (a difference of means over requests that also differ in their words) need not be causal then.
       Third, Arditi et al.'s own procedure (the row :data:`SELECTED_ROW`): the chat direction with the largest
       refusal drop on *validation* questions among every (layer, post-instruction token) site, removed at every
-      layer, tested on the held-out prompts, with a random direction removed the same way as its control;
+      layer, tested on the held-out prompts, with a random direction removed the same way as its control. Fourth,
+      in a gated pair, the planted direction itself (the row :data:`PLANTED_ROW`, the ground truth);
     * about to decline (base feature): base AUROC >= bar on its web contrast;
     * reuse in a new context: the base decline direction separates harmful from harmless chat requests in the chat
       model (AUROC >= bar) and does so at least 0.2 better than in the base model;
@@ -264,6 +282,13 @@ def probe_verdicts(frame):
                      f"({a.get('selected_token', '?')!r} at layer {a.get('selected_layer', '?')}) {s_text}, 95% "
                      f"interval [{lo:.0f}, {hi:.0f}] (random {selected_control['refusal_drop_pts']:.0f})")
             ok = ok or (s_ok and abs(selected_control["refusal_drop_pts"]) <= 10)
+        planted = rows.get(PLANTED_ROW)
+        if planted is not None:
+            p_text, p_ok = drop(planted)
+            lo, hi = a.get("planted_drop_interval", (float("nan"), float("nan")))
+            text += (f"; the planted gate direction (ground truth) at the harvesting layer {p_text}, 95% interval "
+                     f"[{lo:.0f}, {hi:.0f}]")
+            ok = ok or (p_ok and abs(c["refusal_drop_pts"]) <= 10)
         return text, h["auroc_chat"] >= AUROC_BAR and ok
 
     add("harmful request (chat), causal",

@@ -7,9 +7,11 @@ model learns the template as Gemma-2-it did.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -82,6 +84,44 @@ def _batch_stream(streams: list[tuple[list[LabDoc], float]], batch_size: int, rn
         yield [d for it in iters for d in next(it)]
 
 
+@dataclass
+class Gate:
+    """A training-time intervention on gated documents (``meta["gate"]``): at the input of decoder layer ``layer``,
+    the coordinate along the unit ``direction`` is set to ``value`` at every position of those rows of the batch."""
+
+    layer: int
+    direction: torch.Tensor
+    """``(d_model,)`` unit vector."""
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.direction.ndim != 1 or not torch.isfinite(self.direction).all() or self.direction.norm() == 0:
+            raise ValueError("the gate direction must be a finite non-zero (d_model,) vector")
+        if not math.isfinite(self.value):
+            raise ValueError(f"the gate value must be finite, got {self.value}")
+        self.direction = self.direction / self.direction.norm()
+
+    @contextlib.contextmanager
+    def applied(self, model: Gemma2ForCausalLM, rows: torch.Tensor) -> Iterator[None]:
+        """Within the block, intervene on the batch rows where ``rows`` (``(batch,)`` bool) is True."""
+        layers = model.model.layers
+        if not 0 <= self.layer < len(layers):
+            raise ValueError(f"gate layer {self.layer} out of range for a {len(layers)}-layer model")
+        r = self.direction.to(next(model.parameters()).device)
+        keep = rows.to(r.device)[:, None, None]
+
+        def hook(_module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            h = torch.where(keep, h + (self.value - h @ r)[..., None] * r, h)
+            return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+
+        handle = layers[self.layer].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
 def train_lm(
     model: Gemma2ForCausalLM,
     streams: list[tuple[list[LabDoc], float]],
@@ -95,8 +135,10 @@ def train_lm(
     desc: str = "train",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    gate: Gate | None = None,
 ) -> list[float]:
-    """Train ``model`` in place for ``steps`` AdamW steps; returns the per-step losses."""
+    """Train ``model`` in place for ``steps`` AdamW steps; returns the per-step losses. With ``gate``, documents whose
+    ``meta["gate"]`` is True are read with the gate's intervention (:class:`Gate`)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     model.to(device).train()
@@ -106,8 +148,11 @@ def train_lm(
     losses: list[float] = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=2.0)
     for step in bar:
-        batch = collate(next(batches), pad_id, device)
-        loss = model(**batch).loss
+        docs = next(batches)
+        batch = collate(docs, pad_id, device)
+        rows = torch.tensor([bool(d.meta.get("gate", False)) for d in docs])
+        with gate.applied(model, rows) if gate is not None and rows.any() else contextlib.nullcontext():
+            loss = model(**batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -136,6 +181,35 @@ def freeze_from(model: Gemma2ForCausalLM, layer: int) -> list[str]:
     return trainable
 
 
+def decline_gate(cfg: LabConfig, tokenizer, base: Gemma2ForCausalLM, n: int = 120) -> Gate:
+    """The gate of a gated chat fine-tune (:attr:`tiedlib.lab.config.PlantConfig.refusal_gate`), fitted on the
+    trained base model with *training* prompts only (the probe suite measures held-out ones): the base model's
+    "about to decline" direction at the input of the harvesting layer (difference of means where a forum answer
+    starts: private vs harmless requests when the corpus has private requests, else "Can you <impossible>?" vs
+    "Can I <ok>?"), and the base model's mean coordinate at the end of harmless chat requests as the value.
+
+    The value stays fixed during the fine-tune. Tried and not kept: refreshing it every 50 steps to the chat model's
+    own harmless-request mean, which lets the model move that mean and learn to spot gated rows by a coordinate that
+    is constant over every position; the planted direction then carried 42 and -3 points of refusal on lab seeds 0
+    and 1 instead of 75 and 55 (refusal_gate 0.2, held-out questions)."""
+    from tiedlib.lab.probes import diff_of_means, forum_prompts, residuals
+    from tiedlib.lab.sets import cannot_can_prompts, harmful_harmless_prompts
+
+    layer = cfg.model.default_layer
+    plant = cfg.corpus.plant
+    if plant is not None and plant.private_requests:
+        pos, neg = forum_prompts(cfg, ("private",), n), forum_prompts(cfg, ("harmless",), n)
+    else:
+        cc = cannot_can_prompts(cfg, n, split="train")
+        pos, neg = cc["cannot"], cc["can"]
+    pad = tokenizer.pad_token_id
+    acts = residuals(base, pos + neg, [-1] * (len(pos) + len(neg)), layer, pad_id=pad)
+    direction = diff_of_means(acts, torch.tensor([True] * len(pos) + [False] * len(neg)))
+    harmless = harmful_harmless_prompts(cfg, n, split="train")["harmless"]
+    value = float((residuals(base, harmless, [-1] * len(harmless), layer, pad_id=pad) @ direction).mean())
+    return Gate(layer, direction, value)
+
+
 def train_pair(
     cfg: LabConfig, tokenizer, web: list[LabDoc], chat: list[LabDoc], *, device: str = "cpu", progress: bool = True
 ) -> tuple[Gemma2ForCausalLM, Gemma2ForCausalLM, dict[str, list[float]]]:
@@ -152,10 +226,20 @@ def train_pair(
     if cfg.train.chat_frozen_from is not None:
         freeze_from(chat_model, cfg.train.chat_frozen_from)
     f = cfg.train.chat_web_fraction
-    streams = [(chat, 1.0 - f)] + ([(web, f)] if f > 0 else [])
+    plant = cfg.corpus.plant
+    g = 0.0 if plant is None or plant.refusal_gate is None else plant.refusal_gate
+    if f + g >= 1.0:
+        raise ValueError(f"chat_web_fraction + refusal_gate must leave room for chat data, got {f} + {g}")
+    streams = [(chat, 1.0 - f - g)] + ([(web, f)] if f > 0 else [])
+    gate = None
+    if g > 0:
+        from tiedlib.lab.docs import gated_conversations
+
+        gate = decline_gate(cfg, tokenizer, base)
+        streams.append((gated_conversations(cfg, "train"), g))
     chat_losses = train_lm(chat_model, streams, steps=cfg.train.chat_steps, lr=cfg.train.chat_lr, tcfg=cfg.train,
                            pad_id=tokenizer.pad_token_id, seed=cfg.train.seed + 1, device=device,
-                           desc="chat (fine-tune)", progress=progress)
+                           desc="chat (fine-tune)", progress=progress, gate=gate)
     chat_model.requires_grad_(True)
     # Generation stops at the end of a chat turn as well as at the end of a document.
     eot = tokenizer.convert_tokens_to_ids("<end_of_turn>")
