@@ -9,11 +9,11 @@ the matches to *chat-only* concepts are counted.
 
 Chat-only concepts are read from the data, not listed by hand: the concepts labelled somewhere in the held-out chat
 documents and nowhere in the held-out web documents (:func:`tiedlib.analysis.concepts.source_only_concepts`). On the
-``tiny`` lab pair (v4, whose web transcripts also use the chat template's turn markers) these are the chat corpus's
-``code_question``, ``greeting`` and ``offer_help`` (the book build's glued rule lists them); on ``tiny-v1`` (120
-held-out documents per source, and the same with 400) the template's ``turn_marker``, ``user_turn``, ``model_turn``
-and ``end_of_turn`` count too. ``smoke`` reads 12 documents per source, few enough that some concepts of both sources
-(e.g. ``disclaimer``) miss its web sample and count too.
+``tiny`` lab pair (v5, whose web transcripts also use the chat template's turn markers, as v4's did) these are the
+chat corpus's ``code_question``, ``greeting`` and ``offer_help`` (the book build's glued rule lists them); on
+``tiny-v1`` (120 held-out documents per source, and the same with 400) the template's ``turn_marker``,
+``user_turn``, ``model_turn`` and ``end_of_turn`` count too. ``smoke`` reads 12 documents per source, few enough
+that some concepts of both sources (e.g. ``disclaimer``) miss its web sample and count too.
 """
 
 from __future__ import annotations
