@@ -293,3 +293,12 @@ def test_gated_config_adds_the_planted_direction_row(smoke_path, smoke_cfg):
     frame = suite.frame()
     assert PLANTED_ROW in frame.index and frame.attrs["planted_drop_interval"] == (lo, hi)
     assert row.n_test_questions > 0 and 0.0 <= frame.loc[PLANTED_ROW, "auroc_chat"] <= 1.0
+    # Read at a layer other than the gate's (here the gate sits at layer 0 and the suite reads layer 1): no row,
+    # rather than an error or a row ablated where the gate is not.
+    elsewhere = dataclasses.replace(gated, model=dataclasses.replace(gated.model, harvest_layer=0))
+    torch.set_num_threads(1)
+    try:
+        other = run_probes(elsewhere, tok, base, chat, n=30, n_refusal_prompts=12, layer=1, select_direction=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert PLANTED_ROW not in other.frame().index and "planted_drop_interval" not in other.frame().attrs

@@ -614,6 +614,9 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     post-instruction position) site, as Arditi et al. 2024 do; it is tested on the same held-out prompts, removed at
     every layer, in the row :data:`SELECTED_ROW`, with its own random control removed at every layer,
     :data:`SELECTED_CONTROL_ROW`.
+
+    A gated pair (:attr:`tiedlib.lab.config.PlantConfig.refusal_gate`) read at its harvesting layer also gets the
+    row :data:`PLANTED_ROW`, its planted direction measured like the other rows (absent when ``layer`` is another).
     """
     layer = harvest_layer(cfg) if layer is None else layer
     contrasts = list(lab_contrasts(cfg, n) if contrasts is None else contrasts)
@@ -679,7 +682,8 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
                           directions={"chat": random_dir},
                           ablate_to=float((negatives_chat @ (random_dir / random_dir.norm())).mean()))
     plant = cfg.corpus.plant
-    if plant is not None and plant.refusal_gate is not None and refusal_split is not None:
+    if plant is not None and plant.refusal_gate is not None and refusal_split is not None \
+            and cfg.model.default_layer == layer:  # the gate sits at the harvesting layer; another layer has no row
         rows.append(_planted_row(cfg, tokenizer, base, chat, refusal_split, layer))
     question_ids = [d.meta.get("question_id", d.text) for d in refusal_prompts]
     for row in [*rows, control]:
