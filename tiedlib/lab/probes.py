@@ -627,6 +627,7 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     harmless_prompts: list[LabDoc] | None = None
     negatives_chat: torch.Tensor | None = None  # chat activations of the refusal contrast's negative prompts
     refusal_split: tuple[list[LabDoc], torch.Tensor, list[str], torch.Tensor] | None = None
+    refusal_acts: dict[str, torch.Tensor] | None = None  # both models' activations of that contrast's prompts
     for c in contrasts:
         docs, labels, groups = c.docs()
         acts = {m: residuals(model, docs, [-1] * len(docs), layer, pad_id=pad) for m, model in
@@ -660,7 +661,7 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
                                     if t and not y][:n_refusal_prompts]
                 negatives_chat = acts["chat"][~labels]
                 if c.direction_from is None:
-                    refusal_split = (docs, labels, groups, train)
+                    refusal_split, refusal_acts = (docs, labels, groups, train), acts
             rated = pos_test[:n_refusal_prompts]
             for m, model in (("base", base), ("chat", chat)):
                 replies = generate_replies(model, tokenizer, rated, max_new_tokens=max_new_tokens)
@@ -684,7 +685,7 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
     plant = cfg.corpus.plant
     if plant is not None and plant.refusal_gate is not None and refusal_split is not None \
             and cfg.model.default_layer == layer:  # the gate sits at the harvesting layer; another layer has no row
-        rows.append(_planted_row(cfg, tokenizer, base, chat, refusal_split, layer))
+        rows.append(_planted_row(cfg, tokenizer, base, refusal_split, refusal_acts))
     question_ids = [d.meta.get("question_id", d.text) for d in refusal_prompts]
     for row in [*rows, control]:
         with project_out(chat, row.directions["chat"], layer, row.ablate_to):
@@ -701,25 +702,22 @@ def run_probes(cfg: LabConfig, tokenizer, base, chat, *, n: int = 120, n_refusal
                       selection=selection)
 
 
-def _planted_row(cfg: LabConfig, tokenizer, base, chat, split, layer: int) -> ProbeResult:
+def _planted_row(cfg: LabConfig, tokenizer, base, split, acts: dict[str, torch.Tensor]) -> ProbeResult:
     """The :data:`PLANTED_ROW` of a gated pair: the gate direction refitted from the base model on training prompts
-    (:func:`tiedlib.lab.train.decline_gate`), scored on the refusal contrast's test questions in both models; its
+    (:func:`tiedlib.lab.train.decline_gate`), scored on the refusal contrast's test questions in both models (``acts``:
+    ``{"base", "chat"}`` activations of the contrast's prompts at the gate's layer, as the suite read them); its
     causal check (by the caller) sets the chat coordinate to the gate's own value, the intervention the fine-tune
     was trained with (the base model's harmless-request mean), applied to held-out questions."""
     from tiedlib.lab.train import decline_gate
 
     gate = decline_gate(cfg, tokenizer, base)
-    if gate.layer != layer:
-        raise ValueError(f"the gate sits at layer {gate.layer}; the suite reads layer {layer}")
-    docs, labels, groups, train = split
-    pad = tokenizer.pad_token_id
-    acts = {m: residuals(model, docs, [-1] * len(docs), layer, pad_id=pad) @ gate.direction
-            for m, model in (("base", base), ("chat", chat))}
+    _, labels, groups, train = split
+    coords = {m: a @ gate.direction for m, a in acts.items()}
     test = ~train
     n_test = len({g for g, t in zip(groups, test.tolist(), strict=True) if t})
     row = ProbeResult(PLANTED_ROW, "end of prompt (model turn header)", 0, n_test,
-                      auroc(acts["base"][test], labels[test]), auroc(acts["chat"][test], labels[test]),
-                      auroc(acts["chat"][test], labels[test]), 1.0, float("nan"),
+                      auroc(coords["base"][test], labels[test]), auroc(coords["chat"][test], labels[test]),
+                      auroc(coords["chat"][test], labels[test]), 1.0, float("nan"),
                       directions={"base": gate.direction, "chat": gate.direction})
     row.ablate_to = gate.value
     return row
