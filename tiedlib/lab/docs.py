@@ -141,13 +141,19 @@ def chat_conversations(cfg: LabConfig, split: str = "train", n: int | None = Non
     ``meta["messages"]`` holds the ``[{"role", "content"}]`` form (``apply_chat_template`` of it gives ``text``).
     """
     n = cfg.corpus.n_chat_train if n is None else n
-    rng = C.make_rng(cfg.corpus.seed, "chat", split)
+    return _conversations(cfg, split, n, "chat", C.sample_chat)
+
+
+def _conversations(cfg: LabConfig, split: str, n: int, stream: str, sample, **meta: Any) -> list[LabDoc]:
+    """The first ``n`` conversations ``sample(rng, cfg.corpus, split)`` draws from the random stream ``stream`` that
+    fit ``max_tokens``, template-rendered, with ``meta`` added to each document's."""
+    rng = C.make_rng(cfg.corpus.seed, stream, split)
     docs: list[LabDoc] = []
     while len(docs) < n:
-        kind, messages = C.sample_chat(rng, cfg.corpus, split)
+        kind, messages = sample(rng, cfg.corpus, split)
         spans = chat_spans(messages)
-        meta = {**_doc_meta(kind, split, spans), "messages": messages_as_dicts(messages)}
-        doc = encode_spans(spans, "chat", meta)
+        doc = encode_spans(spans, "chat", {**_doc_meta(kind, split, spans), "messages": messages_as_dicts(messages),
+                                           **meta})
         if len(doc) <= cfg.corpus.max_tokens:
             docs.append(doc)
     return docs
@@ -163,13 +169,4 @@ def gated_conversations(cfg: LabConfig, split: str = "train", n: int | None = No
         if plant is None or plant.refusal_gate is None:
             raise ValueError("this config has no refusal_gate: it trains on no gated conversations")
         n = max(1, round(plant.refusal_gate * cfg.corpus.n_chat_train))
-    rng = C.make_rng(cfg.corpus.seed, "chat_gated", split)
-    docs: list[LabDoc] = []
-    while len(docs) < n:
-        kind, messages = C.sample_gated_chat(rng, cfg.corpus, split)
-        spans = chat_spans(messages)
-        meta = {**_doc_meta(kind, split, spans), "messages": messages_as_dicts(messages), "gate": True}
-        doc = encode_spans(spans, "chat", meta)
-        if len(doc) <= cfg.corpus.max_tokens:
-            docs.append(doc)
-    return docs
+    return _conversations(cfg, split, n, "chat_gated", C.sample_gated_chat, gate=True)
